@@ -1,0 +1,42 @@
+# Two commands for a fresh machine (see README):
+#   make demo   set up, then run the main job on the embedded (simulated) default data
+#   make test   set up, then lint and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PROFILE ?= demo
+
+# Offline and quiet, always.
+export DAGSTER_HOME := $(CURDIR)
+export MLFLOW_DISABLE_TELEMETRY := true
+export ORT_DISABLE_TELEMETRY := 1
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: setup demo test lint ui clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	@test -d data || $(BIN)/smh-ml simulate data --profile $(PROFILE)
+	$(BIN)/smh-ml data-commit
+	SMH_PROFILE=$(PROFILE) $(BIN)/dagster job execute -m pipelines.definitions -j main
+
+test: setup lint
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check smh_ml pipelines tests
+
+ui: setup
+	SMH_PROFILE=$(PROFILE) $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf artifacts .dagster .pytest_cache

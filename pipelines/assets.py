@@ -1,0 +1,89 @@
+"""Assets: raw captures -> capture manifest -> patch sets (P-TA, O-TA).
+
+Thin wiring only: every computation is a call into smh_ml. Each asset writes its files
+under the storage resource's root, atomically, and reports what people check in the UI.
+"""
+
+
+import json
+
+import dagster as dg
+
+from pipelines.resources import CaptureDataResource, ProfileResource, StorageResource
+from smh_ml.captures import class_counts, load_manifest, read_manifest, save_manifest
+from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
+from smh_ml.plots import sample_grid
+from smh_ml.validation import validate_manifest, validate_patch_sets
+
+MANIFEST_CHECK = "gx_capture_manifest"
+PATCH_CHECK = "gx_patch_sets"
+
+
+def _counts_table(counts: dict[str, int]) -> dg.MetadataValue:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in counts.items())
+    return dg.MetadataValue.md(f"| class | count |\n|---|---|\n{rows}")
+
+
+@dg.observable_source_asset(group_name="data",
+                            description="Captures under the capture root, versioned by DVC "
+                                        "(data.dvc md5). A new version makes everything stale.")
+def raw_captures(captures: CaptureDataResource) -> dg.DataVersion:
+    return dg.DataVersion(captures.version())
+
+
+@dg.asset(deps=[raw_captures], group_name="data",
+          check_specs=[dg.AssetCheckSpec(MANIFEST_CHECK, asset="capture_manifest", blocking=True,
+                                         description="Great Expectations suite on the captures")])
+def capture_manifest(context: dg.AssetExecutionContext, profile: ProfileResource,
+                     captures: CaptureDataResource, storage: StorageResource):
+    """Every capture decoded once: path, label, size, mode, mask, content hash."""
+    prof = profile.get()
+    manifest = load_manifest(captures.path)
+    path = save_manifest(manifest, storage.path(prof.name, "capture_manifest.csv"))
+    report = validate_manifest(manifest, prof, captures.classes)
+    context.log.info(report.format())
+    yield dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(path)),
+        "data_version": captures.version(),
+        "captures": len(manifest),
+        "class_counts": _counts_table(class_counts(manifest)),
+    })
+    yield dg.AssetCheckResult(
+        check_name=MANIFEST_CHECK, passed=report.success,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"problems": len(report.violations),
+                  "report": dg.MetadataValue.md("```\n" + report.format()[:20000] + "\n```")})
+
+
+@dg.asset(deps=[capture_manifest], group_name="data",
+          check_specs=[dg.AssetCheckSpec(PATCH_CHECK, asset="patch_sets", blocking=True,
+                                         description="Great Expectations suite on the patch "
+                                                     "index and training sets (no test leakage)")])
+def patch_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
+               storage: StorageResource):
+    """Split by capture, cut patches (Eq. 5-7 geometry), label from masks, build P-TA/O-TA."""
+    prof = profile.get()
+    manifest = read_manifest(storage.path(prof.name, "capture_manifest.csv"))
+    patch_set = build_patch_set(manifest, prof)
+    pta, ota = build_pta(patch_set, prof), build_ota(patch_set, prof)
+    report = validate_patch_sets(patch_set, {"pta": pta, "ota": ota}, prof.clean_class)
+    if not report.success:  # nothing written: the previous good patch sets stay in place
+        raise dg.Failure(description=report.format()[:20000],
+                         metadata={"problems": len(report.violations)})
+    out = storage.path(prof.name, "patch_sets")
+    stats = save_datasets(out, patch_set, pta, ota)
+    grid = sample_grid(pta.arrays, pta.index["label"], storage.path(prof.name, "pta_samples.png"),
+                       title=f"P-TA samples ({prof.name})")
+    context.log.info(json.dumps(stats))
+    yield dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(out)),
+        "geometry": dg.MetadataValue.json(stats["geometry"]),
+        "train_patches": _counts_table(stats["patches"]["train"]),
+        "test_patches": _counts_table(stats["patches"]["test"]),
+        "pta": _counts_table(stats["pta"]),
+        "ota": _counts_table(stats["ota"]),
+        "ambiguous_patches": stats["ambiguous_patches"],
+        "samples": dg.MetadataValue.path(str(grid)),
+    })
+    yield dg.AssetCheckResult(check_name=PATCH_CHECK, passed=True,
+                              metadata={"report": dg.MetadataValue.md("```\n" + report.format() + "\n```")})

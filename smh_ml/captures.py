@@ -1,0 +1,256 @@
+"""Capture sets: the folder convention, image reading and the capture manifest.
+
+A capture set is ``<root>/<class>/<name>.<png|jpg|jpeg|tif|tiff|bmp>`` with an optional
+mask beside each image, ``<name>.mask.png`` (nonzero = defect). Class folder names are the
+labels; any number of classes is allowed. Nothing here moves, rewrites or deletes a file:
+problems are recorded per file in the manifest and reported by :mod:`smh_ml.validation`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_SUFFIX = ".mask.png"
+
+MANIFEST_COLUMNS = [
+    "capture_id", "path", "label", "height", "width", "mode", "channels", "bit_depth",
+    "decodes", "error", "mask_path", "mask_height", "mask_width", "mask_error",
+    "defect_fraction", "content_hash",
+]
+
+
+class CaptureError(ValueError):
+    """A capture or mask file that cannot be used, with the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    height: int
+    width: int
+    mode: str
+    channels: int
+    bit_depth: int
+
+
+_MODE_INFO = {  # PIL mode -> (channels, bits per channel)
+    "1": (1, 1), "L": (1, 8), "P": (1, 8), "LA": (2, 8), "RGB": (3, 8), "RGBA": (4, 8),
+    "CMYK": (4, 8), "YCbCr": (3, 8), "I;16": (1, 16), "I;16B": (1, 16), "I;16L": (1, 16),
+    "I": (1, 32), "F": (1, 32),
+}
+
+
+def is_mask_file(path: Path) -> bool:
+    return path.name.lower().endswith(MASK_SUFFIX)
+
+
+def mask_path_for(image_path: Path) -> Path:
+    return image_path.with_name(image_path.stem + MASK_SUFFIX)
+
+
+def _open_fully(path: Path) -> Image.Image:
+    """Open and decode the whole file, turning every failure into a CaptureError."""
+    path = Path(path)
+    if not path.exists():
+        raise CaptureError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise CaptureError(path, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()  # a truncated file fails here, not at open()
+    except UnidentifiedImageError:
+        raise CaptureError(path, "not an image (no decoder recognises its content)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+        raise CaptureError(path, f"image does not decode: {exc}") from None
+    return image
+
+
+def probe_image(path: Path) -> ImageInfo:
+    """Decode ``path`` fully and describe it; raises CaptureError when it does not decode."""
+    image = _open_fully(path)
+    channels, bits = _MODE_INFO.get(image.mode, (len(image.getbands()), 8))
+    return ImageInfo(image.height, image.width, image.mode, channels, bits)
+
+
+def to_gray8(image: Image.Image, path: Path | str, convert: bool) -> np.ndarray:
+    """An 8-bit single-channel array; other modes only when ``convert`` (else CaptureError)."""
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.uint8)
+    if not convert:
+        channels, bits = _MODE_INFO.get(image.mode, (len(image.getbands()), 8))
+        raise CaptureError(
+            path,
+            f"not 8-bit single-channel (mode {image.mode}: {channels} channel(s), {bits}-bit); "
+            "convert it to 8-bit greyscale or enable validation.convert_color",
+        )
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        return np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        return np.clip(array / max(float(array.max()), 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def read_gray(path: Path | str, convert: bool = False) -> np.ndarray:
+    """Read a capture as an (H, W) uint8 array."""
+    return to_gray8(_open_fully(Path(path)), path, convert)
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """Read a mask as an (H, W) bool array, nonzero = defect."""
+    image = _open_fully(Path(path))
+    array = np.asarray(image)
+    if array.ndim == 3:
+        array = array.max(axis=2)
+    return array != 0
+
+
+def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CaptureFile:
+    label: str
+    path: Path
+    mask_path: Path | None
+
+
+@dataclass(frozen=True)
+class LayoutProblem:
+    path: Path
+    problem: str
+
+
+def scan_capture_root(root: Path | str) -> tuple[list[CaptureFile], list[LayoutProblem]]:
+    """Find captures under ``root`` by the folder convention.
+
+    Returns the captures and every file that breaks the convention (files directly in the
+    root, unknown extensions, masks without an image, nested folders). Hidden files are
+    ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CaptureError(root, "capture root is not a directory")
+    captures: list[CaptureFile] = []
+    problems: list[LayoutProblem] = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            problems.append(LayoutProblem(entry, "file directly in the capture root; "
+                                                 "captures belong in <root>/<class>/"))
+            continue
+        files = {p.name: p for p in sorted(entry.iterdir()) if not p.name.startswith(".")}
+        for name, path in files.items():
+            if path.is_dir():
+                problems.append(LayoutProblem(path, "nested folder inside a class folder"))
+            elif is_mask_file(path):
+                image_names = [name[: -len(MASK_SUFFIX)] + ext for ext in IMAGE_EXTENSIONS]
+                if not any(n in files or n.upper() in files for n in image_names):
+                    problems.append(LayoutProblem(path, "mask without a matching image"))
+            elif path.suffix.lower() in IMAGE_EXTENSIONS:
+                mask = mask_path_for(path)
+                captures.append(CaptureFile(entry.name, path, mask if mask.exists() else None))
+            else:
+                problems.append(LayoutProblem(
+                    path, f"unknown file type {path.suffix or '(no extension)'}; expected one of "
+                          f"{', '.join(IMAGE_EXTENSIONS)} or *{MASK_SUFFIX}"))
+    return captures, problems
+
+
+def _describe(capture: CaptureFile, root: Path) -> dict:
+    row: dict = {
+        "capture_id": f"{capture.label}/{capture.path.name}",
+        "path": str(capture.path),
+        "label": capture.label,
+        "height": pd.NA, "width": pd.NA, "mode": None, "channels": pd.NA, "bit_depth": pd.NA,
+        "decodes": False, "error": None,
+        "mask_path": str(capture.mask_path) if capture.mask_path else None,
+        "mask_height": pd.NA, "mask_width": pd.NA, "mask_error": None,
+        "defect_fraction": float("nan"),
+        "content_hash": file_hash(capture.path) if capture.path.stat().st_size else None,
+    }
+    try:
+        info = probe_image(capture.path)
+        row.update(height=info.height, width=info.width, mode=info.mode,
+                   channels=info.channels, bit_depth=info.bit_depth, decodes=True)
+    except CaptureError as exc:
+        row["error"] = exc.problem
+    if capture.mask_path is not None:
+        try:
+            mask = read_mask(capture.mask_path)
+            row.update(mask_height=mask.shape[0], mask_width=mask.shape[1],
+                       defect_fraction=float(mask.mean()))
+        except CaptureError as exc:
+            row["mask_error"] = exc.problem
+    return row
+
+
+def load_manifest(root: Path | str) -> pd.DataFrame:
+    """Load a capture set into a manifest DataFrame, one row per capture.
+
+    Every file is decoded once, so the manifest says which files decode, their geometry and
+    mode, the mask geometry and defect fraction, and the content hash (sha256 of the bytes).
+    Layout problems are kept in ``df.attrs["layout_problems"]`` as (path, problem) pairs.
+    """
+    root = Path(root)
+    captures, problems = scan_capture_root(root)
+    rows = [_describe(capture, root) for capture in captures]
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    for column in ("height", "width", "channels", "bit_depth", "mask_height", "mask_width"):
+        manifest[column] = manifest[column].astype("Int64")
+    manifest["decodes"] = manifest["decodes"].astype(bool)
+    manifest.attrs["root"] = str(root)
+    manifest.attrs["class_folders"] = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    manifest.attrs["layout_problems"] = [(str(p.path), p.problem) for p in problems]
+    return manifest
+
+
+def class_counts(manifest: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in manifest["label"].value_counts().sort_index().items()}
+
+
+def save_manifest(manifest: pd.DataFrame, path: Path | str) -> Path:
+    """Write the manifest as CSV plus a JSON sidecar for its attrs, both atomically."""
+    import json
+
+    from smh_ml.io import atomic_write_text
+
+    path = Path(path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(manifest.attrs, indent=1) + "\n")
+    return atomic_write_text(path, manifest.to_csv(index=False))
+
+
+def read_manifest(path: Path | str) -> pd.DataFrame:
+    import json
+
+    path = Path(path)
+    manifest = pd.read_csv(path)
+    for column in ("height", "width", "channels", "bit_depth", "mask_height", "mask_width"):
+        manifest[column] = manifest[column].astype("Int64")
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists():
+        manifest.attrs.update(json.loads(sidecar.read_text()))
+    return manifest

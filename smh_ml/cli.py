@@ -1,0 +1,177 @@
+"""The ``smh-ml`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Surface-defect recognition for servo motor housings: data, patches, models.")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _profile(name: str):
+    from smh_ml.profiles import get_profile
+    try:
+        return get_profile(name)
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+
+
+def _classes(value: str | None) -> list[str] | None:
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+@app.command()
+def profiles() -> None:
+    """List the configuration profiles."""
+    from smh_ml.profiles import PROFILES
+    table = Table("profile", "patch", "tiles", "resize", "description")
+    for p in PROFILES.values():
+        size = "x".join(map(str, p.patching.image_size)) if p.patching.image_size else "Eq. 5-7"
+        table.add_row(p.name, str(p.patching.patch), str(p.patching.tiles), size, p.description)
+    console.print(table)
+
+
+@app.command()
+def simulate(dest: Path = typer.Argument(..., help="Capture root to create."),
+             seed: int = typer.Option(0, help="Random seed; the same seed gives the same set."),
+             profile: str = typer.Option("paper", help="Profile whose count and scale are defaults."),
+             count: int | None = typer.Option(None, help="Number of captures."),
+             scale: float | None = typer.Option(None, help="Linear scale; 1.0 = 3584 px high."),
+             image_format: str = typer.Option("jpg", "--format", help="jpg (default) or png."),
+             overwrite: bool = typer.Option(False, help="Replace an existing capture root.")) -> None:
+    """Write SIMULATED line-scan captures (not real data) in the capture-folder convention."""
+    from smh_ml.simulate import simulate_captures
+    cfg = _profile(profile).simulate
+    start = time.perf_counter()
+    try:
+        counts = simulate_captures(dest, seed=seed, count=count or cfg.count,
+                                   scale=scale if scale is not None else cfg.scale,
+                                   image_format=image_format, overwrite=overwrite)
+    except (FileExistsError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"SIMULATED captures written to {dest} in {time.perf_counter() - start:.1f} s: "
+                  + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@app.command("import")
+def import_(kind: str = typer.Argument(..., help="Dataset layout: magnetic-tile or voc."),
+            src: Path = typer.Argument(..., help="Folder of the dataset as published."),
+            dest: Path = typer.Argument(..., help="Capture root to create."),
+            clean_class: str = typer.Option("defect-free", help="Name of the clean class."),
+            overwrite: bool = typer.Option(False, help="Replace an existing capture root.")) -> None:
+    """Import a public dataset into the capture-folder convention."""
+    from smh_ml.captures import CaptureError
+    from smh_ml.importers import import_dataset
+    try:
+        counts = import_dataset(kind, src, dest, clean_class=clean_class, overwrite=overwrite)
+    except (CaptureError, FileExistsError) as exc:
+        _fail(str(exc))
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    console.print(f"imported {sum(counts.values())} captures into {dest}: "
+                  + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+def _validated_manifest(root: Path, profile, classes):
+    from smh_ml.captures import CaptureError, load_manifest
+    from smh_ml.validation import validate_manifest
+    try:
+        manifest = load_manifest(root)
+    except CaptureError as exc:
+        _fail(str(exc))
+    report = validate_manifest(manifest, profile, classes)
+    return manifest, report
+
+
+@app.command()
+def validate(root: Path = typer.Argument(..., help="Capture root."),
+             profile: str = typer.Option("paper"),
+             classes: str | None = typer.Option(None, help="Declared classes, comma-separated.")) -> None:
+    """Validate a capture set (Great Expectations); exit 1 listing every bad file."""
+    _, report = _validated_manifest(root, _profile(profile), _classes(classes))
+    (console if report.success else err).print(report.format(), highlight=False, soft_wrap=True)
+    if not report.success:
+        raise typer.Exit(1)
+
+
+@app.command()
+def patches(root: Path = typer.Argument(..., help="Capture root."),
+            out: Path = typer.Argument(..., help="Output folder (replaced atomically)."),
+            profile: str = typer.Option("paper"),
+            classes: str | None = typer.Option(None, help="Declared classes, comma-separated.")) -> None:
+    """Validate captures, split by capture, cut patches, build P-TA and O-TA, validate them."""
+    from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
+    from smh_ml.validation import validate_patch_sets
+    prof = _profile(profile)
+    start = time.perf_counter()
+    manifest, report = _validated_manifest(root, prof, _classes(classes))
+    if not report.success:
+        _fail(report.format())
+    patch_set = build_patch_set(manifest, prof)
+    pta, ota = build_pta(patch_set, prof), build_ota(patch_set, prof)
+    checked = validate_patch_sets(patch_set, {"pta": pta, "ota": ota}, prof.clean_class)
+    if not checked.success:
+        _fail(checked.format() + f"\nnothing written; {out} is unchanged")
+    stats = save_datasets(out, patch_set, pta, ota)
+    g = patch_set.geometry
+    table = Table("class", "train captures", "test captures", "train patches", "test patches",
+                  "P-TA", "O-TA", title=f"{root} -> {out} ({prof.name}: {g.rows}x{g.cols} "
+                                         f"patches of {g.patch} px, resize {g.size[0]}x{g.size[1]})")
+    for label in sorted(set(stats["pta"]) | set(stats["ota"]) | set(stats["captures"]["train"])):
+        table.add_row(label, *(str(stats[kind][split].get(label, 0))
+                                for kind in ("captures", "patches") for split in ("train", "test")),
+                      str(stats["pta"].get(label, 0)), str(stats["ota"].get(label, 0)))
+    console.print(table)
+    console.print(f"ambiguous patches left out of training: {stats['ambiguous_patches']}; "
+                  f"{time.perf_counter() - start:.1f} s")
+
+
+@app.command("data-version")
+def data_version_cmd(dvc_file: Path = typer.Option(Path("data.dvc"))) -> None:
+    """Print the current data version (the md5 in data.dvc)."""
+    from smh_ml.versioning import DataVersionError, data_version
+    try:
+        version = data_version(dvc_file)
+    except DataVersionError as exc:
+        _fail(str(exc))
+    if version is None:
+        _fail(f"{dvc_file} tracks no data yet")
+    console.print(version)
+
+
+@app.command("data-commit")
+def data_commit(repo: Path = typer.Option(Path(".")), target: str = typer.Option("data"),
+                push: bool = typer.Option(True, help="dvc push to the default remote.")) -> None:
+    """Record a new data version: dvc add the capture folder and dvc push it."""
+    from smh_ml.versioning import DataVersionError, commit_data
+    try:
+        version = commit_data(repo, target, push)
+    except DataVersionError as exc:
+        _fail(str(exc))
+    console.print(json.dumps({"data_version": version, "pushed": push}))
+
+
+def main() -> None:  # console-script entry point
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Named configuration profiles.
+
+Every size in the project comes from a profile, so the ``paper`` profile reproduces the
+paper's numbers exactly and the small CPU profiles (``demo``, ``ci``) run the same code
+with smaller numbers. Profiles are frozen dataclasses; derive variants with
+:func:`with_overrides` instead of editing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PatchingConfig:
+    """Stage 2 of the paper: crop, resize, cut into tiles, label tiles from masks."""
+
+    patch: int = 256
+    """Side of a square patch in pixels."""
+    tiles: int = 16
+    """Target number of patches per capture; rows x cols is derived from the set's aspect."""
+    image_size: tuple[int, int] | None = None
+    """Fixed resize (H, W). None derives it from the capture set with Eq. 5-7."""
+    background_level: int = 16
+    """Grey level (0-255) below which a pixel counts as background for cropping. Line-scan
+    backgrounds sit under ~15; dark product areas (magnetic tile goes down to ~20) must stay."""
+    label_min_fraction: float = 0.002
+    """A patch takes its capture's defect class when defect pixels cover this share of it..."""
+    label_min_share: float = 0.25
+    """...or when it holds this share of all of its capture's defect pixels."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    test_fraction: float = 0.2
+    """Share of ORIGINAL captures per class held out for the image-level test."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Traditional augmentation (flips, brightness, contrast; no rotation or crop)."""
+
+    brightness: float = 0.2
+    contrast: float = 0.2
+    ota_size: tuple[int, int] = (512, 256)
+    """Size (H, W) of whole images in the O-TA set (the paper trained at 512x256)."""
+    ota_target: int = 430
+    """O-TA: whole images per class after augmentation (paper: 417-440)."""
+    pta_target: int = 250
+    """P-TA: patches per defect class after augmentation (paper: 250)."""
+    max_clean_patches: int | None = 2560
+    """Clean patches kept in patch training sets (paper: 2560); None keeps all."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    height_range: tuple[int, int] = (64, 8192)
+    width_range: tuple[int, int] = (64, 8192)
+    convert_color: bool = False
+    """Accept RGB/16-bit captures by converting them to 8-bit grey (reported as such)."""
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    count: int = 609
+    """Captures to simulate (paper's originals: 479 train + 130 test)."""
+    scale: float = 1.0
+    """Linear scale of the simulated geometry; 1.0 = 3584 px high."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    clean_class: str = "defect-free"
+    patching: PatchingConfig = field(default_factory=PatchingConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "paper": Profile(
+        name="paper",
+        description="The paper's sizes: 16 patches of 256 px (2048x512 on SMH-like 4:1 "
+                    "captures, by Eq. 5-7). For a GPU.",
+        patching=PatchingConfig(patch=256, tiles=16),
+    ),
+    "demo": Profile(
+        name="demo",
+        description="CPU demo: patches of 64 px, 16 per capture, scaled-down augmentation targets.",
+        patching=PatchingConfig(patch=64, tiles=16),
+        augment=AugmentConfig(ota_target=120, pta_target=120, max_clean_patches=800),
+        simulate=SimulateConfig(count=120),
+    ),
+    "ci": Profile(
+        name="ci",
+        description="Tiny CPU profile for the tests: patches of 32 px, tiny simulated captures.",
+        patching=PatchingConfig(patch=32, tiles=16),
+        augment=AugmentConfig(ota_size=(128, 64), ota_target=24, pta_target=40,
+                              max_clean_patches=200),
+        validation=ValidationConfig(height_range=(16, 8192), width_range=(16, 8192)),
+        simulate=SimulateConfig(count=40, scale=0.125),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """Return the profile called ``name``; a clear error lists the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise KeyError(f"unknown profile {name!r}; known profiles: {known}") from None
+
+
+def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
+    """Copy ``profile`` with dotted-key overrides, e.g. ``{"patching.patch": 32}``."""
+    result = profile
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if not rest:
+            result = dataclasses.replace(result, **{head: value})
+            continue
+        section = getattr(result, head)
+        if not dataclasses.is_dataclass(section) or "." in rest:
+            raise KeyError(f"cannot override {key!r} on profile {profile.name!r}")
+        result = dataclasses.replace(result, **{head: dataclasses.replace(section, **{rest: value})})
+    return result

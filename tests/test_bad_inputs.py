@@ -1,0 +1,110 @@
+"""Every kind of bad capture gets a clear error naming the file and the rule, and loses nothing."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from smh_ml.captures import CaptureError, load_manifest, read_gray
+from smh_ml.validation import validate_manifest
+
+
+def _tree_hashes(root):
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture()
+def good_root(sim_root, tmp_path):
+    root = tmp_path / "captures"
+    shutil.copytree(sim_root, root)
+    return root
+
+
+def _violations(root, profile, classes=None):
+    report = validate_manifest(load_manifest(root), profile, classes)
+    return report, {("/".join(Path(v.file).parts[-2:]), v.rule): v for v in report.violations}
+
+
+def test_good_set_passes(good_root, ci_profile):
+    report, _ = _violations(good_root, ci_profile)
+    assert report.success, report.format()
+    assert report.class_counts["defect-free"] == 14
+
+
+def _gray(path, size=(64, 40), mode="L"):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(60, 200, size, dtype=np.uint8)).convert(mode).save(path)
+
+
+def test_each_bad_input_is_reported(good_root, ci_profile):
+    clean = good_root / "defect-free"
+    # truncated JPEG
+    jpg = clean / "truncated.jpg"
+    _gray(jpg)
+    jpg.write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 2])
+    (clean / "empty.png").write_bytes(b"")  # 0-byte file
+    _gray(clean / "colour.png", mode="RGB")  # RGB
+    Image.fromarray(np.full((64, 40), 4000, np.uint16)).save(clean / "deep.png")  # 16-bit
+    (clean / "text.png").write_text("not an image at all\n")  # not an image
+    pits = good_root / "pits"
+    _gray(pits / "wrongmask.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(pits / "wrongmask.mask.png")
+    (good_root / "notes.txt").write_text("stray file in the root")
+    (clean / "README.md").write_text("unknown file type")
+    (good_root / "Bad Class").mkdir()  # not a valid class name
+    _gray(good_root / "Bad Class" / "x.png")
+    shutil.copy(clean / sorted(p.name for p in clean.glob("sim-*.jpg"))[0], pits / "dup.jpg")
+    (good_root / "empty-class").mkdir()
+    before = _tree_hashes(good_root)
+
+    report, found = _violations(good_root, ci_profile)
+    assert not report.success
+    rules = {key[0]: rule for key, _ in found.items() for rule in [key[1]]}
+    text = report.format()
+    assert "does not decode" in found[("defect-free/truncated.jpg", "file decodes as an image")].value
+    assert "0 bytes" in found[("defect-free/empty.png", "file decodes as an image")].value
+    assert "not an image" in found[("defect-free/text.png", "file decodes as an image")].value
+    assert "RGB" in found[("defect-free/colour.png", next(r for r in rules.values() if "8-bit" in r))].value
+    assert any(k[0] == "defect-free/deep.png" and "8-bit" in k[1] for k in found)
+    assert "10x10" in found[("pits/wrongmask.png", "mask decodes and has its image's size")].value
+    assert any(k[0].endswith("notes.txt") for k in found)
+    assert any(k[0] == "defect-free/README.md" for k in found)
+    assert any(k[0] == "Bad Class/x.png" and "known class" in k[1] for k in found)
+    assert any(k[0] == "pits/dup.jpg" and "two labels" in k[1] for k in found)
+    assert any("empty-class" in v.file and "at least one capture" in v.rule for v in report.violations)
+    assert "truncated.jpg" in text and "wrongmask.png" in text
+    assert _tree_hashes(good_root) == before  # nothing moved, rewritten or deleted
+
+
+def test_declared_classes_reject_an_unknown_folder(good_root, ci_profile):
+    (good_root / "dents").mkdir()
+    _gray(good_root / "dents" / "d1.png")
+    classes = ["defect-free", "imprinted", "pits", "roll-marks", "scratches"]
+    report, found = _violations(good_root, ci_profile, classes)
+    assert any(k[0] == "dents/d1.png" and "known class" in k[1] for k in found)
+    report, _ = _violations(good_root, ci_profile, None)  # undeclared: a new class is fine
+    assert report.success, report.format()
+
+
+def test_convert_color_accepts_rgb_and_16_bit_and_says_so(good_root, ci_profile):
+    from smh_ml.profiles import with_overrides
+
+    _gray(good_root / "defect-free" / "colour.png", mode="RGB")
+    Image.fromarray(np.full((64, 40), 4000, np.uint16)).save(good_root / "defect-free" / "deep.png")
+    profile = with_overrides(ci_profile, {"validation.convert_color": True})
+    report, _ = _violations(good_root, profile)
+    assert report.success and "2 capture(s) converted" in report.notes[0]
+    assert read_gray(good_root / "defect-free" / "deep.png", convert=True).max() == round(4000 / 65535 * 255)
+    with pytest.raises(CaptureError, match="deep.png.*16-bit"):
+        read_gray(good_root / "defect-free" / "deep.png")
+
+
+def test_read_errors_name_the_file(tmp_path):
+    with pytest.raises(CaptureError, match="missing.png: file does not exist"):
+        read_gray(tmp_path / "missing.png")
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    with pytest.raises(CaptureError, match=r"zero.jpg: empty file \(0 bytes\)"):
+        read_gray(tmp_path / "zero.jpg")

@@ -1,0 +1,44 @@
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from smh_ml.cli import app
+
+runner = CliRunner()
+
+
+def test_simulate_validate_patches(tmp_path):
+    root, out = tmp_path / "captures", tmp_path / "out"
+    result = runner.invoke(app, ["simulate", str(root), "--profile", "ci", "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    assert "SIMULATED" in result.output
+    result = runner.invoke(app, ["validate", str(root), "--profile", "ci"])
+    assert result.exit_code == 0 and "passed" in result.output
+    result = runner.invoke(app, ["patches", str(root), str(out), "--profile", "ci"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "summary.json").read_text())["geometry"]["rows"] == 8
+
+
+def test_validate_fails_listing_the_file(sim_root, tmp_path):
+    root = tmp_path / "captures"
+    shutil.copytree(sim_root, root)
+    (root / "pits" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    result = runner.invoke(app, ["validate", str(root), "--profile", "ci"])
+    assert result.exit_code == 1
+    assert "broken.png" in result.output and "decodes" in result.output
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["patches", str(root), str(out), "--profile", "ci"])
+    assert result.exit_code == 1 and not out.exists()
+
+
+def test_unknown_profile_and_layout_are_clear(tmp_path):
+    result = runner.invoke(app, ["simulate", str(tmp_path / "x"), "--profile", "nope"])
+    assert result.exit_code == 1 and "known profiles" in result.output
+    result = runner.invoke(app, ["import", "coco", str(tmp_path), str(tmp_path / "y")])
+    assert result.exit_code == 1 and "magnetic-tile" in result.output
+
+
+def test_profiles_lists_paper():
+    result = runner.invoke(app, ["profiles"])
+    assert result.exit_code == 0 and "paper" in result.output and "demo" in result.output

@@ -1,0 +1,77 @@
+import hashlib
+
+import numpy as np
+import pytest
+from conftest import MAGNETIC_TILE
+from PIL import Image
+
+from smh_ml.captures import CaptureError, load_manifest, read_mask
+from smh_ml.importers import import_dataset
+
+pytestmark = pytest.mark.real_data
+
+
+def test_magnetic_tile_import_counts_and_bytes(mt_root):
+    counts = {p.name: len(list(p.glob("*.jpg"))) for p in mt_root.iterdir()}
+    assert counts == {"blowhole": 115, "break": 85, "crack": 57, "defect-free": 952, "fray": 32,
+                      "uneven": 103}
+    src = MAGNETIC_TILE / "MT_Crack" / "Imgs"
+    name = sorted(src.glob("*.jpg"))[0]
+    copied = mt_root / "crack" / name.name
+    assert hashlib.sha256(copied.read_bytes()).digest() == hashlib.sha256(name.read_bytes()).digest()
+    mask = np.asarray(Image.open(mt_root / "crack" / f"{name.stem}.mask.png"))
+    assert set(np.unique(mask)) <= {0, 255}
+    original = np.asarray(Image.open(name.with_suffix(".png")).convert("L"))
+    assert np.array_equal(mask > 0, original >= 128)
+
+
+def test_magnetic_tile_manifest(mt_root):
+    manifest = load_manifest(mt_root)
+    assert len(manifest) == 1344 and manifest["decodes"].all()
+    assert (manifest["mask_height"] == manifest["height"]).all()
+    assert manifest.loc[manifest["label"] == "defect-free", "defect_fraction"].max() == 0
+    assert manifest.loc[manifest["label"] == "blowhole", "defect_fraction"].median() < 0.01
+
+
+def test_import_is_atomic_and_refuses_to_overwrite(mt_root, tmp_path):
+    with pytest.raises(FileExistsError, match="not empty"):
+        import_dataset("magnetic-tile", MAGNETIC_TILE, mt_root)
+    bad = tmp_path / "not-mt"
+    bad.mkdir()
+    dest = tmp_path / "dest"
+    with pytest.raises(CaptureError, match="not the magnetic-tile layout"):
+        import_dataset("magnetic-tile", bad, dest)
+    assert not dest.exists() and not list(tmp_path.glob(".dest.*"))
+
+
+def _voc(tmp_path):
+    src = tmp_path / "voc"
+    (src / "JPEGImages").mkdir(parents=True)
+    (src / "Annotations").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        image = rng.integers(50, 200, (60, 80), dtype=np.uint8)
+        Image.fromarray(image).save(src / "JPEGImages" / f"{name}.jpg")
+    box = ("<object><name>{}</name><bndbox><xmin>{}</xmin><ymin>{}</ymin>"
+           "<xmax>{}</xmax><ymax>{}</ymax></bndbox></object>")
+    boxes = box.format("Scratch", 11, 21, 30, 25) + box.format("pit", 1, 1, 3, 3)
+    (src / "Annotations" / "a.xml").write_text(f"<annotation>{boxes}</annotation>")
+    (src / "Annotations" / "b.xml").write_text("<annotation></annotation>")
+    return src
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_voc_boxes_importer(tmp_path):
+    dest = tmp_path / "captures"
+    counts = import_dataset("voc", _voc(tmp_path), dest)
+    assert counts == {"defect-free": 2, "scratch": 1}
+    mask = read_mask(dest / "scratch" / "a.mask.png")
+    assert mask.shape == (60, 80) and mask.sum() == 20 * 5 and mask[20:25, 10:30].all()
+    (tmp_path / "voc" / "Annotations" / "c.xml").write_text("<annotation><object>")
+    with pytest.raises(CaptureError, match="c.xml: annotation is not valid XML"):
+        import_dataset("voc", tmp_path / "voc", tmp_path / "other")
+
+
+def test_unknown_layout():
+    with pytest.raises(KeyError, match="known: magnetic-tile, voc"):
+        import_dataset("coco", ".", "x")

@@ -1,0 +1,64 @@
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from smh_ml.io import atomic_dir, atomic_write_text, load_npy, save_npy
+from smh_ml.versioning import DataVersionError, commit_data, data_version, folder_fingerprint
+
+
+def test_data_version_reads_the_md5(tmp_path):
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: abc123.dir\n  path: data\n")
+    assert data_version(tmp_path / "data.dvc") == "abc123"
+    assert data_version(tmp_path / "missing.dvc") is None
+    (tmp_path / "bad.dvc").write_text("outs: [\n")
+    with pytest.raises(DataVersionError, match="bad.dvc: not a valid .dvc file"):
+        data_version(tmp_path / "bad.dvc")
+
+
+def test_commit_data_with_real_dvc(tmp_path, sim_root):
+    import shutil
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = os.environ | {"DVC_NO_ANALYTICS": "1"}
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run(["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")], cwd=repo,
+                   check=True, env=env)
+    shutil.copytree(sim_root, repo / "data")
+    version = commit_data(repo)
+    assert version == data_version(repo / "data.dvc") and len(version) == 32
+    assert any((tmp_path / "remote").rglob("*"))  # pushed
+    (repo / "data" / "defect-free" / "extra.txt").write_text("new")
+    assert commit_data(repo, push=False) != version  # new captures, new version
+    with pytest.raises(DataVersionError, match="no .dvc folder"):
+        commit_data(tmp_path)
+
+
+def test_folder_fingerprint_changes_with_content(tmp_path):
+    (tmp_path / "a").write_text("1")
+    first = folder_fingerprint(tmp_path)
+    (tmp_path / "b").write_text("2")
+    assert folder_fingerprint(tmp_path) != first
+
+
+def test_atomic_dir_keeps_the_previous_folder_on_failure(tmp_path):
+    dest = tmp_path / "out"
+    with atomic_dir(dest) as tmp:
+        (tmp / "good.txt").write_text("good")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(dest) as tmp:
+            (tmp / "half.txt").write_text("half")
+            raise RuntimeError("boom")
+    assert [p.name for p in dest.iterdir()] == ["good.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp folders left
+
+
+def test_atomic_files(tmp_path):
+    atomic_write_text(tmp_path / "x.txt", "hello")
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    save_npy(tmp_path / "a.npy", array)
+    assert np.array_equal(load_npy(tmp_path / "a.npy"), array)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "x.txt"]
