@@ -144,6 +144,48 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
                   f"{time.perf_counter() - start:.1f} s")
 
 
+@app.command()
+def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
+          out: Path = typer.Argument(..., help="Folder for the model, ONNX file and report."),
+          profile: str = typer.Option("demo"),
+          arch: str | None = typer.Option(None, help="Architecture (default: the profile's)."),
+          epochs: int | None = typer.Option(None, help="Override the profile's epochs."),
+          folds: int | None = typer.Option(None, help="Override the profile's CV folds."),
+          cv: bool = typer.Option(True, help="Run k-fold cross-validation first."),
+          robustness: bool = typer.Option(True, help="Accuracy under perturbations.")) -> None:
+    """Cross-validate, train, test (Algorithm 1 on held-out captures) and export a classifier."""
+    import logging
+
+    from smh_ml.experiments import run_classifier
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from smh_ml.models import ARCHITECTURES
+    from smh_ml.profiles import with_overrides
+
+    overrides = {k: v for k, v in {"train.arch": arch, "train.epochs": epochs,
+                                   "train.cv_folds": folds}.items() if v is not None}
+    if arch is not None and arch not in ARCHITECTURES:
+        _fail(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    prof = with_overrides(_profile(profile), overrides)
+    if not (patch_dir / "geometry.json").exists():
+        _fail(f"{patch_dir}: not a patch-set folder (run 'smh-ml patches' first)")
+    report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness)
+    table = Table("class", "precision", "recall", "F1", "support",
+                  title=f"{prof.train.arch}: test accuracy {report['test']['accuracy']:.4f} "
+                        f"on {report['test']['n']} held-out captures (Algorithm 1)")
+    for name, m in report["test"]["per_class"].items():
+        table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+                      str(m["support"]))
+    console.print(table)
+    if "cv" in report:
+        s = report["cv"]["summary"]
+        console.print(f"{report['cv']['k']}-fold CV accuracy: all {s['all']['mean_accuracy']:.4f} "
+                      f"+- {s['all']['std_accuracy']:.4f}, real patches only "
+                      f"{s['real_only']['mean_accuracy']:.4f} +- {s['real_only']['std_accuracy']:.4f}")
+    console.print(f"parameters {report['parameters']:,}; ONNX parity max |diff| "
+                  f"{report['onnx_parity_max_abs_diff']:.2e}; {report['seconds']:.0f} s; -> {out}")
+
+
 @app.command("data-version")
 def data_version_cmd(dvc_file: Path = typer.Option(Path("data.dvc"))) -> None:
     """Print the current data version (the md5 in data.dvc)."""

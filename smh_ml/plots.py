@@ -39,3 +39,44 @@ def sample_grid(arrays: np.ndarray, labels: pd.Series, path: Path | str, per_cla
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _save(fig, path: Path | str) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def confusion_matrix_png(matrix, names: list[str], path: Path | str, title: str = "") -> Path:
+    """Rows = true class, columns = predicted class, with counts in the cells."""
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.6 * len(names)))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                color="white" if value > matrix.max() / 2 else "black")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def threshold_curve_png(curve: pd.DataFrame, path: Path | str, title: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(4, 3.2))
+    ax.plot(curve["false_alarm_rate"], curve["defect_recall"], "o-", markersize=3)
+    for _, row in curve.iloc[::4].iterrows():
+        ax.annotate(f"{row['threshold']:.2f}", (row["false_alarm_rate"], row["defect_recall"]), fontsize=7)
+    ax.set_xlabel("false-alarm rate (clean images flagged)")
+    ax.set_ylabel("defect recall (defect images flagged)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)

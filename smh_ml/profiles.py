@@ -74,6 +74,22 @@ class SimulateConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Classifier training (paper V-D): Adam 1e-4, cross-entropy, L2 0.01 on conv weights."""
+
+    arch: str = "inception_cnn"
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-4
+    l2: float = 0.01
+    """Keras-style L2: ``l2 * sum(w**2)`` over conv weights, added to the batch loss."""
+    cv_folds: int = 10
+    train_set: str = "pta"
+    """Which training set the classifier learns from: pta (or pgan once GANs exist)."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -83,6 +99,7 @@ class Profile:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,6 +118,7 @@ PROFILES: dict[str, Profile] = {
         patching=PatchingConfig(patch=64, tiles=16),
         augment=AugmentConfig(ota_target=120, pta_target=120, max_clean_patches=800),
         simulate=SimulateConfig(count=120),
+        train=TrainConfig(epochs=8, cv_folds=3),
     ),
     "ci": Profile(
         name="ci",
@@ -110,6 +128,7 @@ PROFILES: dict[str, Profile] = {
                               max_clean_patches=200),
         validation=ValidationConfig(height_range=(16, 8192), width_range=(16, 8192)),
         simulate=SimulateConfig(count=40, scale=0.125),
+        train=TrainConfig(epochs=2, cv_folds=2, batch_size=64),
     ),
 }
 

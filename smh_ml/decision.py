@@ -1,0 +1,66 @@
+"""Algorithm 1 (paper III-C): one decision per image from the predictions of its patches.
+
+If every patch is predicted clean, the image is clean. Otherwise, among the patches
+predicted as a defect class, the most probable one decides the image's class. An optional
+threshold on the defect probability trades misses against false alarms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def decide(probs: np.ndarray, clean_index: int = 0,
+           threshold: float | None = None) -> tuple[int, int | None]:
+    """Decide one image from its (patches, classes) probabilities.
+
+    Returns (class index, deciding patch index), or (clean_index, None) when no patch is a
+    defect. Without ``threshold`` a patch is a defect patch when its arg-max is a defect
+    class; with it, when its most probable defect class reaches ``threshold``. Ties go to the
+    lowest patch index, then the lowest class index.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (patches, classes) array, got shape {probs.shape}")
+    defect = np.delete(np.arange(probs.shape[1]), clean_index)
+    if defect.size == 0:
+        return clean_index, None
+    defect_probs = probs[:, defect]
+    best_defect = defect_probs.max(axis=1)
+    if threshold is None:
+        is_defect = probs.argmax(axis=1) != clean_index
+    else:
+        is_defect = best_defect >= threshold
+    if not is_defect.any():
+        return clean_index, None
+    scores = np.where(is_defect, best_defect, -np.inf)
+    patch = int(np.argmax(scores))
+    return int(defect[np.argmax(defect_probs[patch])]), patch
+
+
+def decide_all(per_image: Sequence[np.ndarray], clean_index: int = 0,
+               threshold: float | None = None) -> tuple[np.ndarray, list[int | None]]:
+    decisions = [decide(p, clean_index, threshold) for p in per_image]
+    return np.array([d[0] for d in decisions], dtype=np.int64), [d[1] for d in decisions]
+
+
+def threshold_curve(per_image: Sequence[np.ndarray], labels: Sequence[int], clean_index: int = 0,
+                    thresholds: Sequence[float] | None = None) -> pd.DataFrame:
+    """Recall (defect images flagged) and false-alarm rate (clean images flagged) per threshold."""
+    labels = np.asarray(labels)
+    thresholds = np.linspace(0.05, 0.95, 19) if thresholds is None else thresholds
+    rows = []
+    for t in thresholds:
+        predicted, _ = decide_all(per_image, clean_index, float(t))
+        flagged = predicted != clean_index
+        defect = labels != clean_index
+        rows.append({
+            "threshold": float(t),
+            "defect_recall": float(flagged[defect].mean()) if defect.any() else float("nan"),
+            "false_alarm_rate": float(flagged[~defect].mean()) if (~defect).any() else float("nan"),
+            "accuracy": float((predicted == labels).mean()),
+        })
+    return pd.DataFrame(rows)

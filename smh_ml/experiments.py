@@ -1,0 +1,88 @@
+"""One classifier experiment: k-fold CV, final model, image-level test, ONNX export.
+
+Reads the patch sets written by :func:`smh_ml.datasets.save_datasets`; writes everything
+to one output folder, atomically: ``model.pt`` (state dict), ``model.onnx``, ``report.json``,
+``confusion_matrix.png``, ``threshold_curve.{csv,png}``, ``robustness.{csv,png}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smh_ml.datasets import load_patch_set, load_training_set
+from smh_ml.decision import threshold_curve
+from smh_ml.export import check_parity, export_onnx
+from smh_ml.io import atomic_dir
+from smh_ml.models import count_parameters
+from smh_ml.plots import confusion_matrix_png, threshold_curve_png
+from smh_ml.profiles import Profile
+from smh_ml.robustness import SEVERITIES, plot_robustness, robustness_table
+from smh_ml.training import (
+    class_names,
+    cross_validate,
+    encode,
+    evaluate_images,
+    state_dict_cpu,
+    test_patches,
+    train_final,
+)
+
+
+def _strip(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "per_image_probs"}
+
+
+def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv: bool = True,
+                   robustness: bool = True, parity_tol: float = 1e-4,
+                   severities: dict[str, tuple[float, ...]] = SEVERITIES) -> dict:
+    """Train, cross-validate, test and export the profile's classifier; returns the report."""
+    cfg = profile.train
+    patch_set = load_patch_set(patch_dir)
+    train = load_training_set(patch_dir, cfg.train_set)
+    names = class_names(set(patch_set.captures["label"]), profile.clean_class)
+    patch = patch_set.geometry.patch
+    report: dict = {"profile": profile.name, "arch": cfg.arch, "classes": names,
+                    "geometry": patch_set.geometry.to_dict(), "train_set": cfg.train_set,
+                    "train_size": int(len(train.arrays)), "train": vars(cfg).copy(),
+                    "device": "cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}"}
+    start = time.perf_counter()
+    if cv:
+        report["cv"] = cross_validate(train.arrays, train.index, names, cfg, patch)
+        report["cv_seconds"] = time.perf_counter() - start
+    t0 = time.perf_counter()
+    final = train_final(train.arrays, train.index, names, cfg, patch)
+    report["final_fit_seconds"] = time.perf_counter() - t0
+    report["final_history"] = final.history
+    report["parameters"] = count_parameters(final.model)
+    captures, groups = test_patches(patch_set)
+    test = evaluate_images(final.model, captures, groups, names)
+    report["test"] = _strip(test)
+    curve = threshold_curve(test["per_image_probs"], encode(captures["label"], names))
+    with atomic_dir(Path(out)) as tmp:
+        torch.save(state_dict_cpu(final.model), tmp / "model.pt")
+        confusion_matrix_png(test["confusion_matrix"], names, tmp / "confusion_matrix.png",
+                             f"{cfg.arch}, held-out captures, Algorithm 1")
+        curve.to_csv(tmp / "threshold_curve.csv", index=False)
+        threshold_curve_png(curve, tmp / "threshold_curve.png", f"{cfg.arch}: misses vs false alarms")
+        if robustness:
+            def accuracy(transform):
+                return evaluate_images(final.model, captures, groups, names, transform)["accuracy"]
+
+            table = robustness_table(accuracy, severities, seed=cfg.seed)
+            table.to_csv(tmp / "robustness.csv", index=False)
+            plot_robustness(table, tmp / "robustness.png", f"{cfg.arch} robustness")
+            report["robustness"] = table.to_dict(orient="records")
+        onnx_path = export_onnx(final.model, tmp / "model.onnx", patch, names,
+                                patch_set.geometry.to_dict(),
+                                {"arch": cfg.arch, "profile": profile.name,
+                                 "test_accuracy": report["test"]["accuracy"]})
+        sample = np.concatenate(groups)[:512] if groups else patch_set.patches[:512]
+        report["onnx_parity_max_abs_diff"] = check_parity(final.model, onnx_path, sample, parity_tol)
+        report["seconds"] = time.perf_counter() - start
+        (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report

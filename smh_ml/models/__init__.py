@@ -1,0 +1,43 @@
+"""Patch classifiers, one builder per architecture, all built from parameters.
+
+``build(name, num_classes, patch)`` is the one entry point used everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from smh_ml.models.baseline_cnn import BaselineCNN, baseline_cnn
+from smh_ml.models.inception_cnn import InceptionCNN, inception_cnn
+from smh_ml.models.torchvision_models import TORCHVISION, torchvision_model
+
+ARCHITECTURES = ("inception_cnn", "baseline_cnn", *TORCHVISION)
+
+
+def build(name: str, num_classes: int, patch: int = 256, weights: Path | str | None = None) -> nn.Module:
+    """Build classifier ``name`` for ``num_classes`` classes on ``patch`` x ``patch`` x 1 input.
+
+    ``weights`` is an optional local state-dict file (never downloaded).
+    """
+    if name == "inception_cnn":
+        model = inception_cnn(num_classes, patch)
+    elif name == "baseline_cnn":
+        model = baseline_cnn(num_classes, patch)
+    elif name in TORCHVISION:
+        return torchvision_model(name, num_classes, patch, weights)
+    else:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    if weights is not None:
+        import torch
+
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["ARCHITECTURES", "BaselineCNN", "InceptionCNN", "build", "count_parameters"]

@@ -1,0 +1,53 @@
+import pytest
+import torch
+from torchvision import models as tvm
+
+from smh_ml.models import ARCHITECTURES, build, count_parameters
+
+
+def test_inception_cnn_paper_profile_is_exact():
+    model = build("inception_cnn", 5, 256)
+    assert count_parameters(model) == 3_578_181
+    features = model.features(torch.zeros(1, 1, 256, 256))
+    assert features.shape == (1, 512, 2, 2)  # the 2x2x512 flatten
+    assert model.classifier[1].in_features == 2048
+    assert [m.out_features for m in model.classifier if isinstance(m, torch.nn.Linear)] == [256, 128, 64, 5]
+    modules = [m for m in model.features if m.__class__.__name__ == "InceptionModule"]
+    assert [m.out_channels for m in modules] == [64, 192, 384]
+
+
+@pytest.mark.parametrize("patch", [32, 64, 128])
+def test_small_profiles_reuse_the_same_network(patch):
+    model = build("inception_cnn", 6, patch)
+    assert model.features(torch.zeros(2, 1, patch, patch)).shape == (2, 512, 2, 2)
+    assert model(torch.zeros(2, 1, patch, patch)).shape == (2, 6)
+
+
+def test_baseline_cnn_has_seven_conv_pool_stages_and_the_same_head():
+    model = build("baseline_cnn", 5, 256)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(convs) == 7 and len(pools) == 7
+    assert count_parameters(model) == 5_087_429  # paper: 5.12 M (widths not published)
+    assert model(torch.zeros(1, 1, 256, 256)).shape == (1, 5)
+
+
+@pytest.mark.parametrize("name", [n for n in ARCHITECTURES if n not in ("inception_cnn", "baseline_cnn")])
+def test_torchvision_baselines_take_one_channel(name):
+    model = build(name, 4, 64).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 64, 64)).shape == (2, 4)
+
+
+def test_local_pretrained_weights_are_folded_to_one_channel(tmp_path):
+    reference = tvm.mobilenet_v2(weights=None)  # stands in for a locally saved ImageNet file
+    torch.save(reference.state_dict(), tmp_path / "mnv2.pt")
+    model = build("mobilenet_v2", 3, 64, weights=tmp_path / "mnv2.pt")
+    expected = reference.features[0][0].weight.sum(dim=1, keepdim=True)
+    assert torch.allclose(model.features[0][0].weight, expected)
+    assert model.classifier[1].out_features == 3  # the head is the task's, not ImageNet's
+
+
+def test_unknown_architecture():
+    with pytest.raises(KeyError, match="known: inception_cnn"):
+        build("vgg", 2, 64)
