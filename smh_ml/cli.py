@@ -151,6 +151,9 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
           arch: str | None = typer.Option(None, help="Architecture (default: the profile's)."),
           epochs: int | None = typer.Option(None, help="Override the profile's epochs."),
           folds: int | None = typer.Option(None, help="Override the profile's CV folds."),
+          train_set: str | None = typer.Option(None, help="pta (default) or pgan."),
+          train_dir: Path | None = typer.Option(None, help="Folder holding the training set "
+                                                           "(e.g. the output of 'smh-ml pgan')."),
           cv: bool = typer.Option(True, help="Run k-fold cross-validation first."),
           robustness: bool = typer.Option(True, help="Accuracy under perturbations.")) -> None:
     """Cross-validate, train, test (Algorithm 1 on held-out captures) and export a classifier."""
@@ -163,13 +166,14 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
     from smh_ml.profiles import with_overrides
 
     overrides = {k: v for k, v in {"train.arch": arch, "train.epochs": epochs,
-                                   "train.cv_folds": folds}.items() if v is not None}
+                                   "train.cv_folds": folds, "train.train_set": train_set}.items()
+                 if v is not None}
     if arch is not None and arch not in ARCHITECTURES:
         _fail(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     prof = with_overrides(_profile(profile), overrides)
     if not (patch_dir / "geometry.json").exists():
         _fail(f"{patch_dir}: not a patch-set folder (run 'smh-ml patches' first)")
-    report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness)
+    report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness, train_dir=train_dir)
     table = Table("class", "precision", "recall", "F1", "support",
                   title=f"{prof.train.arch}: test accuracy {report['test']['accuracy']:.4f} "
                         f"on {report['test']['n']} held-out captures (Algorithm 1)")
@@ -184,6 +188,80 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
                       f"{s['real_only']['mean_accuracy']:.4f} +- {s['real_only']['std_accuracy']:.4f}")
     console.print(f"parameters {report['parameters']:,}; ONNX parity max |diff| "
                   f"{report['onnx_parity_max_abs_diff']:.2e}; {report['seconds']:.0f} s; -> {out}")
+
+
+@app.command()
+def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
+        out: Path = typer.Argument(..., help="GAN folder; one subfolder per kind and class."),
+        profile: str = typer.Option("demo"),
+        kind: str = typer.Option("sdg", help="sdg (SDG-GAN, WGAN-GP) or dcgan (baseline)."),
+        classes: str | None = typer.Option(None, help="Defect classes (default: all)."),
+        epochs: int | None = typer.Option(None, help="Override the profile's GAN epochs."),
+        domain_model: Path | None = typer.Option(None, help="'smh-ml train' output folder whose "
+                                                            "classifier gives domain FID/KID."),
+        inception_weights: Path | None = typer.Option(None, help="Local FID Inception weights "
+                                                                 "(pt_inception-2015-12-05).")) -> None:
+    """Train one GAN per defect class, score it (FID/KID) and write its synthetic patches."""
+    import logging
+
+    from smh_ml.datasets import load_patch_set
+    from smh_ml.experiments import load_classifier
+    from smh_ml.fid import extractor_for
+    from smh_ml.gan.experiment import run_class_gan
+    from smh_ml.profiles import with_overrides
+    from smh_ml.synthetic import class_patches, defect_classes
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if kind not in ("sdg", "dcgan"):
+        _fail(f"unknown GAN kind {kind!r}; known: sdg, dcgan")
+    prof = _profile(profile)
+    if epochs is not None:
+        prof = with_overrides(prof, {"gan.epochs": epochs})
+    patch_set = load_patch_set(patch_dir)
+    labels = _classes(classes) or defect_classes(patch_set, prof.clean_class)
+    extractors = {}
+    if domain_model is not None:
+        extractors["domain"] = extractor_for("domain", load_classifier(domain_model)[0])
+    if inception_weights is not None:
+        extractors["inception"] = extractor_for("inception", inception_weights=inception_weights)
+    table = Table("class", "GAN", "real", "epochs", "train s", *(f"{n} FID" for n in extractors),
+                  *(f"{n} KID x1e3" for n in extractors), "synthetic")
+    rows = []
+    for label in labels:
+        result = run_class_gan(class_patches(patch_set, label), label, kind, out / kind, prof, extractors)
+        rows.append(result)
+        scores = {s["extractor"]: s for s in result["scores"]}
+        table.add_row(label, kind, str(result["real_patches"]), str(result["epochs"]),
+                      f"{result['train_seconds']:.0f}", *(f"{scores[n]['fid']:.2f}" for n in extractors),
+                      *(f"{1e3 * scores[n]['kid_mean']:.2f} +- {1e3 * scores[n]['kid_std']:.2f}"
+                        for n in extractors), str(result["synthetic"]))
+    (out / kind / "summary.json").write_text(json.dumps(
+        [{k: v for k, v in r.items() if k != "history"} for r in rows], indent=1) + "\n")
+    console.print(table)
+
+
+@app.command()
+def pgan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
+         gan_dir: Path = typer.Argument(..., help="One kind's GAN folder, e.g. gans/sdg."),
+         out: Path = typer.Argument(..., help="Folder to write pgan/ into."),
+         profile: str = typer.Option("demo")) -> None:
+    """Assemble P-GAN: real TRAIN patches plus each class's synthetic patches."""
+    from smh_ml.datasets import load_patch_set
+    from smh_ml.io import atomic_dir, save_npy
+    from smh_ml.synthetic import build_pgan, read_synthetic
+
+    prof = _profile(profile)
+    patch_set = load_patch_set(patch_dir)
+    synthetic = {p.parent.name: read_synthetic(p) for p in sorted(gan_dir.glob("*/synthetic"))}
+    if not synthetic:
+        _fail(f"{gan_dir}: no <class>/synthetic folders (run 'smh-ml gan' first)")
+    pgan_set = build_pgan(patch_set, synthetic, prof)
+    with atomic_dir(out / "pgan") as tmp:
+        save_npy(tmp / "arrays.npy", pgan_set.arrays)
+        pgan_set.index.to_csv(tmp / "index.csv", index=False)
+    counts = pgan_set.index.groupby(["label", "origin"]).size()
+    console.print(f"P-GAN written to {out / 'pgan'}:")
+    console.print(counts.to_string())
 
 
 @app.command("data-version")

@@ -33,17 +33,33 @@ from smh_ml.training import (
 )
 
 
+def load_classifier(folder: Path | str) -> tuple[torch.nn.Module, dict]:
+    """A trained classifier from a ``run_classifier`` output folder, with its report."""
+    from smh_ml.models import build
+
+    folder = Path(folder)
+    report = json.loads((folder / "report.json").read_text())
+    model = build(report["arch"], len(report["classes"]), report["geometry"]["patch"])
+    model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+    return model.eval(), report
+
+
 def _strip(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "per_image_probs"}
 
 
 def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv: bool = True,
                    robustness: bool = True, parity_tol: float = 1e-4,
-                   severities: dict[str, tuple[float, ...]] = SEVERITIES) -> dict:
-    """Train, cross-validate, test and export the profile's classifier; returns the report."""
+                   severities: dict[str, tuple[float, ...]] = SEVERITIES,
+                   train_dir: Path | str | None = None) -> dict:
+    """Train, cross-validate, test and export the profile's classifier; returns the report.
+
+    The training set ``profile.train.train_set`` (pta, ota-free patches, or pgan) is read from
+    ``train_dir`` (default: ``patch_dir``); the test captures always come from ``patch_dir``.
+    """
     cfg = profile.train
     patch_set = load_patch_set(patch_dir)
-    train = load_training_set(patch_dir, cfg.train_set)
+    train = load_training_set(train_dir or patch_dir, cfg.train_set)
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
     patch = patch_set.geometry.patch
     report: dict = {"profile": profile.name, "arch": cfg.arch, "classes": names,

@@ -80,3 +80,20 @@ def threshold_curve_png(curve: pd.DataFrame, path: Path | str, title: str = "") 
     if title:
         ax.set_title(title, fontsize=9)
     return _save(fig, path)
+
+
+def real_vs_generated_png(real: np.ndarray, fake: np.ndarray, path: Path | str, title: str = "",
+                          per_row: int = 8, seed: int = 0) -> Path:
+    """Two rows: real patches on top, generated ones below, for people to compare."""
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(2, per_row, figsize=(per_row * 1.1, 2.6), squeeze=False)
+    for row, arrays in enumerate((real, fake)):
+        picks = rng.choice(len(arrays), min(per_row, len(arrays)), replace=False) if len(arrays) else []
+        for c in range(per_row):
+            ax = axes[row][c]
+            ax.axis("off")
+            if c < len(picks):
+                ax.imshow(arrays[picks[c]], cmap="gray", vmin=0, vmax=255)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

@@ -90,6 +90,29 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class GanConfig:
+    """One GAN per defect class (paper IV-C): WGAN-GP, lambda 10, n_critic 3, Adam 2e-4."""
+
+    latent: int = 256
+    width: float = 1.0
+    """Channel multiplier; 1.0 is exactly Tables 2-3."""
+    epochs: int = 150
+    batch_size: int = 64
+    n_critic: int = 3
+    gp_lambda: float = 10.0
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    augment_to: int = 10_000
+    """Real patches of the class, traditionally augmented to this many, train the GAN."""
+    pgan_target: int = 1000
+    """P-GAN: each defect class is topped up with synthetic patches to this many."""
+    checkpoint_every: int = 10
+    fid_samples: int = 500
+    """Generated patches compared with the class's real patches for FID/KID."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -100,6 +123,7 @@ class Profile:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,6 +143,8 @@ PROFILES: dict[str, Profile] = {
         augment=AugmentConfig(ota_target=120, pta_target=120, max_clean_patches=800),
         simulate=SimulateConfig(count=120),
         train=TrainConfig(epochs=8, cv_folds=3),
+        gan=GanConfig(width=0.25, epochs=12, augment_to=3000, pgan_target=300,
+                      checkpoint_every=2, fid_samples=300),
     ),
     "ci": Profile(
         name="ci",
@@ -129,6 +155,8 @@ PROFILES: dict[str, Profile] = {
         validation=ValidationConfig(height_range=(16, 8192), width_range=(16, 8192)),
         simulate=SimulateConfig(count=40, scale=0.125),
         train=TrainConfig(epochs=2, cv_folds=2, batch_size=64),
+        gan=GanConfig(latent=32, width=0.125, epochs=2, batch_size=16, augment_to=64,
+                      pgan_target=60, checkpoint_every=1, fid_samples=32),
     ),
 }
 

@@ -8,6 +8,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+import numpy as np  # noqa: E402
+
 from smh_ml.profiles import get_profile  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,3 +41,20 @@ def mt_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("mt") / "captures"
     import_dataset("magnetic-tile", MAGNETIC_TILE, root)
     return root
+
+
+def toy_set(n_per_class=32, size=16, seed=0):
+    """Three visually distinct classes: plain texture, a bright blob, a dark vertical line."""
+    rng = np.random.default_rng(seed)
+    arrays, labels = [], []
+    for label in range(3):
+        for _ in range(n_per_class):
+            img = rng.normal(120, 10, (size, size))
+            y, x = rng.integers(2, size - 6, 2)
+            if label == 1:
+                img[y:y + 4, x:x + 4] += 90
+            elif label == 2:
+                img[:, x:x + 2] -= 90
+            arrays.append(np.clip(img, 0, 255).astype(np.uint8))
+            labels.append(label)
+    return np.stack(arrays), np.array(labels)

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import toy_set
 
 from smh_ml.models import build
 from smh_ml.profiles import TrainConfig, get_profile, with_overrides
@@ -18,23 +19,6 @@ from smh_ml.training import (
     predict_proba,
     seed_everything,
 )
-
-
-def toy_set(n_per_class=32, size=16, seed=0):
-    """Three visually distinct classes: plain texture, a bright blob, a dark vertical line."""
-    rng = np.random.default_rng(seed)
-    arrays, labels = [], []
-    for label in range(3):
-        for _ in range(n_per_class):
-            img = rng.normal(120, 10, (size, size))
-            y, x = rng.integers(2, size - 6, 2)
-            if label == 1:
-                img[y:y + 4, x:x + 4] += 90
-            elif label == 2:
-                img[:, x:x + 2] -= 90
-            arrays.append(np.clip(img, 0, 255).astype(np.uint8))
-            labels.append(label)
-    return np.stack(arrays), np.array(labels)
 
 
 def test_a_tiny_model_learns_a_toy_set():

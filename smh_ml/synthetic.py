@@ -1,0 +1,73 @@
+"""Synthetic patch sets from the per-class GANs, and the P-GAN training set (Table 4).
+
+Synthetic patches are saved as PNG images with an index that marks them ``synthetic`` and
+names the GAN that made them. They only ever enter TRAINING sets: validation folds are
+also scored on real patches alone, and the test set is whole original captures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from smh_ml.datasets import PatchSet, TrainingSet, _top_up
+from smh_ml.profiles import Profile
+
+
+def class_patches(patch_set: PatchSet, label: str) -> np.ndarray:
+    """The usable TRAIN patches of ``label`` (never a test capture's)."""
+    index = patch_set.index
+    rows = index[(index["split"] == "train") & index["usable"] & (index["label"] == label)]
+    return patch_set.patches[rows["patch_index"].to_numpy()]
+
+
+def defect_classes(patch_set: PatchSet, clean_class: str) -> list[str]:
+    return sorted(set(patch_set.captures["label"]) - {clean_class})
+
+
+def write_synthetic(folder: Path, label: str, arrays: np.ndarray, gan: str) -> pd.DataFrame:
+    """Write ``arrays`` as PNGs into ``folder`` and return (and save) their index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, array in enumerate(arrays):
+        name = f"syn-{gan}-{label}-{i:05d}.png"
+        Image.fromarray(array).save(folder / name)
+        rows.append({"file": name, "label": label, "origin": "synthetic", "gan": gan,
+                     "capture_id": f"synthetic/{gan}/{label}/{i}"})
+    index = pd.DataFrame(rows, columns=["file", "label", "origin", "gan", "capture_id"])
+    index.to_csv(folder / "index.csv", index=False)
+    return index
+
+
+def read_synthetic(folder: Path | str) -> tuple[np.ndarray, pd.DataFrame]:
+    folder = Path(folder)
+    index = pd.read_csv(folder / "index.csv")
+    arrays = [np.asarray(Image.open(folder / f)) for f in index["file"]]
+    return (np.stack(arrays) if arrays else np.zeros((0, 1, 1), np.uint8)), index
+
+
+def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.DataFrame]],
+               profile: Profile) -> TrainingSet:
+    """P-GAN: usable TRAIN patches (clean capped as in P-TA) plus each defect class's
+    synthetic patches (already sized to reach ``gan.pgan_target``)."""
+    index = patch_set.index
+    train = index[(index["split"] == "train") & index["usable"]]
+    parts, frames = [], []
+    for k, label in enumerate(sorted(train["label"].unique())):
+        rows = train[train["label"] == label]
+        meta = pd.DataFrame({"label": label, "source": rows["patch_index"].to_numpy(),
+                             "capture_id": rows["capture_id"].to_numpy()})
+        cap = profile.augment.max_clean_patches if label == profile.clean_class else None
+        real = _top_up(patch_set.patches, meta, None, cap, profile, profile.augment.seed + k)
+        parts.append(real.arrays)
+        frames.append(real.index)
+        if label in synthetic:
+            arrays, syn_index = synthetic[label]
+            parts.append(arrays)
+            frames.append(pd.DataFrame({"label": label, "source": -1,
+                                        "capture_id": syn_index["capture_id"], "origin": "synthetic",
+                                        "gan": syn_index["gan"]}))
+    return TrainingSet(np.concatenate(parts), pd.concat(frames, ignore_index=True))

@@ -1,0 +1,31 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from smh_ml.captures import load_manifest
+from smh_ml.datasets import build_patch_set
+from smh_ml.gan.experiment import run_class_gan
+from smh_ml.profiles import get_profile
+from smh_ml.synthetic import build_pgan, class_patches, read_synthetic
+
+
+@pytest.mark.slow
+def test_class_gan_writes_a_marked_synthetic_set_that_never_meets_test_data(sim_root, tmp_path):
+    profile = get_profile("ci")
+    profile = dataclasses.replace(profile, gan=dataclasses.replace(profile.gan, epochs=1, pgan_target=20))
+    patch_set = build_patch_set(load_manifest(sim_root), profile)
+    real = class_patches(patch_set, "pits")
+    result = run_class_gan(real, "pits", "sdg", tmp_path / "gans" / "sdg", profile)
+    folder = tmp_path / "gans" / "sdg" / "pits"
+    assert {"generator.pt", "history.json", "scores.json", "samples.png"} <= {p.name for p in folder.iterdir()}
+    arrays, index = read_synthetic(folder / "synthetic")
+    assert len(arrays) == result["synthetic"] == 20 - len(real)
+    assert (index["origin"] == "synthetic").all() and (index["gan"] == "sdg").all()
+    assert arrays.shape[1:] == (32, 32)
+    pgan = build_pgan(patch_set, {"pits": (arrays, index)}, profile)
+    counts = pgan.index["label"].value_counts()
+    assert counts["pits"] == 20
+    test_ids = set(patch_set.captures.loc[patch_set.captures["split"] == "test", "capture_id"])
+    assert not test_ids & set(pgan.index["capture_id"])
+    assert np.array_equal(pgan.arrays[pgan.index["origin"].eq("synthetic").to_numpy()], arrays)
