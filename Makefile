@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	@test -d data || $(BIN)/smh-ml simulate data --profile $(PROFILE)
 	$(BIN)/smh-ml data-commit
-	SMH_PROFILE=$(PROFILE) $(BIN)/dagster job execute -m pipelines.definitions -j main
+	SMH_PROFILE=$(PROFILE) $(BIN)/python -m pipelines
 
 test: setup lint
 	$(BIN)/pytest

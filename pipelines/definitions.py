@@ -1,17 +1,67 @@
 """The code location loaded by workspace.yaml and `dagster dev`."""
 
+import os
 
 import dagster as dg
 
-from pipelines.assets import capture_manifest, patch_sets, raw_captures
-from pipelines.resources import default_resources
+from pipelines.assets import ALL_ASSETS
+from pipelines.assets.data import capture_manifest, patch_sets
+from pipelines.jobs import JOBS
+from pipelines.resources import (
+    CaptureDataResource,
+    MlflowResource,
+    ProfileResource,
+    QualityGatesResource,
+    StorageResource,
+)
+from pipelines.schedules import retrain_schedule
+from pipelines.sensors import captures_sensor
+
+
+def default_resources() -> dict:
+    """Resources from the environment (SMH_*), with local defaults."""
+    ceiling = os.environ.get("SMH_FID_CEILING")
+    return {
+        "profile": ProfileResource(name=os.environ.get("SMH_PROFILE", "demo")),
+        "captures": CaptureDataResource(root=os.environ.get("SMH_DATA_ROOT", "data")),
+        "storage": StorageResource(root=os.environ.get("SMH_STORAGE_ROOT", "artifacts")),
+        "mlflow": MlflowResource(
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"),
+            artifact_root=os.environ.get("SMH_MLFLOW_ARTIFACTS", "mlflow/artifacts"),
+            model_name=os.environ.get("SMH_MODEL_NAME", "smh-defect-classifier")),
+        "gates": QualityGatesResource(
+            fid_ceiling=float(ceiling) if ceiling else None,
+            accuracy_floor=float(os.environ.get("SMH_ACCURACY_FLOOR", "0.0")),
+            promotion_margin=float(os.environ.get("SMH_PROMOTION_MARGIN", "0.0"))),
+    }
+
 
 main_job = dg.define_asset_job(
     "main", selection=dg.AssetSelection.assets(capture_manifest, patch_sets),
-    description="The whole pipeline on the current capture data.")
+    description="Validate captures and build patch sets (the first stage; `python -m pipelines` runs all).")
 
 defs = dg.Definitions(
-    assets=[raw_captures, capture_manifest, patch_sets],
-    jobs=[main_job],
+    assets=ALL_ASSETS,
+    jobs=[main_job, *JOBS],
+    sensors=[captures_sensor],
+    schedules=[retrain_schedule],
     resources=default_resources(),
+    executor=dg.multiprocess_executor,
 )
+
+
+def job(name: str) -> dg.JobDefinition:
+    return defs.resolve_job_def(name)
+
+
+# Module-level job factories, so `dagster.reconstructable` can rebuild them in subprocesses.
+def prepare() -> dg.JobDefinition:
+    return job("prepare")
+
+
+def gans() -> dg.JobDefinition:
+    return job("gans")
+
+
+def classifier() -> dg.JobDefinition:
+    return job("classifier")

@@ -44,6 +44,26 @@ def load_classifier(folder: Path | str) -> tuple[torch.nn.Module, dict]:
     return model.eval(), report
 
 
+def train_domain_extractor(patch_dir: Path | str, out: Path | str, profile: Profile,
+                           epochs: int | None = None) -> dict:
+    """A patch classifier trained on REAL patches (P-TA) whose penultimate layer gives the
+    ``domain`` FID/KID features. Saved like :func:`run_classifier` output (no test)."""
+    import dataclasses
+
+    cfg = dataclasses.replace(profile.train, epochs=epochs or profile.train.epochs)
+    patch_set = load_patch_set(patch_dir)
+    pta = load_training_set(patch_dir, "pta")
+    names = class_names(set(patch_set.captures["label"]), profile.clean_class)
+    fitted = train_final(pta.arrays, pta.index, names, cfg, patch_set.geometry.patch)
+    report = {"arch": cfg.arch, "classes": names, "geometry": patch_set.geometry.to_dict(),
+              "purpose": "domain feature extractor for FID/KID", "train_set": "pta",
+              "history": fitted.history}
+    with atomic_dir(Path(out)) as tmp:
+        torch.save(state_dict_cpu(fitted.model), tmp / "model.pt")
+        (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
 def _strip(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "per_image_probs"}
 
@@ -102,3 +122,21 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
         report["seconds"] = time.perf_counter() - start
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def test_set_id(patch_set) -> str:
+    """Identity of the held-out test captures (ids and content hashes): scores are only
+    comparable between models tested on the same captures."""
+    import hashlib
+
+    test = patch_set.captures[patch_set.captures["split"] == "test"].sort_values("capture_id")
+    text = "\n".join(f"{c}\t{h}" for c, h in zip(test["capture_id"], test["content_hash"]))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_classifier(out: Path | str, model: torch.nn.Module, report: dict) -> Path:
+    """``model.pt`` + ``report.json`` (arch, classes, geometry, ...) written atomically."""
+    with atomic_dir(Path(out)) as tmp:
+        torch.save(state_dict_cpu(model), tmp / "model.pt")
+        (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    return Path(out)

@@ -46,7 +46,7 @@ def read_synthetic(folder: Path | str) -> tuple[np.ndarray, pd.DataFrame]:
     folder = Path(folder)
     index = pd.read_csv(folder / "index.csv")
     arrays = [np.asarray(Image.open(folder / f)) for f in index["file"]]
-    return (np.stack(arrays) if arrays else np.zeros((0, 1, 1), np.uint8)), index
+    return (np.stack(arrays) if arrays else np.zeros((0, 0, 0), np.uint8)), index
 
 
 def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.DataFrame]],
@@ -64,7 +64,7 @@ def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.Da
         real = _top_up(patch_set.patches, meta, None, cap, profile, profile.augment.seed + k)
         parts.append(real.arrays)
         frames.append(real.index)
-        if label in synthetic:
+        if label in synthetic and len(synthetic[label][1]):
             arrays, syn_index = synthetic[label]
             parts.append(arrays)
             frames.append(pd.DataFrame({"label": label, "source": -1,

@@ -1,12 +1,14 @@
-"""One GAN for one defect class: train (resumable), score (FID/KID), synthesise.
+"""One GAN for one defect class: train (resumable) and score it, then synthesise patches.
 
-Layout under ``gan_dir``: ``<label>.checkpoint.pt`` (kept while training, for resumes) and
-``<label>/`` written atomically at the end: ``generator.pt`` (state dict), ``history.json``,
-``scores.json``, ``samples.png`` (real next to generated) and ``synthetic/`` (PNGs + index).
+Layout under ``gan_dir``: ``<label>.checkpoint.pt`` (kept while training, for resumes);
+``<label>/`` written atomically when training ends: ``generator.pt`` (state dict),
+``config.json``, ``history.json``, ``scores.json``, ``samples.png`` (real next to
+generated); and ``<label>/synthetic/`` (PNGs + index), replaced atomically on its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -17,16 +19,17 @@ from torch import nn
 
 from smh_ml.augment import augment_to_count
 from smh_ml.fid import gan_scores
+from smh_ml.gan.networks import build_gan
 from smh_ml.gan.training import generate, train_gan
 from smh_ml.io import atomic_dir
 from smh_ml.plots import real_vs_generated_png
-from smh_ml.profiles import Profile
+from smh_ml.profiles import GanConfig, Profile
 from smh_ml.synthetic import write_synthetic
 
 
-def run_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str, profile: Profile,
-                  extractors: dict[str, nn.Module] | None = None) -> dict:
-    """Train the ``kind`` GAN ("sdg" or "dcgan") on ``label``'s real TRAIN patches."""
+def train_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str, profile: Profile,
+                    extractors: dict[str, nn.Module] | None = None) -> dict:
+    """Train the ``kind`` GAN ("sdg" or "dcgan") on ``label``'s real TRAIN patches and score it."""
     cfg, aug = profile.gan, profile.augment
     if len(real) == 0:
         raise ValueError(f"class {label!r} has no usable training patches for its GAN")
@@ -34,23 +37,48 @@ def run_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str, 
     start = time.perf_counter()
     extra, _ = augment_to_count(real, cfg.augment_to, aug.brightness, aug.contrast, cfg.seed)
     data = np.concatenate([real, extra])
-    state = train_gan(data, kind, cfg, checkpoint=gan_dir / f"{label}.checkpoint.pt",
-                      desc=f"{kind} {label}")
+    state = train_gan(data, kind, cfg, checkpoint=gan_dir / f"{label}.checkpoint.pt", desc=f"{kind} {label}")
     train_seconds = time.perf_counter() - start
     fake = generate(state.generator, cfg.fid_samples, cfg.latent, seed=cfg.seed + 1)
     scores = [gan_scores(real, fake, extractor, name) for name, extractor in (extractors or {}).items()]
-    n_synthetic = max(0, cfg.pgan_target - len(real))
-    synthetic = generate(state.generator, n_synthetic, cfg.latent, seed=cfg.seed + 2)
-    name = f"{kind}-{label}"
-    result = {"label": label, "gan": kind, "real_patches": int(len(real)),
-              "training_patches": int(len(data)), "epochs": state.epoch,
-              "train_seconds": train_seconds, "scores": scores, "synthetic": n_synthetic,
+    result = {"label": label, "gan": kind, "real_patches": int(len(real)), "training_patches": int(len(data)),
+              "epochs": state.epoch, "train_seconds": train_seconds, "scores": scores,
               "history": state.history}
     with atomic_dir(gan_dir / label) as tmp:
         torch.save({k: v.cpu() for k, v in state.generator.state_dict().items()}, tmp / "generator.pt")
+        config = {"kind": kind, "patch": int(real.shape[-1]), **dataclasses.asdict(cfg)}
+        (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "history.json").write_text(json.dumps(state.history, indent=1) + "\n")
         (tmp / "scores.json").write_text(json.dumps(
             {k: v for k, v in result.items() if k != "history"}, indent=1) + "\n")
-        real_vs_generated_png(real, fake, tmp / "samples.png", f"{name}: real (top) vs generated")
-        write_synthetic(tmp / "synthetic", label, synthetic, kind)
+        real_vs_generated_png(real, fake, tmp / "samples.png", f"{kind}-{label}: real (top) vs generated")
+    return result
+
+
+def load_generator(folder: Path | str) -> tuple[nn.Module, dict]:
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    generator, _ = build_gan(config["kind"], config["patch"], config["latent"], config["width"])
+    generator.load_state_dict(torch.load(folder / "generator.pt", map_location="cpu", weights_only=True))
+    return generator.eval(), config
+
+
+def synthesize_class(label: str, gan_dir: Path | str, real_count: int, cfg: GanConfig) -> int:
+    """Write ``pgan_target - real_count`` synthetic patches of ``label`` (never fewer than 0)."""
+    folder = Path(gan_dir) / label
+    generator, config = load_generator(folder)
+    count = max(0, cfg.pgan_target - real_count)
+    arrays = generate(generator, count, config["latent"], seed=cfg.seed + 2)
+    if count == 0:
+        arrays = np.zeros((0, config["patch"], config["patch"]), np.uint8)
+    with atomic_dir(folder / "synthetic") as tmp:
+        write_synthetic(tmp, label, arrays, config["kind"])
+    return count
+
+
+def run_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str, profile: Profile,
+                  extractors: dict[str, nn.Module] | None = None) -> dict:
+    """Train, score and synthesise for one class (the CLI's path; the pipeline splits it)."""
+    result = train_class_gan(real, label, kind, gan_dir, profile, extractors)
+    result["synthetic"] = synthesize_class(label, gan_dir, len(real), profile.gan)
     return result

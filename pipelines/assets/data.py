@@ -9,6 +9,7 @@ import json
 
 import dagster as dg
 
+from pipelines.assets.common import counts_table
 from pipelines.resources import CaptureDataResource, ProfileResource, StorageResource
 from smh_ml.captures import class_counts, load_manifest, read_manifest, save_manifest
 from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
@@ -17,11 +18,6 @@ from smh_ml.validation import validate_manifest, validate_patch_sets
 
 MANIFEST_CHECK = "gx_capture_manifest"
 PATCH_CHECK = "gx_patch_sets"
-
-
-def _counts_table(counts: dict[str, int]) -> dg.MetadataValue:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in counts.items())
-    return dg.MetadataValue.md(f"| class | count |\n|---|---|\n{rows}")
 
 
 @dg.observable_source_asset(group_name="data",
@@ -46,7 +42,7 @@ def capture_manifest(context: dg.AssetExecutionContext, profile: ProfileResource
         "path": dg.MetadataValue.path(str(path)),
         "data_version": captures.version(),
         "captures": len(manifest),
-        "class_counts": _counts_table(class_counts(manifest)),
+        "class_counts": counts_table(class_counts(manifest)),
     })
     yield dg.AssetCheckResult(
         check_name=MANIFEST_CHECK, passed=report.success,
@@ -78,10 +74,10 @@ def patch_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
     yield dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(out)),
         "geometry": dg.MetadataValue.json(stats["geometry"]),
-        "train_patches": _counts_table(stats["patches"]["train"]),
-        "test_patches": _counts_table(stats["patches"]["test"]),
-        "pta": _counts_table(stats["pta"]),
-        "ota": _counts_table(stats["ota"]),
+        "train_patches": counts_table(stats["patches"]["train"]),
+        "test_patches": counts_table(stats["patches"]["test"]),
+        "pta": counts_table(stats["pta"]),
+        "ota": counts_table(stats["ota"]),
         "ambiguous_patches": stats["ambiguous_patches"],
         "samples": dg.MetadataValue.path(str(grid)),
     })

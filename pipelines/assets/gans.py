@@ -1,0 +1,97 @@
+"""Assets: domain feature extractor -> per-class GAN models -> per-class synthetic sets."""
+
+import json
+
+import dagster as dg
+
+from pipelines.assets.common import run_tags
+from pipelines.assets.data import patch_sets
+from pipelines.partitions import defect_classes
+from pipelines.resources import (
+    CaptureDataResource,
+    MlflowResource,
+    ProfileResource,
+    QualityGatesResource,
+    StorageResource,
+)
+from smh_ml.datasets import load_patch_set
+from smh_ml.experiments import load_classifier, train_domain_extractor
+from smh_ml.fid import DomainFeatures
+from smh_ml.gan.experiment import synthesize_class, train_class_gan
+from smh_ml.synthetic import class_patches
+
+FID_CHECK = "fid_within_ceiling"
+GAN_KIND = "sdg"
+
+
+@dg.asset(deps=[patch_sets], group_name="gan",
+          description="Patch classifier trained on real patches (P-TA); its penultimate layer is "
+                      "the 'domain' feature extractor for FID/KID.")
+def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
+                     captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    prof = profile.get()
+    out = storage.path(prof.name, "domain_extractor")
+    with mlflow.nested_run(context, "domain_extractor", run_tags(prof.name, captures.version()),
+                           {"arch": prof.train.arch, "epochs": prof.gan.domain_epochs}) as run_id:
+        report = train_domain_extractor(storage.path(prof.name, "patch_sets"), out, prof,
+                                        epochs=prof.gan.domain_epochs)
+        client = mlflow.client()
+        for record in report["history"]:
+            client.log_metric(run_id, "train_loss", record["loss"], step=record["epoch"])
+    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)),
+                                          "classes": report["classes"], "mlflow_run": mlflow.run_link(run_id)})
+
+
+@dg.asset(partitions_def=defect_classes, deps=[patch_sets, domain_extractor], group_name="gan",
+          automation_condition=dg.AutomationCondition.on_missing(),
+          check_specs=[dg.AssetCheckSpec(FID_CHECK, asset="gan_models", blocking=True,
+                                         description="Domain FID/KID recorded; below the ceiling if set")],
+          description="One SDG-GAN (WGAN-GP) per defect class, trained on that class's real TRAIN "
+                      "patches; resumes from its checkpoint.")
+def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
+               captures: CaptureDataResource, mlflow: MlflowResource, gates: QualityGatesResource):
+    prof, label = profile.get(), context.partition_key
+    patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
+    real = class_patches(patch_set, label)
+    extractor = DomainFeatures(load_classifier(storage.path(prof.name, "domain_extractor"))[0])
+    gan_dir = storage.path(prof.name, "gans", GAN_KIND)
+    params = {"class": label, "kind": GAN_KIND, **{k: v for k, v in vars(prof.gan).items()}}
+    with mlflow.nested_run(context, f"gan-{label}", run_tags(prof.name, captures.version()) | {"class": label},
+                           params) as run_id:
+        result = train_class_gan(real, label, GAN_KIND, gan_dir, prof, {"domain": extractor})
+        client = mlflow.client()
+        for record in result["history"]:
+            for key, value in record.items():
+                if key != "epoch":
+                    client.log_metric(run_id, key, value, step=record["epoch"])
+        score = result["scores"][0]
+        for key in ("fid", "kid_mean", "kid_std"):
+            client.log_metric(run_id, f"domain_{key}", score[key])
+        client.log_artifact(run_id, str(gan_dir / label / "samples.png"))
+    ceiling = gates.fid_ceiling
+    yield dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(gan_dir / label)),
+        "real_patches": result["real_patches"], "epochs": result["epochs"],
+        "train_seconds": round(result["train_seconds"], 1),
+        "domain_fid": score["fid"], "domain_kid": score["kid_mean"],
+        "samples": dg.MetadataValue.path(str(gan_dir / label / "samples.png")),
+        "mlflow_run": mlflow.run_link(run_id)})
+    yield dg.AssetCheckResult(check_name=FID_CHECK, passed=ceiling is None or score["fid"] <= ceiling,
+                              metadata={"domain_fid": score["fid"], "domain_kid": score["kid_mean"],
+                                        "ceiling": "none" if ceiling is None else ceiling})
+
+
+@dg.asset(partitions_def=defect_classes, deps=[gan_models], group_name="gan",
+          automation_condition=dg.AutomationCondition.eager(),
+          description="Synthetic patches of one class, up to the profile's P-GAN target, marked "
+                      "synthetic and named after their GAN.")
+def synthetic_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
+                   storage: StorageResource) -> dg.MaterializeResult:
+    prof, label = profile.get(), context.partition_key
+    patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
+    real = len(class_patches(patch_set, label))
+    gan_dir = storage.path(prof.name, "gans", GAN_KIND)
+    count = synthesize_class(label, gan_dir, real, prof.gan)
+    scores = json.loads((gan_dir / label / "scores.json").read_text())
+    return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(gan_dir / label / "synthetic")),
+                                          "synthetic": count, "real": real, "gan": scores["gan"]})

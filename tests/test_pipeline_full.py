@@ -1,0 +1,195 @@
+"""The whole graph on the ci profile: ephemeral Dagster instance, a real MLflow server on
+loopback, the sensor, champion promotion, and `dagster dev` answering GraphQL."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import dagster as dg
+import pytest
+
+from pipelines.assets import ALL_ASSETS, CLASSIFIER_ASSETS, DATA_ASSETS, GAN_ASSETS
+from pipelines.partitions import defect_classes
+from pipelines.resources import (
+    CaptureDataResource,
+    MlflowResource,
+    ProfileResource,
+    QualityGatesResource,
+    StorageResource,
+)
+from pipelines.sensors import captures_sensor
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _resources(root, storage, tracking_uri, artifacts, floor=0.0):
+    return {"profile": ProfileResource(name="ci"), "captures": CaptureDataResource(root=str(root)),
+            "storage": StorageResource(root=str(storage)),
+            "mlflow": MlflowResource(tracking_uri=tracking_uri, artifact_root=str(artifacts)),
+            "gates": QualityGatesResource(accuracy_floor=floor)}
+
+
+def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server):
+    instance = dg.DagsterInstance.ephemeral()
+    resources = _resources(sim_root, tmp_path / "artifacts", mlflow_server, tmp_path / "unused")
+    assert dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=DATA_ASSETS).success
+    classes = ["imprinted", "pits", "roll-marks", "scratches"]
+    instance.add_dynamic_partitions(defect_classes.name, classes)
+    for label in classes:
+        result = dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=GAN_ASSETS,
+                                partition_key=label)
+        assert result.success
+        assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {"fid_within_ceiling": True}
+    result = dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=CLASSIFIER_ASSETS)
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"test_accuracy_floor": True, "onnx_parity": True}
+    registered = [e for e in result.get_asset_materialization_events()
+                  if e.asset_key.to_user_string() == "registered_model"][0]
+    meta = registered.materialization.metadata
+    assert meta["version"].value == 1 and meta["promoted"].value is True
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    champion = client.get_model_version_by_alias("smh-defect-classifier", "champion")
+    assert int(champion.version) == 1 and "test_set_id" in champion.tags
+    runs = client.search_runs([client.get_experiment_by_name("smh-defect-recognition").experiment_id])
+    roles = {r.data.tags.get("role") for r in runs}
+    assert {"parent", "domain_extractor", "gan-pits", "cv-fold-1", "test", "registration"} <= roles
+    gan_run = next(r for r in runs if r.data.tags.get("role") == "gan-pits")
+    assert "domain_fid" in gan_run.data.metrics and "critic_loss" in gan_run.data.metrics
+
+
+def test_promotion_moves_champion_only_for_a_better_model(tmp_path):
+    import numpy as np
+
+    from smh_ml.export import export_onnx
+    from smh_ml.models import build
+    from smh_ml.serving import package_mlflow_model
+
+    onnx_path = export_onnx(build("baseline_cnn", 3, 16).eval(), tmp_path / "m.onnx", 16, ["defect-free", "a", "b"],
+                            {"rows": 4, "cols": 2, "patch": 16})
+    package = package_mlflow_model(onnx_path, tmp_path / "pkg")
+    mlflow = MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "arts"))
+    client = mlflow.client()
+
+    def register(accuracy, test_set="t1"):
+        run = client.create_run(mlflow.experiment_id()).info.run_id
+        return mlflow.register(run, package, accuracy, test_set, 0.0, {})
+
+    first = register(0.80)
+    assert first["promote"] and first["champion_version"] == 1
+    worse = register(0.70)
+    assert not worse["promote"] and worse["champion_version"] == 1
+    champion = client.get_model_version_by_alias(mlflow.model_name, "champion")
+    assert int(champion.version) == 1
+    assert int(client.get_model_version_by_alias(mlflow.model_name, "challenger").version) == 2
+    other_set = register(0.99, test_set="t2")  # not comparable: other test captures
+    assert not other_set["promote"]
+    better = register(0.85)
+    assert better["promote"] and int(client.get_model_version_by_alias(mlflow.model_name, "champion").version) == 4
+    recorded = json.loads(client.get_model_version(mlflow.model_name, "2").tags["promotion"])
+    assert recorded["champion_accuracy"] == 0.80 and recorded["challenger_accuracy"] == 0.70
+    assert np.isfinite(better["challenger_accuracy"])
+
+
+def test_sensor_adds_a_partition_for_a_new_defect_class(sim_root, tmp_path):
+    root = tmp_path / "captures"
+    shutil.copytree(sim_root, root)
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"captures": CaptureDataResource(root=str(root), dvc_file=str(tmp_path / "none.dvc")),
+                 "profile": ProfileResource(name="ci")}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        first = captures_sensor(context)
+    assert [list(r.partition_keys) for r in first.dynamic_partitions_requests] == [
+        ["imprinted", "pits", "roll-marks", "scratches"]]
+    assert len(first.run_requests) == 1
+    instance.add_dynamic_partitions(defect_classes.name, ["imprinted", "pits", "roll-marks", "scratches"])
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor) as context:
+        quiet = captures_sensor(context)
+    assert quiet.run_requests == [] and quiet.dynamic_partitions_requests == []
+    (root / "dents").mkdir()  # a new defect type arrives: a folder, no code change
+    shutil.copy(next((root / "pits").glob("*.jpg")), root / "dents" / "d1.jpg")
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor) as context:
+        new = captures_sensor(context)
+    assert [list(r.partition_keys) for r in new.dynamic_partitions_requests] == [["dents"]]
+    assert len(new.run_requests) == 1 and "dents" in new.run_requests[0].tags["reason"]
+    (root / "pits" / "extra.jpg").write_bytes((root / "dents" / "d1.jpg").read_bytes())
+    instance.add_dynamic_partitions(defect_classes.name, ["dents"])
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=new.cursor) as context:
+        more = captures_sensor(context)
+    assert len(more.run_requests) == 1 and more.run_requests[0].tags["reason"] == "new captures"
+
+
+def test_dagster_dev_lists_the_assets_over_graphql(tmp_path, sim_root):
+    from conftest import REPO
+
+    port = _free_port()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = os.environ | {"DAGSTER_HOME": str(home), "SMH_PROFILE": "ci", "SMH_DATA_ROOT": str(sim_root),
+                        "SMH_STORAGE_ROOT": str(tmp_path / "artifacts")}
+    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(REPO / "workspace.yaml"),
+                             "-p", str(port), "-h", "127.0.0.1"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/graphql"
+        query = json.dumps({"query": "{ assetNodes { assetKey { path } } }"}).encode()
+        deadline, names = time.time() + 150, set()
+        while time.time() < deadline and "registered_model" not in names:
+            try:
+                request = urllib.request.Request(url, query, {"Content-Type": "application/json"})
+                data = json.load(urllib.request.urlopen(request, timeout=5))
+                names = {"/".join(n["assetKey"]["path"]) for n in data["data"]["assetNodes"]}
+            except (OSError, KeyError, TypeError):
+                time.sleep(1)
+        assert {"raw_captures", "capture_manifest", "patch_sets", "gan_models", "synthetic_sets",
+                "training_set", "cv_classifiers", "test_report", "onnx_model", "registered_model"} <= names
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
