@@ -147,7 +147,7 @@ PROFILES: dict[str, Profile] = {
         # lr/L2 for a short CPU schedule: at the paper's 1e-4 / 0.01 the L2 term dominated
         # the loss and training accuracy was still climbing after 8 epochs (docs/RESULTS.md).
         train=TrainConfig(epochs=8, cv_folds=3, lr=1e-3, l2=1e-4),
-        gan=GanConfig(width=0.25, epochs=12, augment_to=3000, pgan_target=300,
+        gan=GanConfig(width=0.25, epochs=6, augment_to=1000, pgan_target=300,
                       checkpoint_every=2, fid_samples=300, domain_epochs=4),
     ),
     "ci": Profile(

@@ -54,8 +54,7 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource,
     counts = pgan.index.groupby(["label", "origin"]).size().unstack(fill_value=0)
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(out)), "patches": len(pgan.index),
-        "per_class": dg.MetadataValue.md(counts.to_markdown() if hasattr(counts, "to_markdown")
-                                         else counts.to_string()),
+        "per_class": dg.MetadataValue.md(f"```\n{counts.to_string()}\n```"),
         "classes_without_gan": missing})
 
 
