@@ -17,8 +17,6 @@ from smh_ml.io import atomic_write_bytes  # noqa: E402
 def sample_grid(arrays: np.ndarray, labels: pd.Series, path: Path | str, per_class: int = 8,
                 seed: int = 0, title: str = "") -> Path:
     """Save a PNG with one row of up to ``per_class`` random samples for each class."""
-    import io
-
     classes = sorted(labels.unique())
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(len(classes), per_class, squeeze=False,
@@ -34,19 +32,16 @@ def sample_grid(arrays: np.ndarray, labels: pd.Series, path: Path | str, per_cla
         axes[r][0].set_title(f"{label} ({len(rows)})", fontsize=8, loc="left")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(fig, path, dpi=80)
 
 
-def _save(fig, path: Path | str) -> Path:
+def save_figure(fig, path: Path | str, dpi: int = 90) -> Path:
+    """Write a matplotlib figure as PNG, atomically, and close it."""
     import io
 
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
 
@@ -65,7 +60,7 @@ def confusion_matrix_png(matrix, names: list[str], path: Path | str, title: str 
                 color="white" if value > matrix.max() / 2 else "black")
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def threshold_curve_png(curve: pd.DataFrame, path: Path | str, title: str = "") -> Path:
@@ -79,7 +74,7 @@ def threshold_curve_png(curve: pd.DataFrame, path: Path | str, title: str = "") 
     ax.set_ylim(-0.02, 1.02)
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def real_vs_generated_png(real: np.ndarray, fake: np.ndarray, path: Path | str, title: str = "",
@@ -96,4 +91,4 @@ def real_vs_generated_png(real: np.ndarray, fake: np.ndarray, path: Path | str, 
                 ax.imshow(arrays[picks[c]], cmap="gray", vmin=0, vmax=255)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)

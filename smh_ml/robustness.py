@@ -14,8 +14,6 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from smh_ml.io import atomic_write_bytes
-
 SEVERITIES: dict[str, tuple[float, ...]] = {
     "blur": (0.5, 1.0, 2.0, 3.0),
     "noise": (5.0, 10.0, 20.0, 30.0),
@@ -81,12 +79,9 @@ def robustness_table(evaluate: Callable[[Callable[[np.ndarray], np.ndarray] | No
 
 
 def plot_robustness(table: pd.DataFrame, path: Path | str, title: str = "") -> Path:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from smh_ml.plots import save_figure
 
     kinds = [k for k in table["perturbation"].unique() if k != "none"]
     base = float(table.loc[table["perturbation"] == "none", "accuracy"].iloc[0])
@@ -101,8 +96,4 @@ def plot_robustness(table: pd.DataFrame, path: Path | str, title: str = "") -> P
     axes[0][0].set_ylabel("image accuracy")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_figure(fig, path)
