@@ -5,7 +5,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from pipelines.assets import MANIFEST_CHECK, capture_manifest, patch_sets
+from pipelines.assets.data import MANIFEST_CHECK, capture_manifest, patch_sets
 from pipelines.definitions import defs
 from pipelines.resources import CaptureDataResource, ProfileResource, StorageResource
 
