@@ -134,7 +134,7 @@ def build_patch_set(manifest: pd.DataFrame, profile: Profile,
     return PatchSet(geometry, captures, np.concatenate(patch_arrays), index, np.stack(wholes))
 
 
-def _top_up(arrays: np.ndarray, meta: pd.DataFrame, target: int | None, cap: int | None,
+def top_up(arrays: np.ndarray, meta: pd.DataFrame, target: int | None, cap: int | None,
             profile: Profile, seed: int) -> TrainingSet:
     """Keep at most ``cap`` real items (random subset), then augment up to ``target``."""
     rng = np.random.default_rng(seed)
@@ -160,7 +160,7 @@ def build_pta(patch_set: PatchSet, profile: Profile) -> TrainingSet:
         meta = pd.DataFrame({"label": label, "source": meta["patch_index"].to_numpy(),
                              "capture_id": meta["capture_id"].to_numpy()})
         clean = label == profile.clean_class
-        sets.append(_top_up(patch_set.patches, meta, None if clean else aug.pta_target,
+        sets.append(top_up(patch_set.patches, meta, None if clean else aug.pta_target,
                             aug.max_clean_patches if clean else None, profile, aug.seed + k))
     return TrainingSet(np.concatenate([s.arrays for s in sets]),
                        pd.concat([s.index for s in sets], ignore_index=True))
@@ -175,7 +175,7 @@ def build_ota(patch_set: PatchSet, profile: Profile) -> TrainingSet:
         rows = train[train["label"] == label]
         meta = pd.DataFrame({"label": label, "source": rows.index.to_numpy(),
                              "capture_id": rows["capture_id"].to_numpy()})
-        sets.append(_top_up(patch_set.images, meta, aug.ota_target, None, profile, aug.seed + k))
+        sets.append(top_up(patch_set.images, meta, aug.ota_target, None, profile, aug.seed + k))
     return TrainingSet(np.concatenate([s.arrays for s in sets]),
                        pd.concat([s.index for s in sets], ignore_index=True))
 

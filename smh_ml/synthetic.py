@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from smh_ml.datasets import PatchSet, TrainingSet, _top_up
+from smh_ml.datasets import PatchSet, TrainingSet, top_up
 from smh_ml.profiles import Profile
 
 
@@ -61,7 +61,7 @@ def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.Da
         meta = pd.DataFrame({"label": label, "source": rows["patch_index"].to_numpy(),
                              "capture_id": rows["capture_id"].to_numpy()})
         cap = profile.augment.max_clean_patches if label == profile.clean_class else None
-        real = _top_up(patch_set.patches, meta, None, cap, profile, profile.augment.seed + k)
+        real = top_up(patch_set.patches, meta, None, cap, profile, profile.augment.seed + k)
         parts.append(real.arrays)
         frames.append(real.index)
         if label in synthetic and len(synthetic[label][1]):
