@@ -64,8 +64,20 @@ def train_domain_extractor(patch_dir: Path | str, out: Path | str, profile: Prof
     return report
 
 
-def _strip(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "per_image_probs"}
+def held_out_test(model: torch.nn.Module, patch_set, names: list[str]):
+    """Algorithm 1 on the held-out ORIGINAL captures: (metrics, misses/false-alarm curve)."""
+    captures, groups = test_patches(patch_set)
+    metrics = evaluate_images(model, captures, groups, names)
+    curve = threshold_curve(metrics.pop("per_image_probs"), encode(captures["label"], names))
+    return metrics, curve
+
+
+def write_test_figures(folder: Path, metrics: dict, curve, names: list[str], title: str) -> None:
+    """``confusion_matrix.png`` and ``threshold_curve.{csv,png}`` into ``folder``."""
+    confusion_matrix_png(metrics["confusion_matrix"], names, folder / "confusion_matrix.png",
+                         f"{title}, held-out captures, Algorithm 1")
+    curve.to_csv(folder / "threshold_curve.csv", index=False)
+    threshold_curve_png(curve, folder / "threshold_curve.png", f"{title}: misses vs false alarms")
 
 
 def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv: bool = True,
@@ -96,15 +108,10 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
     report["final_history"] = final.history
     report["parameters"] = count_parameters(final.model)
     captures, groups = test_patches(patch_set)
-    test = evaluate_images(final.model, captures, groups, names)
-    report["test"] = _strip(test)
-    curve = threshold_curve(test["per_image_probs"], encode(captures["label"], names))
+    report["test"], curve = held_out_test(final.model, patch_set, names)
     with atomic_dir(Path(out)) as tmp:
         torch.save(state_dict_cpu(final.model), tmp / "model.pt")
-        confusion_matrix_png(test["confusion_matrix"], names, tmp / "confusion_matrix.png",
-                             f"{cfg.arch}, held-out captures, Algorithm 1")
-        curve.to_csv(tmp / "threshold_curve.csv", index=False)
-        threshold_curve_png(curve, tmp / "threshold_curve.png", f"{cfg.arch}: misses vs false alarms")
+        write_test_figures(tmp, report["test"], curve, names, cfg.arch)
         if robustness:
             def accuracy(transform):
                 return evaluate_images(final.model, captures, groups, names, transform)["accuracy"]

@@ -9,7 +9,6 @@ The final test is image-level, on the held-out ORIGINAL captures, through Algori
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Callable
@@ -219,4 +218,4 @@ def train_final(arrays: np.ndarray, index: pd.DataFrame, names: list[str], cfg: 
 
 
 def state_dict_cpu(model: nn.Module) -> dict:
-    return {k: v.detach().cpu() for k, v in copy.deepcopy(model).state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -18,14 +18,12 @@ from pipelines.resources import (
     StorageResource,
 )
 from smh_ml.datasets import load_patch_set, load_training_set
-from smh_ml.decision import threshold_curve
-from smh_ml.experiments import load_classifier, save_classifier, test_set_id
+from smh_ml.experiments import held_out_test, load_classifier, save_classifier, test_set_id, write_test_figures
 from smh_ml.export import check_parity, export_onnx
 from smh_ml.io import atomic_dir, save_npy
-from smh_ml.plots import confusion_matrix_png, threshold_curve_png
 from smh_ml.serving import package_mlflow_model
 from smh_ml.synthetic import build_pgan, defect_classes, read_synthetic
-from smh_ml.training import class_names, cross_validate, encode, evaluate_images, test_patches, train_final
+from smh_ml.training import class_names, cross_validate, test_patches, train_final
 
 ACCURACY_CHECK = "test_accuracy_floor"
 PARITY_CHECK = "onnx_parity"
@@ -104,17 +102,12 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     model, trained = load_classifier(storage.path(prof.name, "classifier"))
     names = trained["classes"]
-    test_captures, groups = test_patches(patch_set)
-    metrics = evaluate_images(model, test_captures, groups, names)
-    curve = threshold_curve(metrics.pop("per_image_probs"), encode(test_captures["label"], names))
+    metrics, curve = held_out_test(model, patch_set, names)
     report = metrics | {"test_set_id": test_set_id(patch_set), "classes": names}
     out = storage.path(prof.name, "test_report")
     with atomic_dir(out) as tmp:
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-        confusion_matrix_png(metrics["confusion_matrix"], names, tmp / "confusion_matrix.png",
-                             "held-out captures, Algorithm 1")
-        curve.to_csv(tmp / "threshold_curve.csv", index=False)
-        threshold_curve_png(curve, tmp / "threshold_curve.png")
+        write_test_figures(tmp, metrics, curve, names, trained["arch"])
     with mlflow.nested_run(context, "test", run_tags(prof.name, captures.version()),
                            {"test_set_id": report["test_set_id"], "test_captures": metrics["n"]}) as run_id:
         client = mlflow.client()
