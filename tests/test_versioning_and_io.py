@@ -1,5 +1,6 @@
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -24,8 +25,9 @@ def test_commit_data_with_real_dvc(tmp_path, sim_root):
     repo.mkdir()
     env = os.environ | {"DVC_NO_ANALYTICS": "1"}
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True, env=env)
-    subprocess.run(["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")], cwd=repo,
+    dvc = [sys.executable, "-m", "dvc"]  # the venv's dvc, whether or not its bin is on PATH
+    subprocess.run([*dvc, "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run([*dvc, "remote", "add", "-d", "local", str(tmp_path / "remote")], cwd=repo,
                    check=True, env=env)
     shutil.copytree(sim_root, repo / "data")
     version = commit_data(repo)
