@@ -289,6 +289,99 @@ def data_commit(repo: Path = typer.Option(Path(".")), target: str = typer.Option
     console.print(json.dumps({"data_version": version, "pushed": push}))
 
 
+@app.command()
+def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or folders (searched recursively)."),
+            model: str = typer.Option("models:/smh-defect-classifier@champion",
+                                      help="Registry URI (models:/<name>@<alias>), an .onnx file, or a folder "
+                                           "holding model.onnx."),
+            tracking_uri: str | None = typer.Option(None, envvar="MLFLOW_TRACKING_URI",
+                                                    help="MLflow tracking URI (default sqlite:///mlflow/mlflow.db)."),
+            int8: bool = typer.Option(False, help="Use the gated int8 model (model.int8.onnx) beside it."),
+            json_out: bool = typer.Option(False, "--json", help="One JSON object per image, as a list."),
+            heatmap: Path | None = typer.Option(None, help="Write <image>.png with per-patch defect "
+                                                           "probability overlaid into this folder."),
+            threshold: float | None = typer.Option(None, help="Defect probability threshold (Algorithm 1 "
+                                                              "with a threshold); default: arg-max."),
+            threads: int | None = typer.Option(None, help="onnxruntime threads (default: every core).")) -> None:
+    """Decide each capture with Algorithm 1: its class, the deciding patch and its probability."""
+    from smh_ml.inference import Engine, image_files, resolve_model
+    from smh_ml.plots import decision_heatmap_png
+
+    try:
+        files = image_files(inputs)
+        engine = Engine(resolve_model(model, tracking_uri, int8=int8), threads=threads, threshold=threshold)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if not files:
+        _fail("no capture images found in " + ", ".join(map(str, inputs)))
+    cols = engine.geometry.cols
+    rows, failed = [], 0
+    start = time.perf_counter()
+    for pred in engine.decide_paths(files):
+        if pred.decision is None:
+            failed += 1
+            err.print(f"[bold red]error:[/] {pred.error}", highlight=False, soft_wrap=True)
+            rows.append({"path": str(pred.path), "error": pred.error})
+            continue
+        d = pred.decision
+        row = {"path": str(pred.path), "label": d.label, "patch": d.patch,
+               "row": None if d.patch is None else d.patch // cols,
+               "col": None if d.patch is None else d.patch % cols,
+               "probability": round(d.probability, 6),
+               "defect_probability": [round(p, 6) for p in d.defect_probability]}
+        if heatmap is not None:
+            where = "clean" if d.patch is None else f"patch {d.patch} (row {row['row']}, col {row['col']})"
+            row["heatmap"] = str(decision_heatmap_png(
+                engine.heatmap_image(pred.patches), d.defect_probability, engine.geometry.rows, cols,
+                heatmap / f"{pred.path.stem}.png", f"{pred.path.name}: {d.label}, {where}, p={d.probability:.3f}",
+                d.patch))
+        rows.append(row)
+    seconds = time.perf_counter() - start
+    if json_out:
+        print(json.dumps(rows, indent=1))
+    else:
+        table = Table("image", "class", "deciding patch", "probability")
+        for row in rows:
+            if "error" in row:
+                table.add_row(row["path"], "[red]error[/]", "-", "-")
+            else:
+                where = "-" if row["patch"] is None else f"{row['patch']} (r{row['row']}, c{row['col']})"
+                table.add_row(row["path"], row["label"], where, f"{row['probability']:.3f}")
+        console.print(table)
+        err.print(f"{len(rows) - failed} image(s) decided in {seconds:.2f} s "
+                  f"({(len(rows) - failed) / max(seconds, 1e-9):.1f} images/s, {engine.precision}, {engine.path})")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output folder (holds model.onnx) or "
+                                                        "an .onnx file."),
+             patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches': real patches to "
+                                                        "calibrate on and the held-out test captures."),
+             profile: str = typer.Option("demo"),
+             tolerance: float | None = typer.Option(
+                 None, help="Largest accuracy drop allowed (fraction); default: the profile's "
+                            "deploy.int8_tolerance.")) -> None:
+    """int8 static quantization, kept (model.int8.onnx) only within the accuracy tolerance of fp32."""
+    from smh_ml.datasets import load_patch_set
+    from smh_ml.quantization import gated_int8
+
+    prof = _profile(profile)
+    onnx_path = model_dir / "model.onnx" if model_dir.is_dir() else model_dir
+    if not onnx_path.is_file():
+        _fail(f"{onnx_path}: no such ONNX model")
+    cfg = prof.deploy
+    report = gated_int8(onnx_path, load_patch_set(patch_dir), prof.clean_class,
+                        cfg.int8_tolerance if tolerance is None else tolerance,
+                        cfg.calibration_patches, cfg.per_channel)
+    console.print(json.dumps(report.to_dict(), indent=1))
+    if not report.accepted:
+        err.print(f"int8 refused: accuracy {report.int8_accuracy:.4f} vs fp32 {report.fp32_accuracy:.4f} "
+                  f"(drop {report.drop:.4f} > tolerance {report.tolerance:g}); keep using fp32")
+        raise typer.Exit(2)
+
+
 def main() -> None:  # console-script entry point
     sys.exit(app())
 

@@ -2,14 +2,16 @@
 
 Everything a decision needs travels in the ONNX file's metadata (class names, clean class,
 patch geometry), so ``Engine("model.onnx")`` is the whole deployment. One batch of patches
-per image; decoding and pre-processing of the next image overlaps the model on the
-current one (:meth:`Engine.decide_paths`).
+per image; decoding and pre-processing of the next image overlap the model on the current
+one (:meth:`Engine.decide_paths`). The same engine sits behind the CLI (``smh-ml predict``)
+and the MLflow pyfunc (``smh_ml.serving``).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -18,10 +20,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from smh_ml.captures import read_gray, to_gray8
+from smh_ml.captures import CaptureError, read_gray, to_gray8
 from smh_ml.decision import decide
 from smh_ml.export import INPUT, OUTPUT, onnx_metadata, session
-from smh_ml.patching import Geometry, background_bbox, resize, tile
+from smh_ml.patching import Geometry, background_bbox, resize, tile, untile
+
+DEFAULT_MODEL = "models:/smh-defect-classifier@champion"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
 
 
 @dataclass(frozen=True)
@@ -40,28 +45,49 @@ class Decision:
         return asdict(self)
 
 
+@dataclass
+class Prediction:
+    """One file's outcome: a decision, or the reason there is none."""
+
+    path: Path
+    decision: Decision | None
+    patches: np.ndarray | None = None
+    """The (tiles, P, P) uint8 patches the model saw, for heat maps."""
+    error: str | None = None
+
+
 class Engine:
     def __init__(self, model_path: Path | str, threads: int | None = None, background_level: int = 16,
                  threshold: float | None = None):
         self.path = Path(model_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such ONNX model file")
         meta = onnx_metadata(self.path)
+        missing = {"class_names", "geometry"} - set(meta)
+        if missing:
+            raise ValueError(f"{self.path}: not an smh-ml classifier export (metadata lacks {sorted(missing)})")
         self.class_names: list[str] = list(meta["class_names"])
         self.clean_index = self.class_names.index(meta.get("clean_class", self.class_names[0]))
         self.geometry = Geometry(**meta["geometry"])
+        self.precision = meta.get("precision", "fp32")
         self.background_level = background_level
         self.threshold = threshold
         self.session = session(self.path, threads or os.cpu_count())
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """(H, W) uint8 capture -> (tiles, 1, P, P) float32 model input."""
+    def patches(self, image: np.ndarray) -> np.ndarray:
+        """(H, W) uint8 capture -> (tiles, P, P) uint8: background cropped, resized, tiled."""
         top, bottom, left, right = background_bbox(image, self.background_level)
-        patches = tile(resize(image[top:bottom, left:right], self.geometry.size), self.geometry.patch)
-        return (patches.astype(np.float32) / 255.0)[:, None]
+        return tile(resize(image[top:bottom, left:right], self.geometry.size), self.geometry.patch)
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT], {INPUT: batch})[0]
+    @staticmethod
+    def to_input(patches: np.ndarray) -> np.ndarray:
+        return (patches.astype(np.float32) * np.float32(1 / 255.0))[:, None]
 
-    def _decide_probs(self, probs: np.ndarray) -> Decision:
+    def probabilities(self, patches: np.ndarray) -> np.ndarray:
+        """(tiles, P, P) uint8 -> (tiles, classes) probabilities: one model call per image."""
+        return self.session.run([OUTPUT], {INPUT: self.to_input(patches)})[0]
+
+    def decide_probs(self, probs: np.ndarray) -> Decision:
         index, patch = decide(probs, self.clean_index, self.threshold)
         defect = (1.0 - probs[:, self.clean_index]).astype(float).tolist()
         if patch is None:
@@ -71,28 +97,48 @@ class Engine:
         return Decision(self.class_names[index], index, patch, probability, defect)
 
     def decide_array(self, image: np.ndarray) -> Decision:
-        return self._decide_probs(self.probabilities(self.preprocess(image)))
+        return self.decide_probs(self.probabilities(self.patches(image)))
 
     def decide_bytes(self, data: bytes, name: str = "<bytes>") -> Decision:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             return self.decide_array(to_gray8(im, name, convert=True))
 
-    def decide_paths(self, paths: Iterable[Path | str]) -> Iterator[tuple[Path, Decision]]:
-        """Decide many files; the next file is decoded and pre-processed while the model runs."""
+    def decide_paths(self, paths: Iterable[Path | str], overlap: bool = True) -> Iterator[Prediction]:
+        """Decide many files in order; with ``overlap`` the next file is decoded and
+        pre-processed on a second thread while the model runs on the current one. A file
+        that cannot be read gives a Prediction with ``error`` and the others go on."""
         paths = [Path(p) for p in paths]
         if not paths:
             return
-        with ThreadPoolExecutor(1) as loader:
+        if not overlap:
+            for path in paths:
+                yield self._finish(path, self._load(path))
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="decode") as loader:
             pending = loader.submit(self._load, paths[0])
             for i, path in enumerate(paths):
-                batch = pending.result()
+                loaded = pending.result()
                 if i + 1 < len(paths):
                     pending = loader.submit(self._load, paths[i + 1])
-                yield path, self._decide_probs(self.probabilities(batch))
+                yield self._finish(path, loaded)
 
-    def _load(self, path: Path) -> np.ndarray:
-        return self.preprocess(read_gray(path, convert=True))
+    def heatmap_image(self, patches: np.ndarray) -> np.ndarray:
+        """The resized capture the patches came from, for overlays."""
+        return untile(patches, self.geometry.rows, self.geometry.cols)
+
+    def _load(self, path: Path) -> np.ndarray | str:
+        try:
+            return self.patches(read_gray(path, convert=True))
+        except CaptureError as exc:
+            return str(exc)
+        except ValueError as exc:  # no product found, ...
+            return f"{path}: {exc}"
+
+    def _finish(self, path: Path, loaded: np.ndarray | str) -> Prediction:
+        if isinstance(loaded, str):
+            return Prediction(path, None, None, loaded)
+        return Prediction(path, self.decide_probs(self.probabilities(loaded)), loaded)
 
 
 def image_files(inputs: Iterable[Path | str]) -> list[Path]:
@@ -109,3 +155,36 @@ def image_files(inputs: Iterable[Path | str]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return found
+
+
+def resolve_model(spec: str | Path, tracking_uri: str | None = None, cache: Path | str | None = None,
+                  int8: bool = False) -> Path:
+    """An ONNX file from a path (file, or folder holding ``model.onnx``) or a registry URI
+    such as ``models:/smh-defect-classifier@champion``, downloaded from MLflow.
+
+    With ``int8`` the gated ``model.int8.onnx`` beside it is used; it exists only when it
+    passed the accuracy gate, so asking for it without one is an error, not a silent fp32.
+    """
+    text = str(spec)
+    if text.startswith("models:/") or text.startswith("runs:/"):
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
+        dest = Path(cache or tempfile.mkdtemp(prefix="smh-model-"))
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dest)))
+        except Exception as exc:  # MLflow raises several types for a missing model or alias
+            raise FileNotFoundError(f"{text}: cannot load it from the registry at "
+                                    f"{mlflow.get_tracking_uri()} ({exc})") from None
+        path = folder
+    else:
+        path = Path(text)
+    if path.is_dir():
+        path = path / "model.onnx"
+    if int8:
+        path = path.with_name(path.stem + ".int8.onnx")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no int8 model (none was quantized, or it failed the accuracy gate)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX model")
+    return path

@@ -125,6 +125,14 @@ def tile(image: np.ndarray, patch: int) -> np.ndarray:
             .reshape(rows * cols, patch, patch))
 
 
+def untile(patches: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Inverse of :func:`tile`: (rows * cols, P, P) row-major -> (rows * P, cols * P)."""
+    n, p, q = patches.shape
+    if n != rows * cols:
+        raise ValueError(f"{n} patches do not fill a {rows} x {cols} grid")
+    return patches.reshape(rows, cols, p, q).swapaxes(1, 2).reshape(rows * p, cols * q)
+
+
 def to_patches(image: np.ndarray, size: tuple[int, int] = (2048, 512), patch: int = 256) -> np.ndarray:
     """Resize to ``size`` (H, W) and cut non-overlapping tiles, row-major: (N, patch, patch)."""
     Geometry.from_size(size, patch)  # validates the size

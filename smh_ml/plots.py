@@ -92,3 +92,32 @@ def real_vs_generated_png(real: np.ndarray, fake: np.ndarray, path: Path | str, 
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def decision_heatmap_png(image: np.ndarray, defect_probability, rows: int, cols: int, path: Path | str,
+                         title: str = "", deciding_patch: int | None = None) -> Path:
+    """The capture as the model saw it, each patch tinted by its defect probability
+    (1 - P(clean)) with the value written in it; the deciding patch is outlined."""
+    from matplotlib.patches import Rectangle
+
+    height, width = image.shape
+    prob = np.asarray(defect_probability, dtype=float).reshape(rows, cols)
+    scale = 7.0 / max(height, width)
+    fig, ax = plt.subplots(figsize=(max(2.5, width * scale + 1.2), max(2.5, height * scale + 0.6)))
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=(0, width, height, 0))
+    overlay = ax.imshow(prob, cmap="inferno", vmin=0, vmax=1, alpha=0.45, extent=(0, width, height, 0),
+                        interpolation="nearest")
+    ph, pw = height / rows, width / cols
+    for r in range(rows):
+        for c in range(cols):
+            ax.text((c + 0.5) * pw, (r + 0.5) * ph, f"{prob[r, c]:.2f}", ha="center", va="center",
+                    fontsize=7, color="white" if prob[r, c] < 0.6 else "black")
+    if deciding_patch is not None:
+        r, c = divmod(deciding_patch, cols)
+        ax.add_patch(Rectangle((c * pw, r * ph), pw, ph, fill=False, edgecolor="cyan", linewidth=2))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(overlay, ax=ax, fraction=0.05, label="defect probability")
+    if title:
+        ax.set_title(title, fontsize=8)
+    return save_figure(fig, path, dpi=80)

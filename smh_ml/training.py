@@ -194,11 +194,21 @@ def test_patches(patch_set) -> tuple[pd.DataFrame, list[np.ndarray]]:
     return captures, groups
 
 
-def evaluate_images(model: nn.Module, captures: pd.DataFrame, groups: list[np.ndarray],
-                    names: list[str], transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
-    """Image-level test through Algorithm 1: one batch of patches per capture."""
-    per_image = [predict_proba(model, transform(g) if transform else g, batch_size=len(g))
-                 for g in groups]
+def evaluate_images(model: nn.Module | Callable[[np.ndarray], np.ndarray], captures: pd.DataFrame,
+                    groups: list[np.ndarray], names: list[str],
+                    transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+    """Image-level test through Algorithm 1: one batch of patches per capture.
+
+    ``model`` is a torch module or any function from uint8 patches to probabilities (an
+    ONNX session, say), so fp32 and int8 exports are tested exactly like the torch model.
+    """
+    if isinstance(model, nn.Module):
+        module = model
+
+        def model(arrays: np.ndarray) -> np.ndarray:
+            return predict_proba(module, arrays, batch_size=len(arrays))
+
+    per_image = [model(transform(g) if transform else g) for g in groups]
     truth = encode(captures["label"], names)
     predicted, deciding = decide_all(per_image, clean_index=0)
     metrics = classification_metrics(truth, predicted, names)

@@ -1,0 +1,182 @@
+"""Deployment on real magnetic-tile captures: predict (CLI), the int8 gate, REST serving."""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from smh_ml.cli import app
+from smh_ml.decision import decide
+from smh_ml.profiles import get_profile, with_overrides
+
+pytestmark = pytest.mark.real_data
+
+
+@pytest.fixture(scope="module")
+def mt_model(mt_root, tmp_path_factory):
+    """A small Inception-CNN trained briefly on real magnetic-tile patches (ci profile), exported."""
+    from smh_ml.captures import load_manifest
+    from smh_ml.datasets import build_patch_set
+    from smh_ml.export import export_onnx
+    from smh_ml.training import class_names, train_final
+
+    manifest = load_manifest(mt_root)
+    manifest = manifest.groupby("label", group_keys=False).head(30).reset_index(drop=True)
+    # enough training to beat a constant answer (1/6 on this balanced test set): 33%
+    profile = with_overrides(get_profile("ci"), {"train.epochs": 8, "train.batch_size": 32})
+    patch_set = build_patch_set(manifest, profile)
+    names = class_names(set(patch_set.captures["label"]), profile.clean_class)
+    train = patch_set.index[(patch_set.index["split"] == "train") & patch_set.index["usable"]]
+    fitted = train_final(patch_set.patches[train["patch_index"].to_numpy()], train, names, profile.train,
+                         patch_set.geometry.patch)
+    folder = tmp_path_factory.mktemp("mt-model")
+    path = export_onnx(fitted.model, folder / "model.onnx", patch_set.geometry.patch, names,
+                       patch_set.geometry.to_dict())
+    return fitted.model.eval(), path, patch_set, names
+
+
+def _test_rows(patch_set, per_class=1):
+    test = patch_set.captures[patch_set.captures["split"] == "test"]
+    return test.groupby("label").head(per_class)
+
+
+def test_predict_on_real_captures_gives_algorithm_1(mt_model, tmp_path):
+    from smh_ml.training import predict_proba
+
+    model, onnx_path, patch_set, names = mt_model
+    rows = _test_rows(patch_set, per_class=2)
+    result = CliRunner().invoke(app, ["predict", *rows["path"], "--model", str(onnx_path), "--json",
+                                      "--heatmap", str(tmp_path / "heat")])
+    assert result.exit_code == 0, result.output
+    out = {r["path"]: r for r in json.loads(result.stdout)}
+    assert len(out) == len(rows)
+    for _, capture in rows.iterrows():
+        # the patches the training pipeline cut from this capture, scored by the torch model
+        idx = patch_set.index[patch_set.index["capture_id"] == capture["capture_id"]].sort_values("patch_index")
+        probs = predict_proba(model, patch_set.patches[idx["patch_index"].to_numpy()])
+        label, patch = decide(probs, 0)
+        got = out[str(capture["path"])]
+        assert got["label"] == names[label] and got["patch"] == patch
+        expected_p = probs[:, 0].min() if patch is None else probs[patch, label]
+        assert got["probability"] == pytest.approx(float(expected_p), abs=1e-4)
+        assert np.allclose(got["defect_probability"], 1 - probs[:, 0], atol=1e-4)
+        png = tmp_path / "heat" / f"{capture['path'].rsplit('/', 1)[-1].rsplit('.', 1)[0]}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_reports_a_bad_file_and_decides_the_rest(mt_model, tmp_path):
+    _, onnx_path, patch_set, _ = mt_model
+    good = _test_rows(patch_set)["path"].iloc[0]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    result = CliRunner().invoke(app, ["predict", good, str(bad), "--model", str(onnx_path), "--json"])
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)
+    assert "label" in rows[0] and "broken.jpg" in rows[1]["error"]
+    missing = CliRunner().invoke(app, ["predict", good, "--model", str(tmp_path / "nope.onnx")])
+    assert missing.exit_code == 1 and "nope.onnx" in missing.output
+
+
+def test_int8_gate_accepts_within_tolerance_and_refuses_outside(mt_model, tmp_path):
+    from smh_ml.inference import Engine
+    from smh_ml.quantization import gated_int8
+
+    _, onnx_path, patch_set, _ = mt_model
+    ok = gated_int8(onnx_path, patch_set, "defect-free", tolerance=1.0, calibration_count=128,
+                    out_path=tmp_path / "model.int8.onnx")
+    assert ok.accepted and (tmp_path / "model.int8.onnx").is_file() and ok.test_images > 0
+    assert Engine(tmp_path / "model.int8.onnx").precision == "int8"
+    # activation ranges calibrated on black patches clip every real activation: a broken int8
+    broken = gated_int8(onnx_path, patch_set, "defect-free", tolerance=0.005,
+                        calibration=np.zeros((64, *patch_set.patches.shape[1:]), np.uint8),
+                        out_path=tmp_path / "model.int8.onnx")
+    assert ok.fp32_accuracy > 1 / 6 + 0.05  # the fp32 model is better than a constant answer
+    assert broken.drop > 0.005
+    assert not broken.accepted and broken.int8_path is None
+    assert not (tmp_path / "model.int8.onnx").exists()  # the older accepted file is gone too
+    with pytest.raises(ValueError, match="tolerance"):
+        gated_int8(onnx_path, patch_set, "defect-free", tolerance=-0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.mark.slow
+def test_rest_serving_of_the_champion_answers_and_rejects(mt_model, tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+    from smh_ml.inference import Engine
+    from smh_ml.serving import package_mlflow_model
+
+    _, onnx_path, patch_set, _ = mt_model
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(tracking)
+    experiment = mlflow.create_experiment("serve-test", artifact_location=str(tmp_path / "artifacts"))
+    package = package_mlflow_model(onnx_path, tmp_path / "package")
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_artifacts(str(package), "model")
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "serve-test").version
+    MlflowClient(tracking).set_registered_model_alias("serve-test", "champion", version)
+
+    port = _free_port()
+    # mlflow execs `uvicorn` by name: the venv's bin must be on PATH (CI does not activate it)
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = os.environ | {"MLFLOW_TRACKING_URI": tracking, "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": path}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/serve-test@champion",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(proc.stderr.read().decode()[-3000:]) from None
+                time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}/invocations"
+        paths = list(_test_rows(patch_set)["path"].iloc[:2])
+        images = [base64.b64encode(open(p, "rb").read()).decode() for p in paths]
+        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i] for i in images]}}).encode()
+        status, answer = _post(url, body)
+        assert status == 200, answer
+        engine = Engine(onnx_path)
+        expected = [engine.decide_bytes(open(p, "rb").read()) for p in paths]
+        assert [r["label"] for r in answer["predictions"]] == [d.label for d in expected]
+        assert [r["patch"] for r in answer["predictions"]] == [-1 if d.patch is None else d.patch for d in expected]
+
+        bad = json.dumps({"dataframe_split": {"columns": ["image"], "data": [["%%% not base64 %%%"]]}}).encode()
+        status, answer = _post(url, bad)
+        assert 400 <= status < 500 and "base64" in answer.get("message", ""), answer
+        status, answer = _post(url, json.dumps({"dataframe_split": {"columns": ["picture"], "data": [["x"]]}})
+                               .encode())
+        assert 400 <= status < 500 and "image" in answer.get("message", ""), answer
+        status, _ = _post(url, b"{not json")
+        assert 400 <= status < 500
+        assert proc.poll() is None  # still serving after bad requests
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
