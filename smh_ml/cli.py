@@ -246,19 +246,12 @@ def pgan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pa
          out: Path = typer.Argument(..., help="Folder to write pgan/ into."),
          profile: str = typer.Option("demo")) -> None:
     """Assemble P-GAN: real TRAIN patches plus each class's synthetic patches."""
-    from smh_ml.datasets import load_patch_set
-    from smh_ml.io import atomic_dir, save_npy
-    from smh_ml.synthetic import build_pgan, read_synthetic
+    from smh_ml.synthetic import write_pgan
 
-    prof = _profile(profile)
-    patch_set = load_patch_set(patch_dir)
-    synthetic = {p.parent.name: read_synthetic(p) for p in sorted(gan_dir.glob("*/synthetic"))}
-    if not synthetic:
-        _fail(f"{gan_dir}: no <class>/synthetic folders (run 'smh-ml gan' first)")
-    pgan_set = build_pgan(patch_set, synthetic, prof)
-    with atomic_dir(out / "pgan") as tmp:
-        save_npy(tmp / "arrays.npy", pgan_set.arrays)
-        pgan_set.index.to_csv(tmp / "index.csv", index=False)
+    try:
+        pgan_set = write_pgan(patch_dir, gan_dir, out, _profile(profile))
+    except FileNotFoundError as exc:
+        _fail(str(exc))
     counts = pgan_set.index.groupby(["label", "origin"]).size()
     console.print(f"P-GAN written to {out / 'pgan'}:")
     console.print(counts.to_string())
@@ -380,6 +373,77 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
         err.print(f"int8 refused: accuracy {report.int8_accuracy:.4f} vs fp32 {report.fp32_accuracy:.4f} "
                   f"(drop {report.drop:.4f} > tolerance {report.tolerance:g}); keep using fp32")
         raise typer.Exit(2)
+
+
+def _mlflow_tracker(tracking_uri: str, artifact_root: Path, experiment: str):
+    """A reproduce tracker: one nested MLflow run per finished step, its small files as artifacts."""
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        location = None if tracking_uri.startswith(("http://", "https://")) else artifact_root.resolve().as_uri()
+        mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment)
+
+    def track(step: str, params: dict, metrics: dict, folder: Path) -> str:
+        with mlflow.start_run(run_name=step, nested=True, tags={"step": step}) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+            for path in sorted(folder.glob("*")):
+                if path.is_file() and path.suffix in (".json", ".png", ".csv"):
+                    mlflow.log_artifact(str(path))
+            return run.info.run_id
+
+    return track
+
+
+@app.command()
+def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
+              out: Path = typer.Argument(..., help="Results folder; an existing one is resumed."),
+              profile: str = typer.Option("bench", help="bench (2 CPU cores, about two hours) or paper (GPU)."),
+              experiments: str = typer.Option(",".join(("table6", "table8", "tables9_10", "fig13")),
+                                              help="Comma-separated: table6, table8, tables9_10, fig13."),
+              archs: str | None = typer.Option(None, help="Architectures for Tables 9-10 (default: all six)."),
+              classes: str | None = typer.Option(None, help="Defect classes for Table 6 (default: all)."),
+              inception_weights: Path | None = typer.Option(None, help="Local FID Inception weights for "
+                                                                       "Inception FID/KID in Table 6."),
+              tracking_uri: str = typer.Option("sqlite:///mlflow/mlflow.db", envvar="MLFLOW_TRACKING_URI"),
+              artifact_root: Path = typer.Option(Path("mlflow/artifacts")),
+              experiment: str = typer.Option("smh-reproduce", help="MLflow experiment name."),
+              track: bool = typer.Option(True, help="Log every step to MLflow.")) -> None:
+    """Re-run the paper's experiments (Tables 6, 8, 9-10, Fig. 13) on a patch set; writes results.json."""
+    import contextlib
+    import logging
+
+    from smh_ml.models import ARCHITECTURES
+    from smh_ml.reproduce import Reproduction
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    prof = _profile(profile)
+    chosen = _classes(experiments) or []
+    run_context = contextlib.nullcontext()
+    tracker = None
+    if track:
+        import mlflow
+
+        tracker = _mlflow_tracker(tracking_uri, artifact_root, experiment)
+        run_context = mlflow.start_run(run_name=f"reproduce-{prof.name}",
+                                       tags={"role": "reproduce", "patch_dir": str(patch_dir)})
+    try:
+        with run_context:
+            repro = Reproduction(patch_dir, out, prof, tracker, inception_weights)
+            results = repro.run(chosen, _classes(archs) or list(ARCHITECTURES), _classes(classes))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    table = Table("step", "key figures", "wall s", "MLflow run")
+    for step, entry in results["steps"].items():
+        figures = ", ".join(f"{k} {v:.4g}" for k, v in entry["metrics"].items() if isinstance(v, (int, float)))
+        wall = entry.get("wall_seconds")
+        table.add_row(step, figures, "-" if wall is None else f"{wall:.0f}", entry.get("run_id") or "-")
+    console.print(table)
+    console.print(f"results: {out / 'results.json'}; this run {results['last_run_seconds']:.0f} s")
 
 
 def main() -> None:  # console-script entry point

@@ -167,6 +167,17 @@ PROFILES: dict[str, Profile] = {
         gan=GanConfig(width=0.25, epochs=6, augment_to=1000, pgan_target=300,
                       checkpoint_every=2, fid_samples=300, domain_epochs=4),
     ),
+    "bench": Profile(
+        name="bench",
+        description="The paper's experiments on 2 CPU cores in about two hours (smh-ml reproduce): "
+                    "64-px patches, 3-fold CV (paper 10), 6 epochs (paper 50), GANs as demo.",
+        patching=PatchingConfig(patch=64, tiles=16),
+        augment=AugmentConfig(ota_size=(128, 128), ota_target=120, pta_target=150, max_clean_patches=400),
+        train=TrainConfig(epochs=6, cv_folds=3, lr=1e-3, l2=1e-4),
+        # the demo GAN settings exactly, so demo-profile GAN runs on the same patches are reused
+        gan=GanConfig(width=0.25, epochs=6, augment_to=1000, pgan_target=300,
+                      checkpoint_every=2, fid_samples=300, domain_epochs=4),
+    ),
     "ci": Profile(
         name="ci",
         description="Tiny CPU profile for the tests: patches of 32 px, tiny simulated captures.",

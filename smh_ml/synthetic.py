@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from smh_ml.datasets import PatchSet, TrainingSet, top_up
+from smh_ml.datasets import PatchSet, TrainingSet, load_patch_set, top_up
+from smh_ml.io import atomic_dir, save_npy
 from smh_ml.profiles import Profile
 
 
@@ -71,3 +72,17 @@ def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.Da
                                         "capture_id": syn_index["capture_id"], "origin": "synthetic",
                                         "gan": syn_index["gan"]}))
     return TrainingSet(np.concatenate(parts), pd.concat(frames, ignore_index=True))
+
+
+def write_pgan(patch_dir: Path | str, gan_dir: Path | str, out: Path | str, profile: Profile) -> TrainingSet:
+    """Assemble P-GAN from a patch set and one GAN kind's ``<class>/synthetic`` folders and
+    write it as ``out/pgan`` (a training set :func:`smh_ml.datasets.load_training_set` reads)."""
+    gan_dir = Path(gan_dir)
+    synthetic = {p.parent.name: read_synthetic(p) for p in sorted(gan_dir.glob("*/synthetic"))}
+    if not synthetic:
+        raise FileNotFoundError(f"{gan_dir}: no <class>/synthetic folders (train the GANs first)")
+    pgan_set = build_pgan(load_patch_set(patch_dir), synthetic, profile)
+    with atomic_dir(Path(out) / "pgan") as tmp:
+        save_npy(tmp / "arrays.npy", pgan_set.arrays)
+        pgan_set.index.to_csv(tmp / "index.csv", index=False)
+    return pgan_set

@@ -14,19 +14,22 @@ BASELINE_WIDTHS = (32, 64, 128, 256, 256, 512, 512)
 
 class BaselineCNN(nn.Module):
     def __init__(self, num_classes: int, patch: int = 256, in_channels: int = 1,
-                 widths: tuple[int, ...] = BASELINE_WIDTHS):
+                 widths: tuple[int, ...] = BASELINE_WIDTHS, height: int | None = None):
+        """``patch`` is the input width (and height unless ``height`` is given: whole O-TA
+        images, e.g. the paper's 512 x 256, end at 4 x 2 instead of 2 x 2)."""
         super().__init__()
         layers: list[nn.Module] = []
-        cin = in_channels
+        cin, rows = in_channels, height or patch
         for width, apply in zip(widths, pooling_plan(patch, len(widths))):
             layers += [conv_relu(cin, width, 3, bn=True), nn.MaxPool2d(2) if apply else nn.Identity()]
-            cin = width
+            cin, rows = width, rows // 2 if apply else rows
         self.features = nn.Sequential(*layers)
-        self.classifier = fc_head(2 * 2 * cin, num_classes)
+        self.classifier = fc_head(rows * 2 * cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
 
-def baseline_cnn(num_classes: int, patch: int = 256, in_channels: int = 1) -> BaselineCNN:
-    return BaselineCNN(num_classes, patch, in_channels)
+def baseline_cnn(num_classes: int, patch: int = 256, in_channels: int = 1,
+                 height: int | None = None) -> BaselineCNN:
+    return BaselineCNN(num_classes, patch, in_channels, height=height)

@@ -1,0 +1,203 @@
+"""The paper's experiments on one patch set, step by step and resumable (issue 6).
+
+    table6      SDG-GAN vs DCGAN per defect class: domain (and, with local weights,
+                Inception) FID / KID, wall time
+    table8      baseline CNN on O-TA (whole images), P-TA and P-GAN: held-out accuracy and
+                per-class precision / recall / F1
+    tables9_10  k-fold CV and held-out accuracy, parameter count, for each architecture
+    fig13       Inception-CNN accuracy under blur, noise, light and scratches
+
+Every step writes its own folder under ``out`` atomically; a step whose folder is complete
+is not run again (a stopped run resumes; GAN and classifier folders record their config,
+so a changed profile re-runs them). ``track(step, params, metrics, folder)`` is called
+once per finished step and returns a run id (the CLI logs to MLflow); ids are kept in
+``results.json`` so a resumed run does not log a step twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from smh_ml.datasets import load_patch_set
+from smh_ml.io import atomic_write_text
+from smh_ml.models import ARCHITECTURES
+from smh_ml.profiles import Profile, with_overrides
+
+log = logging.getLogger(__name__)
+
+EXPERIMENTS = ("table6", "table8", "tables9_10", "fig13")
+GAN_KINDS = ("sdg", "dcgan")
+Tracker = Callable[[str, dict, dict, Path], str | None]
+
+
+def _done(folder: Path, name: str = "report.json") -> dict | None:
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _metric_summary(report: dict) -> dict[str, float]:
+    metrics = {"test_accuracy": report["test"]["accuracy"], "seconds": report.get("seconds", 0.0)}
+    if "cv" in report:
+        for part in ("all", "real_only"):
+            summary = report["cv"]["summary"][part]
+            metrics |= {f"cv_{part}_mean": summary["mean_accuracy"], f"cv_{part}_std": summary["std_accuracy"]}
+    if "parameters" in report:
+        metrics["parameters"] = report["parameters"]
+    return metrics
+
+
+class Reproduction:
+    def __init__(self, patch_dir: Path | str, out: Path | str, profile: Profile, track: Tracker | None = None,
+                 inception_weights: Path | str | None = None):
+        self.patch_dir, self.out, self.profile = Path(patch_dir), Path(out), profile
+        self.track, self.inception_weights = track, inception_weights
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.results_path = self.out / "results.json"
+        self.results: dict = json.loads(self.results_path.read_text()) if self.results_path.is_file() else {}
+        self.results["profile"] = profile.to_dict()
+        self.results.setdefault("steps", {})
+        self._patch_set = None
+
+    @property
+    def patch_set(self):
+        if self._patch_set is None:
+            self._patch_set = load_patch_set(self.patch_dir)
+        return self._patch_set
+
+    def _record(self, step: str, params: dict, metrics: dict, folder: Path, seconds: float | None) -> None:
+        entry = self.results["steps"].get(step, {})
+        entry |= {"folder": str(folder), "metrics": metrics, "params": params}
+        if seconds is not None:  # None: reused from an earlier (resumed) run
+            entry["wall_seconds"] = seconds
+        if self.track and not entry.get("run_id"):
+            entry["run_id"] = self.track(step, params, metrics, folder)
+        self.results["steps"][step] = entry
+        atomic_write_text(self.results_path, json.dumps(self.results, indent=1) + "\n")
+
+    # -- steps ---------------------------------------------------------------------------------
+    def domain_extractor(self) -> Path:
+        from smh_ml.experiments import train_domain_extractor
+
+        folder = self.out / "domain"
+        if _done(folder) is None:
+            t0 = time.perf_counter()
+            report = train_domain_extractor(self.patch_dir, folder, self.profile, self.profile.gan.domain_epochs)
+            self._record("domain_extractor", {"arch": report["arch"], "epochs": self.profile.gan.domain_epochs},
+                         {"final_train_accuracy": report["history"][-1]["train_accuracy"]}, folder,
+                         time.perf_counter() - t0)
+        return folder
+
+    def table6(self, classes: Sequence[str] | None = None) -> list[dict]:
+        from smh_ml.experiments import load_classifier
+        from smh_ml.fid import extractor_for
+        from smh_ml.gan.experiment import run_class_gan
+        from smh_ml.synthetic import class_patches, defect_classes
+
+        extractors = {"domain": extractor_for("domain", load_classifier(self.domain_extractor())[0])}
+        if self.inception_weights:
+            extractors["inception"] = extractor_for("inception", inception_weights=self.inception_weights)
+        rows = []
+        config = dataclasses.asdict(self.profile.gan)
+        for kind in GAN_KINDS:
+            for label in classes or defect_classes(self.patch_set, self.profile.clean_class):
+                folder = self.out / "gans" / kind / label
+                scores, seconds = _done(folder, "scores.json"), None
+                saved = _done(folder, "config.json")
+                if scores is None or {k: saved.get(k) for k in config} != json.loads(json.dumps(config)):
+                    t0 = time.perf_counter()
+                    scores = run_class_gan(class_patches(self.patch_set, label), label, kind,
+                                           self.out / "gans" / kind, self.profile, extractors)
+                    scores = {k: v for k, v in scores.items() if k != "history"}
+                    seconds = time.perf_counter() - t0
+                metrics = {f"{s['extractor']}_{m}": s[m] for s in scores["scores"] for m in ("fid", "kid_mean")}
+                metrics["train_seconds"] = scores["train_seconds"]
+                self._record(f"table6/{kind}/{label}", {"gan": kind, "class": label, "epochs": scores["epochs"],
+                                                        "real_patches": scores["real_patches"]},
+                             metrics, folder, seconds)
+                rows.append({"gan": kind, "class": label, **metrics, "real_patches": scores["real_patches"],
+                             "wall_seconds": self.results["steps"][f"table6/{kind}/{label}"].get("wall_seconds")})
+        return rows
+
+    def _pgan_dir(self) -> Path | None:
+        """P-GAN from the SDG-GAN synthetic sets (Table 6's GANs), when they exist."""
+        from smh_ml.synthetic import write_pgan
+
+        gans = self.out / "gans" / "sdg"
+        if not list(gans.glob("*/synthetic")):
+            return None
+        if not (self.out / "pgan" / "arrays.npy").is_file():
+            write_pgan(self.patch_dir, gans, self.out, self.profile)
+        return self.out
+
+    def _classifier(self, step: str, folder: Path, arch: str, train_set: str, train_dir: Path | None,
+                    cv: bool, robustness: bool) -> dict:
+        from smh_ml.experiments import run_classifier
+
+        report, seconds = _done(folder), None
+        config = {**dataclasses.asdict(self.profile.train), "arch": arch, "train_set": train_set}
+        if report is None or report["train"] != config or (cv and "cv" not in report) \
+                or (robustness and "robustness" not in report):
+            profile = with_overrides(self.profile, {"train.arch": arch, "train.train_set": train_set})
+            t0 = time.perf_counter()
+            report = run_classifier(self.patch_dir, folder, profile, cv=cv, robustness=robustness,
+                                    train_dir=train_dir)
+            seconds = time.perf_counter() - t0
+        self._record(step, {"arch": arch, "train_set": train_set, "cv": cv,
+                            "epochs": self.profile.train.epochs, "folds": self.profile.train.cv_folds},
+                     _metric_summary(report), folder, seconds)
+        return report
+
+    def table8(self) -> dict[str, dict]:
+        from smh_ml.experiments import run_whole_image_classifier
+
+        out: dict[str, dict] = {}
+        folder = self.out / "table8" / "ota"
+        report, seconds = _done(folder), None
+        if report is None or report["train"] != dataclasses.asdict(self.profile.train):
+            t0 = time.perf_counter()
+            report = run_whole_image_classifier(self.patch_dir, folder, self.profile)
+            seconds = time.perf_counter() - t0
+        self._record("table8/ota", {"arch": "baseline_cnn", "train_set": "ota"}, _metric_summary(report), folder,
+                     seconds)
+        out["ota"] = report
+        out["pta"] = self._classifier("table8/pta", self.out / "table8" / "pta", "baseline_cnn", "pta", None,
+                                      cv=False, robustness=False)
+        pgan = self._pgan_dir()
+        if pgan is not None:
+            out["pgan"] = self._classifier("table8/pgan", self.out / "table8" / "pgan", "baseline_cnn", "pgan",
+                                           pgan, cv=False, robustness=False)
+        else:
+            log.warning("table8: no SDG-GAN synthetic sets under %s; P-GAN row skipped (run table6)", self.out)
+        return out
+
+    def tables9_10(self, archs: Sequence[str] = ARCHITECTURES, robustness_for: Sequence[str] = ()) -> dict:
+        pgan = self._pgan_dir()
+        train_set = "pgan" if pgan is not None else "pta"
+        return {arch: self._classifier(f"tables9_10/{arch}", self.out / "tables9_10" / arch, arch, train_set, pgan,
+                                       cv=True, robustness=arch in robustness_for)
+                for arch in archs}
+
+    def run(self, experiments: Sequence[str] = EXPERIMENTS, archs: Sequence[str] = ARCHITECTURES,
+            classes: Sequence[str] | None = None) -> dict:
+        unknown = set(experiments) - set(EXPERIMENTS)
+        if unknown:
+            raise ValueError(f"unknown experiments {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
+        bad_archs = set(archs) - set(ARCHITECTURES)
+        if bad_archs:
+            raise ValueError(f"unknown architectures {sorted(bad_archs)}; known: {', '.join(ARCHITECTURES)}")
+        start = time.perf_counter()
+        if "table6" in experiments:
+            self.table6(classes)
+        if "table8" in experiments:
+            self.table8()
+        if "tables9_10" in experiments or "fig13" in experiments:
+            chosen = list(archs) if "tables9_10" in experiments else ["inception_cnn"]
+            self.tables9_10(chosen, robustness_for=["inception_cnn"] if "fig13" in experiments else [])
+        self.results["last_run_seconds"] = time.perf_counter() - start
+        atomic_write_text(self.results_path, json.dumps(self.results, indent=1) + "\n")
+        return self.results
