@@ -11,6 +11,8 @@ gives the same network at the demo profile's 64 px):
   ort-fp32-overlap     ... decoding the next file on a second thread while the model runs
   ort-int8             int8 static quantization (smh_ml.quantization), sequential
   ort-int8-overlap     int8 with the overlap
+  ort-fp32-draft       fp32, JPEGs decoded at a reduced DCT scale where the patch grid allows
+  ort-fp32-draft-overlap  ... with the overlap
 
 Weights: random (speed only; said in the output) unless --model-dir names an
 ``smh-ml train`` folder of the paper profile. Accuracy: with --accuracy-model-dir and
@@ -36,7 +38,8 @@ import numpy as np
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-VARIANTS = ("torch-fp32", "ort-fp32", "ort-fp32-overlap", "ort-int8", "ort-int8-overlap")
+VARIANTS = ("torch-fp32", "ort-fp32", "ort-fp32-overlap", "ort-int8", "ort-int8-overlap", "ort-fp32-draft",
+            "ort-fp32-draft-overlap")
 CLASSES = ["defect-free", "blowhole", "break", "crack", "fray", "uneven"]
 
 
@@ -102,7 +105,7 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
     from smh_ml.inference import Engine
 
     path = models["int8"] if "int8" in variant else models["fp32"]
-    engine = Engine(path, threads=threads)
+    engine = Engine(path, threads=threads, fast_decode="draft" in variant)
     stages = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "decide": 0.0}
     if variant == "torch-fp32":
         import torch
@@ -122,7 +125,7 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
     def sequential(paths):
         for p in paths:
             t0 = time.perf_counter()
-            image = _read(p)
+            image = engine.read(p)
             t1 = time.perf_counter()
             patches = engine.patches(image)
             t2 = time.perf_counter()
@@ -176,6 +179,26 @@ def accuracies(model_dir: Path, patch_dir: Path, workdir: Path, clean_class: str
             "ort-int8": onnx_accuracy(int8, patch_set, clean_class)[0]}
 
 
+def decode_check(onnx_path: Path, patch_dir: Path) -> dict:
+    """Full vs reduced-scale JPEG decoding on a patch set's held-out capture FILES: accuracy
+    of each and how many decisions agree (the trained model of that set)."""
+    import pandas as pd
+
+    from smh_ml.inference import Engine
+
+    captures = pd.read_csv(patch_dir / "captures.csv")
+    test = captures[captures["split"] == "test"]
+    files, truth = [Path(p) for p in test["path"]], test["label"].tolist()
+    out = {"model": str(onnx_path), "captures": len(files)}
+    decided = {}
+    for fast in (False, True):
+        engine = Engine(onnx_path, fast_decode=fast)
+        decided[fast] = [p.decision.label for p in engine.decide_paths(files)]
+        out["draft" if fast else "full"] = float(np.mean([a == b for a, b in zip(decided[fast], truth)]))
+    out["same_decision"] = int(sum(a == b for a, b in zip(decided[False], decided[True])))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=24, help="timed images per variant (plus 2 warm-up)")
@@ -186,6 +209,8 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, help="paper-profile 'smh-ml train' folder (else random weights)")
     parser.add_argument("--accuracy-model-dir", type=Path, help="trained folder scored on --patch-dir's test set")
     parser.add_argument("--patch-dir", type=Path)
+    parser.add_argument("--decode-check", nargs=2, type=Path, metavar=("ONNX", "PATCH_DIR"),
+                        help="full vs reduced JPEG decoding: accuracy on PATCH_DIR's held-out capture files")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
@@ -221,22 +246,29 @@ def main() -> None:
         acc = None
         if args.accuracy_model_dir and args.patch_dir:
             acc = accuracies(args.accuracy_model_dir, args.patch_dir, tmp)
+        check = decode_check(*args.decode_check) if args.decode_check else None
     base = next((r["images_per_s"] for r in results if r["variant"] == "torch-fp32"), None)
     table = Table("variant", "images/s", "patches/s", "x torch eager", "decode ms", "preprocess ms", "model ms",
                   "decide ms", "peak RSS MB", *(["held-out acc"] if acc else []))
     for r in results:
         ms = r["ms_per_image"] or {}
-        precision = "ort-int8" if "int8" in r["variant"] else r["variant"].removesuffix("-overlap")
+        precision = "ort-int8" if "int8" in r["variant"] else r["variant"].split("-overlap")[0].split("-draft")[0]
         table.add_row(r["variant"], f"{r['images_per_s']:.2f}", f"{r['patches_per_s']:.1f}",
                       f"{r['images_per_s'] / base:.2f}" if base else "-",
                       *(f"{ms[k]:.1f}" if ms else "-" for k in ("decode", "preprocess", "model", "decide")),
-                      f"{r['peak_rss_mb']:.0f}", *([f"{acc[precision]:.4f}"] if acc else []))
+                      f"{r['peak_rss_mb']:.0f}",
+                      *([f"{acc[precision]:.4f}" if "draft" not in r["variant"] else "see below"] if acc else []))
     console.print(table)
     if acc:
         console.print(f"accuracy: {acc['model']} on {acc['test_images']} held-out captures")
+    if check:
+        console.print(f"reduced-scale JPEG decoding, {check['model']} on {check['captures']} held-out capture files: "
+                      f"accuracy {check['draft']:.4f} vs {check['full']:.4f} fully decoded; same decision on "
+                      f"{check['same_decision']} of {check['captures']}")
     if args.json:
         args.json.write_text(json.dumps({"setup": {k: v for k, v in models.items() if k not in ("fp32", "int8")},
-                                         "threads": args.threads, "results": results, "accuracy": acc},
+                                         "threads": args.threads, "results": results, "accuracy": acc,
+                                         "decode_check": check},
                                         indent=1) + "\n")
 
 

@@ -295,14 +295,17 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
                                                            "probability overlaid into this folder."),
             threshold: float | None = typer.Option(None, help="Defect probability threshold (Algorithm 1 "
                                                               "with a threshold); default: arg-max."),
-            threads: int | None = typer.Option(None, help="onnxruntime threads (default: every core).")) -> None:
+            threads: int | None = typer.Option(None, help="onnxruntime threads (default: every core)."),
+            fast_decode: bool = typer.Option(False, help="Decode JPEGs at a reduced scale when the patch grid "
+                                                         "allows (faster; patches differ slightly).")) -> None:
     """Decide each capture with Algorithm 1: its class, the deciding patch and its probability."""
     from smh_ml.inference import Engine, image_files, resolve_model
     from smh_ml.plots import decision_heatmap_png
 
     try:
         files = image_files(inputs)
-        engine = Engine(resolve_model(model, tracking_uri, int8=int8), threads=threads, threshold=threshold)
+        engine = Engine(resolve_model(model, tracking_uri, int8=int8), threads=threads, threshold=threshold,
+                        fast_decode=fast_decode)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     if not files:
@@ -443,7 +446,12 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
         wall = entry.get("wall_seconds")
         table.add_row(step, figures, "-" if wall is None else f"{wall:.0f}", entry.get("run_id") or "-")
     console.print(table)
-    console.print(f"results: {out / 'results.json'}; this run {results['last_run_seconds']:.0f} s")
+    from smh_ml.io import atomic_write_text
+    from smh_ml.reproduce import render_report
+
+    atomic_write_text(out / "REPORT.md", render_report(out) + "\n")
+    console.print(f"results: {out / 'results.json'}, report: {out / 'REPORT.md'}; "
+                  f"this run {results['last_run_seconds']:.0f} s")
 
 
 def main() -> None:  # console-script entry point

@@ -58,8 +58,13 @@ class Prediction:
 
 class Engine:
     def __init__(self, model_path: Path | str, threads: int | None = None, background_level: int = 16,
-                 threshold: float | None = None):
+                 threshold: float | None = None, fast_decode: bool = False):
+        """``fast_decode``: decode JPEGs at a reduced DCT scale (1/2, 1/4, 1/8) whenever the
+        product's crop still covers the patch grid at that scale. Much less decoding work
+        for small grids; patches then differ slightly from a full decode (so it is off by
+        default, and the training pipeline always decodes fully)."""
         self.path = Path(model_path)
+        self.fast_decode = fast_decode
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX model file")
         meta = onnx_metadata(self.path)
@@ -78,6 +83,37 @@ class Engine:
         """(H, W) uint8 capture -> (tiles, P, P) uint8: background cropped, resized, tiled."""
         top, bottom, left, right = background_bbox(image, self.background_level)
         return tile(resize(image[top:bottom, left:right], self.geometry.size), self.geometry.patch)
+
+    def read(self, path: Path | str) -> np.ndarray:
+        """A capture file as (H, W) uint8; see ``fast_decode``."""
+        if self.fast_decode:
+            try:
+                image = self._read_reduced(Path(path))
+                if image is not None:
+                    return image
+            except (OSError, ValueError, SyntaxError):
+                pass  # the full decode below reports the file's problem clearly
+        return read_gray(path, convert=True)
+
+    def _read_reduced(self, path: Path) -> np.ndarray | None:
+        with Image.open(path) as im:
+            if im.format != "JPEG":
+                return None
+            width, height = im.size
+            im.draft("L", (max(1, width // 8), max(1, height // 8)))
+            small = to_gray8(im, path, convert=True)
+        top, bottom, left, right = background_bbox(small, self.background_level)
+        crop_h = (bottom - top) * height / small.shape[0]
+        crop_w = (right - left) * width / small.shape[1]
+        target_h, target_w = self.geometry.size
+        factor = max(f for f in (1, 2, 4, 8) if f == 1 or (crop_h / f >= target_h and crop_w / f >= target_w))
+        if factor == 1:
+            return None
+        if factor == 8:
+            return small
+        with Image.open(path) as im:
+            im.draft("L", (-(-width // factor), -(-height // factor)))
+            return to_gray8(im, path, convert=True)
 
     @staticmethod
     def to_input(patches: np.ndarray) -> np.ndarray:
@@ -129,7 +165,7 @@ class Engine:
 
     def _load(self, path: Path) -> np.ndarray | str:
         try:
-            return self.patches(read_gray(path, convert=True))
+            return self.patches(self.read(path))
         except CaptureError as exc:
             return str(exc)
         except ValueError as exc:  # no product found, ...

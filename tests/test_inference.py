@@ -180,3 +180,28 @@ def test_rest_serving_of_the_champion_answers_and_rejects(mt_model, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_fast_decode_reads_big_jpegs_at_reduced_scale_with_nearly_the_same_patches(tmp_path):
+    from PIL import Image
+
+    from smh_ml.export import export_onnx
+    from smh_ml.inference import Engine
+    from smh_ml.models import build
+    from smh_ml.simulate import simulate_capture
+
+    onnx_path = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx", 32,
+                            ["defect-free", "a", "b"], {"rows": 8, "cols": 2, "patch": 32})
+    capture = simulate_capture("pits", np.random.default_rng(3))  # 3584 px high
+    Image.fromarray(capture.image).save(tmp_path / "c.jpg", quality=95)
+    Image.fromarray(capture.image).save(tmp_path / "c.png")
+    full, fast = Engine(onnx_path), Engine(onnx_path, fast_decode=True)
+    reduced = fast.read(tmp_path / "c.jpg")
+    assert reduced.shape[0] <= capture.image.shape[0] // 2  # decoded at 1/2 or less
+    a, b = full.patches(full.read(tmp_path / "c.jpg")), fast.patches(reduced)
+    assert a.shape == b.shape
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 4.0  # grey levels
+    assert np.array_equal(fast.read(tmp_path / "c.png"), full.read(tmp_path / "c.png"))  # PNG: always full
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    [pred] = list(fast.decide_paths([tmp_path / "bad.jpg"]))
+    assert pred.decision is None and "bad.jpg" in pred.error

@@ -41,6 +41,10 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     assert report["robustness"]  # Fig. 13 rides on the Inception-CNN run
     ota = json.loads((tmp_path / "results" / "table8" / "ota" / "report.json").read_text())
     assert ota["input_size"] == [128, 64] and ota["train_set"] == "ota"
+    report_md = (tmp_path / "results" / "REPORT.md").read_text()
+    for heading in ("Table 6", "Table 8", "Tables 9-10", "Fig. 13"):
+        assert heading in report_md
+    assert steps["table8/pgan"]["run_id"] in report_md
 
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("smh-reproduce")
