@@ -69,13 +69,14 @@ def _load_pyfunc(data_path: str) -> DecisionModel:
     """MLflow's entry point: ``data_path`` is the packaged ONNX file (or its folder)."""
     path = Path(data_path)
     if path.is_dir():
-        path = next(path.glob("*.onnx"))
+        path = path / "model.onnx"
     return DecisionModel(path)
 
 
-def package_mlflow_model(onnx_path: Path | str, out_dir: Path | str) -> Path:
+def package_mlflow_model(onnx_path: Path | str, out_dir: Path | str, int8_path: Path | str | None = None) -> Path:
     """An MLflow model folder with two flavours over one ONNX file: ``onnx`` (the network,
-    tensors in and out) and ``python_function`` (raw capture images in, decisions out)."""
+    tensors in and out) and ``python_function`` (raw capture images in, decisions out).
+    A gated int8 model rides along as ``model.int8.onnx`` (``smh-ml predict --int8``)."""
     import mlflow.onnx
     import mlflow.pyfunc
     import onnx
@@ -87,4 +88,8 @@ def package_mlflow_model(onnx_path: Path | str, out_dir: Path | str) -> Path:
     model.flavors.pop("python_function", None)
     mlflow.pyfunc.add_to_model(model, loader_module="smh_ml.serving", data="model.onnx")
     model.save(str(out_dir / "MLmodel"))
+    if int8_path is not None:
+        import shutil
+
+        shutil.copyfile(int8_path, out_dir / "model.int8.onnx")
     return out_dir

@@ -88,6 +88,10 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
                   if e.asset_key.to_user_string() == "registered_model"][0]
     meta = registered.materialization.metadata
     assert meta["version"].value == 1 and meta["promoted"].value is True
+    int8 = [e for e in result.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "int8_model"][0].materialization.metadata
+    assert meta["int8_included"].value is int8["accepted"].value  # int8 ships only when it passed the gate
+    assert int8["accepted"].value is (int8["drop"].value <= int8["tolerance"].value + 1e-12)
 
     from mlflow import MlflowClient
 
@@ -186,7 +190,8 @@ def test_dagster_dev_lists_the_assets_over_graphql(tmp_path, sim_root):
             except (OSError, KeyError, TypeError):
                 time.sleep(1)
         assert {"raw_captures", "capture_manifest", "patch_sets", "gan_models", "synthetic_sets",
-                "training_set", "cv_classifiers", "test_report", "onnx_model", "registered_model"} <= names
+                "training_set", "cv_classifiers", "test_report", "onnx_model", "int8_model",
+                "registered_model"} <= names
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -1,4 +1,4 @@
-"""Assets: P-GAN training set -> CV classifiers -> test report -> ONNX -> registered model."""
+"""Assets: P-GAN training set -> CV classifiers -> test report -> ONNX (-> gated int8) -> registered model."""
 
 import json
 import tempfile
@@ -21,6 +21,7 @@ from smh_ml.datasets import load_patch_set, load_training_set
 from smh_ml.experiments import held_out_test, load_classifier, save_classifier, test_set_id, write_test_figures
 from smh_ml.export import check_parity, export_onnx
 from smh_ml.io import atomic_dir, save_npy
+from smh_ml.quantization import gated_int8
 from smh_ml.serving import package_mlflow_model
 from smh_ml.synthetic import build_pgan, defect_classes, read_synthetic
 from smh_ml.training import class_names, cross_validate, test_patches, train_final
@@ -139,6 +140,7 @@ def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, stor
     _, groups = test_patches(patch_set)
     sample = np.concatenate(groups)[:512]
     path = storage.path(prof.name, "onnx", "model.onnx")
+    path.with_name("model.int8.onnx").unlink(missing_ok=True)  # it belonged to the previous fp32 model
     export_onnx(model, path, trained["geometry"]["patch"], trained["classes"], trained["geometry"],
                 {"arch": trained["arch"], "profile": prof.name, "test_accuracy": test["accuracy"],
                  "test_set_id": test["test_set_id"]})
@@ -155,6 +157,26 @@ def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, stor
 
 
 @dg.asset(deps=[onnx_model], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),
+          description="int8 static quantization of the ONNX model, kept (onnx/model.int8.onnx) only when its "
+                      "held-out accuracy is within the profile's deploy.int8_tolerance of fp32.")
+def int8_model(context: dg.AssetExecutionContext, profile: ProfileResource,
+               storage: StorageResource) -> dg.MaterializeResult:
+    prof = profile.get()
+    cfg = prof.deploy
+    report = gated_int8(storage.path(prof.name, "onnx", "model.onnx"),
+                        load_patch_set(storage.path(prof.name, "patch_sets")), prof.clean_class,
+                        cfg.int8_tolerance, cfg.calibration_patches, cfg.per_channel)
+    if not report.accepted:
+        context.log.warning(f"int8 refused: held-out accuracy {report.int8_accuracy:.4f} vs fp32 "
+                            f"{report.fp32_accuracy:.4f} (tolerance {report.tolerance:g}); fp32 only")
+    return dg.MaterializeResult(metadata={
+        "accepted": report.accepted, "fp32_accuracy": report.fp32_accuracy, "int8_accuracy": report.int8_accuracy,
+        "drop": report.drop, "tolerance": report.tolerance, "test_images": report.test_images,
+        "path": report.int8_path or "none (refused)"})
+
+
+@dg.asset(deps=[onnx_model, int8_model], group_name="classifier",
+          automation_condition=dg.AutomationCondition.eager(),
           description="The ONNX model (onnx + pyfunc flavours) registered in MLflow: alias "
                       "'challenger'; 'champion' only when at least as accurate on the same test captures.")
 def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
@@ -165,12 +187,15 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
     with tempfile.TemporaryDirectory() as tmp, \
             mlflow.nested_run(context, "registration", run_tags(prof.name, captures.version()),
                               {"profile": prof.name}) as run_id:
-        model_dir = package_mlflow_model(storage.path(prof.name, "onnx", "model.onnx"), Path(tmp) / "model")
+        fp32 = storage.path(prof.name, "onnx", "model.onnx")
+        int8 = fp32.with_name("model.int8.onnx")
+        model_dir = package_mlflow_model(fp32, Path(tmp) / "model", int8 if int8.is_file() else None)
         outcome = mlflow.register(run_id, model_dir, test["accuracy"], test["test_set_id"],
                                   gates.promotion_margin, {"profile": prof.name,
                                                            "data_version": captures.version()})
     return dg.MaterializeResult(metadata={
         "model": mlflow.model_name, "version": outcome["version"], "promoted": outcome["promote"],
+        "int8_included": int8.is_file(),
         "reason": outcome["reason"], "challenger_accuracy": outcome["challenger_accuracy"],
         "champion_accuracy": "none" if outcome["champion_accuracy"] is None else outcome["champion_accuracy"],
         "champion_version": outcome["champion_version"], "mlflow_run": mlflow.run_link(run_id)})
