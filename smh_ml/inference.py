@@ -59,10 +59,9 @@ class Prediction:
 class Engine:
     def __init__(self, model_path: Path | str, threads: int | None = None, background_level: int = 16,
                  threshold: float | None = None, fast_decode: bool = False):
-        """``fast_decode``: decode JPEGs at a reduced DCT scale (1/2, 1/4, 1/8) whenever the
-        product's crop still covers the patch grid at that scale. Much less decoding work
-        for small grids; patches then differ slightly from a full decode (so it is off by
-        default, and the training pipeline always decodes fully)."""
+        """``fast_decode``: decode JPEGs at a reduced DCT scale (1/2, 1/4, 1/8) when the
+        frame is much larger than the patch grid; patches then differ slightly from a full
+        decode, so it is off by default and the training pipeline always decodes fully."""
         self.path = Path(model_path)
         self.fast_decode = fast_decode
         if not self.path.is_file():
@@ -95,25 +94,25 @@ class Engine:
                 pass  # the full decode below reports the file's problem clearly
         return read_gray(path, convert=True)
 
-    def _read_reduced(self, path: Path) -> np.ndarray | None:
+    def _read_reduced(self, path: Path, margin: float = 2.0) -> np.ndarray | None:
+        """One decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the whole frame at
+        least ``margin`` times the patch grid; None (= decode fully) when no scale qualifies
+        or the product's crop at that scale is smaller than the grid. Measured: entropy
+        decoding dominates, so 1/2 saves a quarter of the decode and most of the resize."""
         with Image.open(path) as im:
             if im.format != "JPEG":
                 return None
             width, height = im.size
-            im.draft("L", (max(1, width // 8), max(1, height // 8)))
-            small = to_gray8(im, path, convert=True)
-        top, bottom, left, right = background_bbox(small, self.background_level)
-        crop_h = (bottom - top) * height / small.shape[0]
-        crop_w = (right - left) * width / small.shape[1]
-        target_h, target_w = self.geometry.size
-        factor = max(f for f in (1, 2, 4, 8) if f == 1 or (crop_h / f >= target_h and crop_w / f >= target_w))
-        if factor == 1:
+            target_h, target_w = self.geometry.size
+            factors = [f for f in (2, 4, 8) if height / f >= margin * target_h and width / f >= margin * target_w]
+            if not factors:
+                return None
+            im.draft("L", (-(-width // factors[-1]), -(-height // factors[-1])))
+            image = to_gray8(im, path, convert=True)
+        top, bottom, left, right = background_bbox(image, self.background_level)
+        if bottom - top < target_h or right - left < target_w:
             return None
-        if factor == 8:
-            return small
-        with Image.open(path) as im:
-            im.draft("L", (-(-width // factor), -(-height // factor)))
-            return to_gray8(im, path, convert=True)
+        return image
 
     @staticmethod
     def to_input(patches: np.ndarray) -> np.ndarray:
