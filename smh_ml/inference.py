@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import re
+import shutil
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -195,7 +196,8 @@ def image_files(inputs: Iterable[Path | str]) -> list[Path]:
 def resolve_model(spec: str | Path, tracking_uri: str | None = None, cache: Path | str | None = None,
                   int8: bool = False) -> Path:
     """An ONNX file from a path (file, or folder holding ``model.onnx``) or a registry URI
-    such as ``models:/smh-defect-classifier@champion``, downloaded from MLflow.
+    such as ``models:/smh-defect-classifier@champion``, downloaded afresh from MLflow into
+    ``cache`` (default ``$SMH_MODEL_CACHE`` or ``~/.cache/smh-ml/models``).
 
     With ``int8`` the gated ``model.int8.onnx`` beside it is used; it exists only when it
     passed the accuracy gate, so asking for it without one is an error, not a silent fp32.
@@ -205,7 +207,10 @@ def resolve_model(spec: str | Path, tracking_uri: str | None = None, cache: Path
         import mlflow
 
         mlflow.set_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
-        dest = Path(cache or tempfile.mkdtemp(prefix="smh-model-"))
+        root = Path(cache or os.environ.get("SMH_MODEL_CACHE", Path.home() / ".cache" / "smh-ml" / "models"))
+        dest = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+        shutil.rmtree(dest, ignore_errors=True)  # an alias may have moved: never reuse an old download
+        dest.mkdir(parents=True)
         try:
             folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dest)))
         except Exception as exc:  # MLflow raises several types for a missing model or alias

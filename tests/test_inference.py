@@ -140,6 +140,13 @@ def test_rest_serving_of_the_champion_answers_and_rejects(mt_model, tmp_path):
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "serve-test").version
     MlflowClient(tracking).set_registered_model_alias("serve-test", "champion", version)
 
+    from smh_ml.inference import resolve_model
+
+    local = resolve_model("models:/serve-test@champion", tracking, cache=tmp_path / "cache")
+    assert local.read_bytes() == onnx_path.read_bytes()
+    with pytest.raises(FileNotFoundError, match="int8"):  # this champion has no gated int8 model
+        resolve_model("models:/serve-test@champion", tracking, cache=tmp_path / "cache", int8=True)
+
     port = _free_port()
     # mlflow execs `uvicorn` by name: the venv's bin must be on PATH (CI does not activate it)
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
