@@ -51,6 +51,24 @@ def _metric_summary(report: dict) -> dict[str, float]:
     return metrics
 
 
+def check_profile(profile: Profile, experiments: Sequence[str] = EXPERIMENTS,
+                  archs: Sequence[str] = ARCHITECTURES) -> None:
+    """Build every network the chosen experiments will train, before any of them runs, so a
+    profile whose sizes a network cannot take fails in seconds, not after the GANs."""
+    from smh_ml.models import build
+    from smh_ml.models.baseline_cnn import baseline_cnn
+
+    try:
+        if "table8" in experiments:
+            height, width = profile.augment.ota_size
+            baseline_cnn(2, width, height=height)
+        for arch in (archs if "tables9_10" in experiments else ["inception_cnn"]):
+            build(arch, 2, profile.patching.patch)
+    except ValueError as exc:
+        raise ValueError(f"profile {profile.name!r} (patching.patch {profile.patching.patch}, "
+                         f"augment.ota_size {profile.augment.ota_size}): {exc}") from exc
+
+
 class Reproduction:
     def __init__(self, patch_dir: Path | str, out: Path | str, profile: Profile, track: Tracker | None = None,
                  inception_weights: Path | str | None = None):
@@ -190,6 +208,7 @@ class Reproduction:
         bad_archs = set(archs) - set(ARCHITECTURES)
         if bad_archs:
             raise ValueError(f"unknown architectures {sorted(bad_archs)}; known: {', '.join(ARCHITECTURES)}")
+        check_profile(self.profile, experiments, archs)
         start = time.perf_counter()
         if "table6" in experiments:
             self.table6(classes)

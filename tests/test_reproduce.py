@@ -7,6 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from smh_ml.cli import app
+from smh_ml.profiles import PROFILES, get_profile, with_overrides
+from smh_ml.reproduce import Reproduction, check_profile
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +68,15 @@ def test_reproduce_rejects_unknown_experiments(ci_patches, tmp_path):
     result = CliRunner().invoke(app, ["reproduce", str(ci_patches), str(tmp_path / "r"), "--profile", "ci",
                                       "--experiments", "table7", "--no-track"])
     assert result.exit_code == 1 and "table7" in result.output
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_every_profile_builds_the_networks_it_trains(name):
+    check_profile(PROFILES[name])  # raises on an O-TA size or patch a network cannot take
+
+
+def test_a_profile_a_network_cannot_take_fails_before_any_step(ci_patches, tmp_path):
+    profile = with_overrides(get_profile("ci"), {"augment.ota_size": (96, 96)})
+    with pytest.raises(ValueError, match=r"'ci'.*ota_size \(96, 96\).*cannot be pooled"):
+        Reproduction(ci_patches, tmp_path / "out", profile).run(["table8"])
+    assert not (tmp_path / "out" / "table8").exists()
