@@ -73,7 +73,7 @@ def make_models(folder: Path, model_dir: Path | None, calibration_files: list[Pa
 
     from smh_ml.export import export_onnx
     from smh_ml.inference import Engine
-    from smh_ml.models import build
+    from smh_ml.models import build, count_parameters
     from smh_ml.quantization import quantize_int8
 
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def make_models(folder: Path, model_dir: Path | None, calibration_files: list[Pa
     calibration = np.concatenate([engine.patches(_read(p)) for p in calibration_files])
     int8 = quantize_int8(fp32, folder / "model.int8.onnx", calibration)
     return {"weights": weights, "classes": classes, "geometry": geometry, "fp32": str(fp32), "int8": str(int8),
-            "parameters": sum(p.numel() for p in model.parameters())}
+            "parameters": count_parameters(model)}
 
 
 def _read(path: Path) -> np.ndarray:

@@ -119,8 +119,8 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
         sample = np.concatenate(groups)[:512] if groups else patch_set.patches[:512]
         report["onnx_parity_max_abs_diff"] = check_parity(final.model, onnx_path, sample, parity_tol)
         if robustness:
-            # Fig. 13 measures the exported model, the one that ships (2-3x faster than eager
-            # torch on the CPU, and within parity_tol of it).
+            # Fig. 13 measures the exported model: the one that ships, within parity_tol of
+            # torch and faster on the CPU (docs/DEPLOY.md).
             sess = session(onnx_path)
 
             def accuracy(transform):

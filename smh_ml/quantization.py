@@ -20,7 +20,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from smh_ml.export import INPUT, OUTPUT, session
+from smh_ml.export import INPUT, onnx_predict, session
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training import class_names, evaluate_images, test_patches
 
@@ -108,15 +108,12 @@ def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.n
 def onnx_accuracy(path: Path | str, patch_set, clean_class: str, threads: int | None = None) -> tuple[float, int]:
     """Algorithm 1 accuracy of an ONNX model on the held-out test captures, and their count."""
     sess = session(path, threads)
-
-    def predict(arrays: np.ndarray) -> np.ndarray:
-        return sess.run([OUTPUT], {INPUT: (arrays.astype(np.float32) / 255.0)[:, None]})[0]
-
     captures, groups = test_patches(patch_set)
     if not groups:
         raise ValueError("the patch set has no held-out test captures to gate int8 on")
     names = class_names(set(patch_set.captures["label"]), clean_class)
-    return float(evaluate_images(predict, captures, groups, names)["accuracy"]), len(groups)
+    metrics = evaluate_images(lambda arrays: onnx_predict(sess, arrays), captures, groups, names)
+    return float(metrics["accuracy"]), len(groups)
 
 
 def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, tolerance: float = 0.005,

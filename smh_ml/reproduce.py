@@ -224,6 +224,7 @@ class Reproduction:
 
 # The paper's figures (SPEC.md; SMH data set, 256-px patches, 10-fold CV, GPU).
 PAPER_TABLE8 = {"ota": 66.92, "pta": 89.23, "pgan": 95.38}
+TRAIN_SET_NAMES = {"ota": "O-TA", "pta": "P-TA", "pgan": "P-GAN"}
 PAPER_TABLE9_CV = {"inception_cnn": 99.40, "efficientnet_v2_s": 99.17, "inception_v3": 90.34,
                    "mobilenet_v2": 97.73, "resnet50": 99.30, "baseline_cnn": 98.51}
 PAPER_TABLE10 = {"inception_cnn": (99.23, 3.58), "efficientnet_v2_s": (90.77, 20.70),
@@ -266,12 +267,12 @@ def render_report(out: Path | str) -> str:
         lines += ["### Table 8: baseline CNN by training set, held-out captures", "",
                   "| training set | ours: accuracy % | paper % | per-class F1 (ours) | wall s | MLflow run |",
                   "|---|---|---|---|---|---|"]
-        for name in ("ota", "pta", "pgan"):
+        for name in TRAIN_SET_NAMES:
             if name not in table8:
                 continue
             report = json.loads((Path(table8[name]["folder"]) / "report.json").read_text())
             f1 = ", ".join(f"{c} {m['f1']:.2f}" for c, m in report["test"]["per_class"].items())
-            lines.append(f"| {name.upper().replace('PGAN', 'P-GAN').replace('PTA', 'P-TA').replace('OTA', 'O-TA')} "
+            lines.append(f"| {TRAIN_SET_NAMES[name]} "
                          f"| {_pct(report['test']['accuracy'])} | {PAPER_TABLE8[name]:.2f} | {f1} "
                          f"| {_wall(table8[name])} | `{table8[name].get('run_id')}` |")
         lines.append("")
