@@ -8,7 +8,6 @@ problems are recorded per file in the manifest and reported by :mod:`smh_ml.vali
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
+
+from smh_ml.io import file_hash
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIX = ".mask.png"
@@ -119,14 +120,6 @@ def read_mask(path: Path | str) -> np.ndarray:
     if array.ndim == 3:
         array = array.max(axis=2)
     return array != 0
-
-
-def file_hash(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
     checked = validate_patch_sets(patch_set, {"pta": pta, "ota": ota}, prof.clean_class)
     if not checked.success:
         _fail(checked.format() + f"\nnothing written; {out} is unchanged")
-    stats = save_datasets(out, patch_set, pta, ota)
+    stats = save_datasets(out, patch_set, pta, ota, prof)
     g = patch_set.geometry
     table = Table("class", "train captures", "test captures", "train patches", "test patches",
                   "P-TA", "O-TA", title=f"{root} -> {out} ({prof.name}: {g.rows}x{g.cols} "

@@ -19,7 +19,7 @@ import pandas as pd
 
 from smh_ml.augment import augment_to_count
 from smh_ml.captures import read_gray, read_mask
-from smh_ml.io import atomic_dir, load_npy, save_npy
+from smh_ml.io import atomic_dir, files_digest, load_npy, save_npy
 from smh_ml.patching import (
     Geometry,
     background_bbox,
@@ -198,10 +198,21 @@ def summary(patch_set: PatchSet, pta: TrainingSet, ota: TrainingSet) -> dict:
     }
 
 
-def save_datasets(out: Path | str, patch_set: PatchSet, pta: TrainingSet, ota: TrainingSet) -> dict:
-    """Write everything to ``out`` atomically (the previous good folder survives a failure)."""
+# The profile sections that shape a patch folder: a folder built under other values of these
+# holds other patches or other training sets.
+DATA_SECTIONS = ("clean_class", "patching", "split", "augment")
+
+
+def save_datasets(out: Path | str, patch_set: PatchSet, pta: TrainingSet, ota: TrainingSet,
+                  profile: Profile | None = None) -> dict:
+    """Write everything to ``out`` atomically (the previous good folder survives a failure).
+    With ``profile``, its data sections are recorded in ``profile.json`` (see
+    :func:`check_built_with`)."""
     stats = summary(patch_set, pta, ota)
     with atomic_dir(Path(out)) as tmp:
+        if profile is not None:
+            data = {k: v for k, v in profile.to_dict().items() if k in DATA_SECTIONS}
+            (tmp / "profile.json").write_text(json.dumps({"name": profile.name, **data}, indent=1) + "\n")
         (tmp / "geometry.json").write_text(json.dumps(patch_set.geometry.to_dict()) + "\n")
         patch_set.captures.to_csv(tmp / "captures.csv", index=False)
         patch_set.index.to_csv(tmp / "patch_index.csv", index=False)
@@ -226,3 +237,39 @@ def load_patch_set(folder: Path | str) -> PatchSet:
 def load_training_set(folder: Path | str, name: str) -> TrainingSet:
     folder = Path(folder) / name
     return TrainingSet(load_npy(folder / "arrays.npy"), pd.read_csv(folder / "index.csv"))
+
+
+def patch_set_id(folder: Path | str) -> str:
+    """Content id of a patch folder's geometry, captures (with split) and patch labels."""
+    folder = Path(folder)
+    return files_digest([folder / "geometry.json", folder / "captures.csv", folder / "patch_index.csv"])
+
+
+def training_set_id(folder: Path | str, name: str) -> str:
+    """Content id of the training set ``name`` (pta, ota, pgan) under ``folder``."""
+    folder = Path(folder) / name
+    return files_digest([folder / "arrays.npy", folder / "index.csv"])
+
+
+def check_built_with(folder: Path | str, profile: Profile) -> bool:
+    """Raise ValueError, naming ``folder/profile.json`` and the differing keys, when the patch
+    folder was built under other data settings than ``profile``'s. Returns False (nothing to
+    check) for a folder written without a profile record."""
+    path = Path(folder) / "profile.json"
+    if not path.is_file():
+        return False
+    built = json.loads(path.read_text())
+    wanted = json.loads(json.dumps({k: v for k, v in profile.to_dict().items() if k in DATA_SECTIONS}))
+    differ = []
+    for section in DATA_SECTIONS:
+        have, want = built.get(section), wanted[section]
+        if isinstance(want, dict) and isinstance(have, dict):
+            differ += [f"{section}.{k}: {have.get(k)!r} (folder) != {v!r} ({profile.name})"
+                       for k, v in want.items() if have.get(k) != v]
+        elif have != want:
+            differ.append(f"{section}: {have!r} (folder) != {want!r} ({profile.name})")
+    if differ:
+        raise ValueError(f"{path}: the patch folder was built with profile {built.get('name')!r}, whose data "
+                         f"settings differ from profile {profile.name!r}: " + "; ".join(differ)
+                         + f". Rebuild it: smh-ml patches <captures> {folder} --profile {profile.name}")
+    return True

@@ -4,12 +4,13 @@ never destroys the previous good one."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,22 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def file_hash(path: Path | str, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's content (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_digest(paths: Iterable[Path | str]) -> str:
+    """One short id for the content of several files, each under its own name (order-free):
+    what a step was computed from, so a later run can tell a stale result from a good one."""
+    entries = sorted(f"{Path(p).name}\0{file_hash(p)}" for p in paths)
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
 def atomic_write_text(path: Path | str, text: str) -> Path:

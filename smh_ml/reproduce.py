@@ -7,11 +7,14 @@
     tables9_10  k-fold CV and held-out accuracy, parameter count, for each architecture
     fig13       Inception-CNN accuracy under blur, noise, light and scratches
 
-Every step writes its own folder under ``out`` atomically; a step whose folder is complete
-is not run again (a stopped run resumes; GAN and classifier folders record their config,
-so a changed profile re-runs them). ``track(step, params, metrics, folder)`` is called
-once per finished step and returns a run id (the CLI logs to MLflow); ids are kept in
-``results.json`` so a resumed run does not log a step twice.
+Every step writes its own folder under ``out`` atomically, then an ``inputs.json`` that
+records what it was computed from: its settings and the content ids of its data (patch
+folder, training set, synthetic sets, domain extractor). A step whose folder is complete and
+whose inputs are unchanged is not run again, so a stopped run resumes; a changed profile,
+patch folder or upstream step re-runs it and everything downstream of it.
+``track(step, params, metrics, folder)`` is called once per finished step and returns a run
+id (the CLI logs to MLflow); ids are kept in ``results.json`` so a resumed run does not log
+a step twice, and a re-run step is logged anew.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from smh_ml.datasets import load_patch_set
-from smh_ml.io import atomic_write_text
+from smh_ml.datasets import check_built_with, load_patch_set, patch_set_id, training_set_id
+from smh_ml.io import atomic_write_text, files_digest
 from smh_ml.models import ARCHITECTURES
 from smh_ml.profiles import Profile, with_overrides
 
@@ -38,6 +41,22 @@ Tracker = Callable[[str, dict, dict, Path], str | None]
 def _done(folder: Path, name: str = "report.json") -> dict | None:
     path = folder / name
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def _current(folder: Path, inputs: dict, name: str = "report.json") -> dict | None:
+    """The step's result in ``folder/name`` if it was computed from exactly ``inputs``."""
+    result = _done(folder, name)
+    if result is None or _done(folder, "inputs.json") != _jsonable(inputs):
+        return None
+    return result
+
+
+def _stamp(folder: Path, inputs: dict) -> None:
+    atomic_write_text(folder / "inputs.json", json.dumps(inputs, indent=1) + "\n")
 
 
 def _metric_summary(report: dict) -> dict[str, float]:
@@ -80,6 +99,7 @@ class Reproduction:
         self.results["profile"] = profile.to_dict()
         self.results.setdefault("steps", {})
         self._patch_set = None
+        self._patch_set_id: str | None = None
 
     @property
     def patch_set(self):
@@ -87,10 +107,18 @@ class Reproduction:
             self._patch_set = load_patch_set(self.patch_dir)
         return self._patch_set
 
+    @property
+    def patch_set_id(self) -> str:
+        if self._patch_set_id is None:
+            self._patch_set_id = patch_set_id(self.patch_dir)
+        return self._patch_set_id
+
     def _record(self, step: str, params: dict, metrics: dict, folder: Path, seconds: float | None) -> None:
-        entry = self.results["steps"].get(step, {})
+        # seconds None: reused from an earlier (resumed) run; otherwise a fresh result, whose
+        # earlier entry (and MLflow run) described something else
+        entry = self.results["steps"].get(step, {}) if seconds is None else {}
         entry |= {"folder": str(folder), "metrics": metrics, "params": params}
-        if seconds is not None:  # None: reused from an earlier (resumed) run
+        if seconds is not None:
             entry["wall_seconds"] = seconds
         if self.track and not entry.get("run_id"):
             entry["run_id"] = self.track(step, params, metrics, folder)
@@ -102,9 +130,12 @@ class Reproduction:
         from smh_ml.experiments import train_domain_extractor
 
         folder = self.out / "domain"
-        if _done(folder) is None:
+        inputs = {"train": dataclasses.asdict(self.profile.train), "epochs": self.profile.gan.domain_epochs,
+                  "patch_set": self.patch_set_id, "pta": training_set_id(self.patch_dir, "pta")}
+        if _current(folder, inputs) is None:
             t0 = time.perf_counter()
             report = train_domain_extractor(self.patch_dir, folder, self.profile, self.profile.gan.domain_epochs)
+            _stamp(folder, inputs)
             self._record("domain_extractor", {"arch": report["arch"], "epochs": self.profile.gan.domain_epochs},
                          {"final_train_accuracy": report["history"][-1]["train_accuracy"]}, folder,
                          time.perf_counter() - t0)
@@ -116,22 +147,27 @@ class Reproduction:
         from smh_ml.gan.experiment import run_class_gan
         from smh_ml.synthetic import class_patches, defect_classes
 
-        extractors = {"domain": extractor_for("domain", load_classifier(self.domain_extractor())[0])}
+        domain = self.domain_extractor()
+        extractors = {"domain": extractor_for("domain", load_classifier(domain)[0])}
         if self.inception_weights:
             extractors["inception"] = extractor_for("inception", inception_weights=self.inception_weights)
+        extractor_ids = {"domain": files_digest([domain / "model.pt"])}
+        if self.inception_weights:
+            extractor_ids["inception"] = files_digest([self.inception_weights])
         rows = []
-        config = dataclasses.asdict(self.profile.gan)
         for kind in GAN_KINDS:
             for label in classes or defect_classes(self.patch_set, self.profile.clean_class):
                 folder = self.out / "gans" / kind / label
-                scores, seconds = _done(folder, "scores.json"), None
-                saved = _done(folder, "config.json")
-                if scores is None or {k: saved.get(k) for k in config} != json.loads(json.dumps(config)):
+                inputs = {"gan": dataclasses.asdict(self.profile.gan), "kind": kind, "class": label,
+                          "patch_set": self.patch_set_id, "extractors": extractor_ids}
+                scores, seconds = _current(folder, inputs, "scores.json"), None
+                if scores is None:
                     t0 = time.perf_counter()
                     scores = run_class_gan(class_patches(self.patch_set, label), label, kind,
                                            self.out / "gans" / kind, self.profile, extractors)
                     scores = {k: v for k, v in scores.items() if k != "history"}
                     seconds = time.perf_counter() - t0
+                    _stamp(folder, inputs)
                 metrics = {f"{s['extractor']}_{m}": s[m] for s in scores["scores"] for m in ("fid", "kid_mean")}
                 metrics["train_seconds"] = scores["train_seconds"]
                 self._record(f"table6/{kind}/{label}", {"gan": kind, "class": label, "epochs": scores["epochs"],
@@ -146,25 +182,32 @@ class Reproduction:
         from smh_ml.synthetic import write_pgan
 
         gans = self.out / "gans" / "sdg"
-        if not list(gans.glob("*/synthetic")):
+        synthetic = sorted(gans.glob("*/synthetic"))
+        if not synthetic:
             return None
-        if not (self.out / "pgan" / "arrays.npy").is_file():
+        folder = self.out / "pgan"
+        inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
+                  "augment": dataclasses.asdict(self.profile.augment), "pgan_target": self.profile.gan.pgan_target,
+                  "synthetic": files_digest(f for s in synthetic for f in s.iterdir() if f.is_file())}
+        if not (folder / "arrays.npy").is_file() or _done(folder, "inputs.json") != _jsonable(inputs):
             write_pgan(self.patch_dir, gans, self.out, self.profile)
+            _stamp(folder, inputs)
         return self.out
 
     def _classifier(self, step: str, folder: Path, arch: str, train_set: str, train_dir: Path | None,
                     cv: bool, robustness: bool) -> dict:
         from smh_ml.experiments import run_classifier
 
-        report, seconds = _done(folder), None
-        config = {**dataclasses.asdict(self.profile.train), "arch": arch, "train_set": train_set}
-        if report is None or report["train"] != config or (cv and "cv" not in report) \
-                or (robustness and "robustness" not in report):
+        inputs = {"train": {**dataclasses.asdict(self.profile.train), "arch": arch, "train_set": train_set},
+                  "patch_set": self.patch_set_id, train_set: training_set_id(train_dir or self.patch_dir, train_set)}
+        report, seconds = _current(folder, inputs), None
+        if report is None or (cv and "cv" not in report) or (robustness and "robustness" not in report):
             profile = with_overrides(self.profile, {"train.arch": arch, "train.train_set": train_set})
             t0 = time.perf_counter()
             report = run_classifier(self.patch_dir, folder, profile, cv=cv, robustness=robustness,
                                     train_dir=train_dir)
             seconds = time.perf_counter() - t0
+            _stamp(folder, inputs)
         self._record(step, {"arch": arch, "train_set": train_set, "cv": cv,
                             "epochs": self.profile.train.epochs, "folds": self.profile.train.cv_folds},
                      _metric_summary(report), folder, seconds)
@@ -175,11 +218,14 @@ class Reproduction:
 
         out: dict[str, dict] = {}
         folder = self.out / "table8" / "ota"
-        report, seconds = _done(folder), None
-        if report is None or report["train"] != dataclasses.asdict(self.profile.train):
+        inputs = {"train": dataclasses.asdict(self.profile.train), "patch_set": self.patch_set_id,
+                  "ota": training_set_id(self.patch_dir, "ota")}
+        report, seconds = _current(folder, inputs), None
+        if report is None:
             t0 = time.perf_counter()
             report = run_whole_image_classifier(self.patch_dir, folder, self.profile)
             seconds = time.perf_counter() - t0
+            _stamp(folder, inputs)
         self._record("table8/ota", {"arch": "baseline_cnn", "train_set": "ota"}, _metric_summary(report), folder,
                      seconds)
         out["ota"] = report
@@ -209,6 +255,9 @@ class Reproduction:
         if bad_archs:
             raise ValueError(f"unknown architectures {sorted(bad_archs)}; known: {', '.join(ARCHITECTURES)}")
         check_profile(self.profile, experiments, archs)
+        if not check_built_with(self.patch_dir, self.profile):
+            log.warning("%s has no profile.json: cannot check that it was built with profile %r",
+                        self.patch_dir, self.profile.name)
         start = time.perf_counter()
         if "table6" in experiments:
             self.table6(classes)

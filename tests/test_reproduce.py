@@ -80,3 +80,47 @@ def test_a_profile_a_network_cannot_take_fails_before_any_step(ci_patches, tmp_p
     with pytest.raises(ValueError, match=r"'ci'.*ota_size \(96, 96\).*cannot be pooled"):
         Reproduction(ci_patches, tmp_path / "out", profile).run(["table8"])
     assert not (tmp_path / "out" / "table8").exists()
+
+
+def test_a_patch_folder_built_with_other_data_settings_is_refused(ci_patches, tmp_path):
+    assert json.loads((ci_patches / "profile.json").read_text())["name"] == "ci"
+    profile = with_overrides(get_profile("ci"), {"augment.max_clean_patches": 100})
+    with pytest.raises(ValueError, match=r"profile\.json.*augment\.max_clean_patches: 200 \(folder\) != 100"):
+        Reproduction(ci_patches, tmp_path / "out", profile).run(["table8"])
+    assert not (tmp_path / "out" / "table8").exists()
+
+
+def test_a_changed_training_set_reruns_its_step_and_logs_it_anew(ci_patches, tmp_path):
+    """Resuming must not reuse a result computed from other data: P-TA rebuilt with fewer
+    clean patches re-trains the P-TA row (a new tracked run), and only that row."""
+    import shutil
+
+    from smh_ml.datasets import load_training_set
+    from smh_ml.io import save_npy
+
+    patches = tmp_path / "patches"
+    shutil.copytree(ci_patches, patches)
+    logged: list[str] = []
+
+    def track(step, params, metrics, folder):
+        logged.append(step)
+        return f"run-{len(logged)}"
+
+    def run() -> dict:
+        return Reproduction(patches, tmp_path / "out", get_profile("ci"), track).run(["table8"])["steps"]
+
+    first = run()
+    assert logged == ["table8/ota", "table8/pta"]  # no GANs: no P-GAN row
+    assert run() == first and len(logged) == 2  # resumed: nothing re-run, nothing logged
+
+    pta = load_training_set(patches, "pta")
+    keep = (pta.index["label"] != "defect-free").to_numpy() | (pta.index.index % 2 == 0)
+    save_npy(patches / "pta" / "arrays.npy", pta.arrays[keep])
+    pta.index[keep].to_csv(patches / "pta" / "index.csv", index=False)
+
+    third = run()
+    assert logged == ["table8/ota", "table8/pta", "table8/pta"]
+    assert third["table8/ota"] == first["table8/ota"]
+    assert third["table8/pta"]["run_id"] == "run-3" != first["table8/pta"]["run_id"]
+    report = json.loads((tmp_path / "out" / "table8" / "pta" / "report.json").read_text())
+    assert report["train_size"] == int(keep.sum()) < len(pta.arrays)

@@ -67,7 +67,7 @@ def patch_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
         raise dg.Failure(description=report.format()[:20000],
                          metadata={"problems": len(report.violations)})
     out = storage.path(prof.name, "patch_sets")
-    stats = save_datasets(out, patch_set, pta, ota)
+    stats = save_datasets(out, patch_set, pta, ota, prof)
     grid = sample_grid(pta.arrays, pta.index["label"], storage.path(prof.name, "pta_samples.png"),
                        title=f"P-TA samples ({prof.name})")
     context.log.info(json.dumps(stats))
