@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from smh_ml.datasets import load_patch_set, load_training_set
@@ -64,9 +65,11 @@ def train_domain_extractor(patch_dir: Path | str, out: Path | str, profile: Prof
     return report
 
 
-def held_out_test(model: torch.nn.Module, patch_set, names: list[str]):
-    """Algorithm 1 on the held-out ORIGINAL captures: (metrics, misses/false-alarm curve)."""
-    captures, groups = test_patches(patch_set)
+def held_out_test(model: torch.nn.Module, patch_set, names: list[str],
+                  test: tuple[pd.DataFrame, list[np.ndarray]] | None = None):
+    """Algorithm 1 on the held-out ORIGINAL captures: (metrics, misses/false-alarm curve).
+    ``test``: the captures and patch groups of :func:`test_patches`, when already cut."""
+    captures, groups = test or test_patches(patch_set)
     metrics = evaluate_images(model, captures, groups, names)
     curve = threshold_curve(metrics.pop("per_image_probs"), encode(captures["label"], names))
     return metrics, curve
@@ -108,7 +111,7 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
     report["final_history"] = final.history
     report["parameters"] = count_parameters(final.model)
     captures, groups = test_patches(patch_set)
-    report["test"], curve = held_out_test(final.model, patch_set, names)
+    report["test"], curve = held_out_test(final.model, patch_set, names, (captures, groups))
     with atomic_dir(Path(out)) as tmp:
         torch.save(state_dict_cpu(final.model), tmp / "model.pt")
         write_test_figures(tmp, report["test"], curve, names, cfg.arch)
