@@ -26,12 +26,15 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _profile(name: str):
-    from smh_ml.profiles import get_profile
+def _profile(name: str, settings: list[str] | None = None):
+    from smh_ml.profiles import apply_settings, get_profile
     try:
-        return get_profile(name)
+        return apply_settings(get_profile(name), settings or [])
     except KeyError as exc:
         _fail(str(exc.args[0]))
+
+
+SETTINGS_HELP = "Override a profile value, e.g. --set patching.patch=128 (repeatable; JSON values)."
 
 
 def _classes(value: str | None) -> list[str] | None:
@@ -116,11 +119,12 @@ def validate(root: Path = typer.Argument(..., help="Capture root."),
 def patches(root: Path = typer.Argument(..., help="Capture root."),
             out: Path = typer.Argument(..., help="Output folder (replaced atomically)."),
             profile: str = typer.Option("paper"),
-            classes: str | None = typer.Option(None, help="Declared classes, comma-separated.")) -> None:
+            classes: str | None = typer.Option(None, help="Declared classes, comma-separated."),
+            settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Validate captures, split by capture, cut patches, build P-TA and O-TA, validate them."""
     from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
     from smh_ml.validation import validate_patch_sets
-    prof = _profile(profile)
+    prof = _profile(profile, settings)
     start = time.perf_counter()
     manifest, report = _validated_manifest(root, prof, _classes(classes))
     if not report.success:
@@ -155,7 +159,8 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
           train_dir: Path | None = typer.Option(None, help="Folder holding the training set "
                                                            "(e.g. the output of 'smh-ml pgan')."),
           cv: bool = typer.Option(True, help="Run k-fold cross-validation first."),
-          robustness: bool = typer.Option(True, help="Accuracy under perturbations.")) -> None:
+          robustness: bool = typer.Option(True, help="Accuracy under perturbations."),
+          settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Cross-validate, train, test (Algorithm 1 on held-out captures) and export a classifier."""
     import logging
 
@@ -170,7 +175,7 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
                  if v is not None}
     if arch is not None and arch not in ARCHITECTURES:
         _fail(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    prof = with_overrides(_profile(profile), overrides)
+    prof = with_overrides(_profile(profile, settings), overrides)
     if not (patch_dir / "geometry.json").exists():
         _fail(f"{patch_dir}: not a patch-set folder (run 'smh-ml patches' first)")
     report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness, train_dir=train_dir)
@@ -415,7 +420,8 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
               tracking_uri: str = typer.Option("sqlite:///mlflow/mlflow.db", envvar="MLFLOW_TRACKING_URI"),
               artifact_root: Path = typer.Option(Path("mlflow/artifacts")),
               experiment: str = typer.Option("smh-reproduce", help="MLflow experiment name."),
-              track: bool = typer.Option(True, help="Log every step to MLflow.")) -> None:
+              track: bool = typer.Option(True, help="Log every step to MLflow."),
+              settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Re-run the paper's experiments (Tables 6, 8, 9-10, Fig. 13) on a patch set; writes results.json."""
     import contextlib
     import logging
@@ -424,7 +430,7 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
     from smh_ml.reproduce import Reproduction
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    prof = _profile(profile)
+    prof = _profile(profile, settings)
     chosen = _classes(experiments) or []
     run_context = contextlib.nullcontext()
     tracker = None

@@ -271,5 +271,6 @@ def check_built_with(folder: Path | str, profile: Profile) -> bool:
     if differ:
         raise ValueError(f"{path}: the patch folder was built with profile {built.get('name')!r}, whose data "
                          f"settings differ from profile {profile.name!r}: " + "; ".join(differ)
-                         + f". Rebuild it: smh-ml patches <captures> {folder} --profile {profile.name}")
+                         + f". Rebuild it under {profile.name!r}: smh-ml patches <captures> {folder} "
+                         "--profile <name> [--set section.key=value ...]")
     return True

@@ -9,6 +9,8 @@ with smaller numbers. Profiles are frozen dataclasses; derive variants with
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,3 +222,36 @@ def with_overrides(profile: Profile, overrides: dict[str, Any]) -> Profile:
             raise KeyError(f"cannot override {key!r} on profile {profile.name!r}")
         result = dataclasses.replace(result, **{head: dataclasses.replace(section, **{rest: value})})
     return result
+
+
+def _coerce(current: Any, value: Any) -> Any:
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def apply_settings(profile: Profile, settings: Sequence[str]) -> Profile:
+    """Apply ``section.key=value`` strings (values in JSON: ``128``, ``1e-3``, ``[128, 64]``,
+    ``null``; anything else is a string) to ``profile``. The result's name records them
+    (``bench+patching.patch=128``), so reports and MLflow runs show the variant."""
+    if not settings:
+        return profile
+    overrides: dict[str, Any] = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        head, _, rest = key.strip().partition(".")
+        section = getattr(profile, head, None)
+        if not sep or not rest or not dataclasses.is_dataclass(section) \
+                or rest not in {f.name for f in dataclasses.fields(section)}:
+            raise KeyError(f"bad setting {item!r}: expected section.key=value with a key of profile "
+                           f"{profile.name!r}, e.g. patching.patch=128")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        overrides[key.strip()] = _coerce(getattr(section, rest), value)
+    varied = with_overrides(profile, overrides)
+    suffix = "+".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in overrides.items())
+    return dataclasses.replace(varied, name=f"{profile.name}+{suffix}")

@@ -42,3 +42,26 @@ def test_unknown_profile_and_layout_are_clear(tmp_path):
 def test_profiles_lists_paper():
     result = runner.invoke(app, ["profiles"])
     assert result.exit_code == 0 and "paper" in result.output and "demo" in result.output
+
+
+def test_set_overrides_a_profile_value_and_the_folder_remembers_it(sim_root, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["patches", str(sim_root), str(out), "--profile", "ci",
+                                 "--set", "patching.patch=16", "--set", "augment.ota_size=[64,32]"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "geometry.json").read_text())["patch"] == 16
+    built = json.loads((out / "profile.json").read_text())
+    assert built["name"] == "ci+patching.patch=16+augment.ota_size=[64,32]"
+    assert built["augment"]["ota_size"] == [64, 32]
+    # a reproduction under the plain profile would mix 16-px patches with 32-px networks
+    result = runner.invoke(app, ["reproduce", str(out), str(tmp_path / "r"), "--profile", "ci", "--no-track"])
+    assert result.exit_code == 1
+    assert "profile.json" in result.output and "patching.patch: 16 (folder) != 32" in result.output
+    assert not (tmp_path / "r" / "table8").exists()
+
+
+def test_a_bad_setting_is_named(sim_root, tmp_path):
+    for bad in ("patching.patchsize=16", "patching=16", "nosuch.key=1"):
+        result = runner.invoke(app, ["patches", str(sim_root), str(tmp_path / "o"), "--profile", "ci", "--set", bad])
+        assert result.exit_code == 1 and bad in result.output and "section.key=value" in result.output
+        assert not (tmp_path / "o").exists()
