@@ -234,8 +234,8 @@ def _coerce(current: Any, value: Any) -> Any:
 
 def apply_settings(profile: Profile, settings: Sequence[str]) -> Profile:
     """Apply ``section.key=value`` strings (values in JSON: ``128``, ``1e-3``, ``[128, 64]``,
-    ``null``; anything else is a string) to ``profile``. The result's name records them
-    (``bench+patching.patch=128``), so reports and MLflow runs show the variant."""
+    ``null``; anything else is a string) to ``profile``. The result's name and description
+    record them (``bench+patching.patch=128``), so reports and MLflow runs show the variant."""
     if not settings:
         return profile
     overrides: dict[str, Any] = {}
@@ -254,4 +254,5 @@ def apply_settings(profile: Profile, settings: Sequence[str]) -> Profile:
         overrides[key.strip()] = _coerce(getattr(section, rest), value)
     varied = with_overrides(profile, overrides)
     suffix = "+".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in overrides.items())
-    return dataclasses.replace(varied, name=f"{profile.name}+{suffix}")
+    return dataclasses.replace(varied, name=f"{profile.name}+{suffix}",
+                               description=f"{profile.description} Overridden: {suffix.replace('+', ', ')}.")
