@@ -105,7 +105,24 @@ def fit(model: nn.Module, arrays: np.ndarray, targets: np.ndarray, cfg: TrainCon
                  record["loss"], record["train_accuracy"])
         if on_epoch:
             on_epoch(epoch, record)
+    if cfg.recalibrate_bn:
+        recalibrate_batchnorm(model, x_all, cfg.batch_size)
     return FitResult(model.eval(), history)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> nn.Module:
+    """Recompute BatchNorm running statistics as a plain average over ``inputs`` with the
+    final weights (torch's ``update_bn``); the running averages kept during a short training
+    run still reflect earlier weights. A model without BatchNorm is left as it is."""
+    from torch.optim.swa_utils import update_bn
+
+    dev = next(model.parameters()).device
+    starts = range(0, len(inputs), batch_size)
+    # like fit(): a last batch of one sample cannot give batch statistics
+    batches = (inputs[s:s + batch_size] for s in starts if len(inputs) - s > 1 or len(inputs) == 1)
+    update_bn(batches, model, device=dev)
+    return model
 
 
 @torch.no_grad()

@@ -101,3 +101,25 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
     assert len(saved["cv"]["folds"]) == 2 and "real_only" in saved["cv"]["summary"]
     assert saved["onnx_parity_max_abs_diff"] <= 1e-4
     assert report["classes"][0] == "defect-free"
+
+
+def test_recalibrated_batchnorm_holds_the_final_weights_statistics():
+    x, y = toy_set(n_per_class=32, size=32)  # 96 patches: three equal batches of 32
+    cfg = TrainConfig(arch="inception_cnn", epochs=2, batch_size=32, lr=1e-3, l2=1e-4, seed=0)
+    models = {}
+    for flag in (False, True):
+        seed_everything(0)
+        models[flag] = fit(build("inception_cnn", 3, 32), x, y, dataclasses.replace(cfg, recalibrate_bn=flag)).model
+    # the same weights: recalibration changes BatchNorm statistics only
+    for (name, a), b in zip(models[False].state_dict().items(), models[True].state_dict().values()):
+        if "running_" not in name and "num_batches" not in name:
+            assert torch.equal(a, b), name
+    first_bn = {flag: next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+                for flag, model in models.items()}
+    seen = []
+    handle = first_bn[True].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    predict_proba(models[True], x)
+    handle.remove()
+    expected = torch.cat(seen).mean(dim=(0, 2, 3))  # what the final weights feed this layer
+    torch.testing.assert_close(first_bn[True].running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(first_bn[False].running_mean, expected, rtol=1e-4, atol=1e-5)
