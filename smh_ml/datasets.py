@@ -203,6 +203,11 @@ def summary(patch_set: PatchSet, pta: TrainingSet, ota: TrainingSet) -> dict:
 DATA_SECTIONS = ("clean_class", "patching", "split", "augment")
 
 
+def data_settings(profile: Profile) -> dict:
+    """The profile's :data:`DATA_SECTIONS`, as they read back from JSON."""
+    return json.loads(json.dumps({k: v for k, v in profile.to_dict().items() if k in DATA_SECTIONS}))
+
+
 def save_datasets(out: Path | str, patch_set: PatchSet, pta: TrainingSet, ota: TrainingSet,
                   profile: Profile | None = None) -> dict:
     """Write everything to ``out`` atomically (the previous good folder survives a failure).
@@ -211,8 +216,8 @@ def save_datasets(out: Path | str, patch_set: PatchSet, pta: TrainingSet, ota: T
     stats = summary(patch_set, pta, ota)
     with atomic_dir(Path(out)) as tmp:
         if profile is not None:
-            data = {k: v for k, v in profile.to_dict().items() if k in DATA_SECTIONS}
-            (tmp / "profile.json").write_text(json.dumps({"name": profile.name, **data}, indent=1) + "\n")
+            record = {"name": profile.name, **data_settings(profile)}
+            (tmp / "profile.json").write_text(json.dumps(record, indent=1) + "\n")
         (tmp / "geometry.json").write_text(json.dumps(patch_set.geometry.to_dict()) + "\n")
         patch_set.captures.to_csv(tmp / "captures.csv", index=False)
         patch_set.index.to_csv(tmp / "patch_index.csv", index=False)
@@ -259,7 +264,7 @@ def check_built_with(folder: Path | str, profile: Profile) -> bool:
     if not path.is_file():
         return False
     built = json.loads(path.read_text())
-    wanted = json.loads(json.dumps({k: v for k, v in profile.to_dict().items() if k in DATA_SECTIONS}))
+    wanted = data_settings(profile)
     differ = []
     for section in DATA_SECTIONS:
         have, want = built.get(section), wanted[section]

@@ -246,7 +246,8 @@ def apply_settings(profile: Profile, settings: Sequence[str]) -> Profile:
     overrides: dict[str, Any] = {}
     for item in settings:
         key, sep, text = item.partition("=")
-        head, _, rest = key.strip().partition(".")
+        key = key.strip()
+        head, _, rest = key.partition(".")
         section = getattr(profile, head, None)
         if not sep or not rest or not dataclasses.is_dataclass(section) \
                 or rest not in {f.name for f in dataclasses.fields(section)}:
@@ -256,7 +257,7 @@ def apply_settings(profile: Profile, settings: Sequence[str]) -> Profile:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        overrides[key.strip()] = _coerce(getattr(section, rest), value)
+        overrides[key] = _coerce(getattr(section, rest), value)
     varied = with_overrides(profile, overrides)
     suffix = "+".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in overrides.items())
     return dataclasses.replace(varied, name=f"{profile.name}+{suffix}",

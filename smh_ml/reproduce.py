@@ -47,12 +47,15 @@ def _jsonable(value):
     return json.loads(json.dumps(value))
 
 
+def _stamped(folder: Path, inputs: dict) -> bool:
+    """Whether ``folder`` was computed from exactly ``inputs`` (see :func:`_stamp`)."""
+    return _done(folder, "inputs.json") == _jsonable(inputs)
+
+
 def _current(folder: Path, inputs: dict, name: str = "report.json") -> dict | None:
     """The step's result in ``folder/name`` if it was computed from exactly ``inputs``."""
     result = _done(folder, name)
-    if result is None or _done(folder, "inputs.json") != _jsonable(inputs):
-        return None
-    return result
+    return result if result is not None and _stamped(folder, inputs) else None
 
 
 def _stamp(folder: Path, inputs: dict) -> None:
@@ -149,10 +152,9 @@ class Reproduction:
 
         domain = self.domain_extractor()
         extractors = {"domain": extractor_for("domain", load_classifier(domain)[0])}
-        if self.inception_weights:
-            extractors["inception"] = extractor_for("inception", inception_weights=self.inception_weights)
         extractor_ids = {"domain": files_digest([domain / "model.pt"])}
         if self.inception_weights:
+            extractors["inception"] = extractor_for("inception", inception_weights=self.inception_weights)
             extractor_ids["inception"] = files_digest([self.inception_weights])
         rows = []
         for kind in GAN_KINDS:
@@ -189,7 +191,7 @@ class Reproduction:
         inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
                   "augment": dataclasses.asdict(self.profile.augment), "pgan_target": self.profile.gan.pgan_target,
                   "synthetic": files_digest(f for s in synthetic for f in s.iterdir() if f.is_file())}
-        if not (folder / "arrays.npy").is_file() or _done(folder, "inputs.json") != _jsonable(inputs):
+        if not (folder / "arrays.npy").is_file() or not _stamped(folder, inputs):
             write_pgan(self.patch_dir, gans, self.out, self.profile)
             _stamp(folder, inputs)
         return self.out
