@@ -32,6 +32,7 @@ def default_resources() -> dict:
         "gates": QualityGatesResource(
             fid_ceiling=float(ceiling) if ceiling else None,
             accuracy_floor=float(os.environ.get("SMH_ACCURACY_FLOOR", "0.0")),
+            baseline_margin=float(os.environ.get("SMH_BASELINE_MARGIN", "0.02")),
             promotion_margin=float(os.environ.get("SMH_PROMOTION_MARGIN", "0.0"))),
     }
 

@@ -62,6 +62,9 @@ class QualityGatesResource(dg.ConfigurableResource):
     """Domain FID above which a class's GAN fails its check (None: record only)."""
     accuracy_floor: float = 0.0
     """Held-out image-level accuracy below which the model is not registered."""
+    baseline_margin: float = 0.02
+    """No model at or below the trivial baseline (always the majority class) + this margin
+    passes the accuracy check or becomes champion."""
     parity_tolerance: float = 1e-4
     promotion_margin: float = 0.0
     """A challenger becomes champion when its accuracy >= champion's + margin."""
@@ -134,10 +137,13 @@ class MlflowResource(dg.ConfigurableResource):
         client.set_terminated(parent, "FINISHED")
 
     def register(self, run_id: str, model_dir: Path, accuracy: float, test_set: str, margin: float,
-                 tags: dict[str, str]) -> dict:
-        """Log ``model_dir`` to ``run_id``, register it, alias it ``challenger``, and move
-        ``champion`` to it only if it is at least as accurate (+ margin) on the same test set.
-        The decision and both scores are stored as tags on the new version."""
+                 tags: dict[str, str], baseline: float | None = None, baseline_margin: float = 0.02,
+                 contender: bool = True) -> dict:
+        """Log ``model_dir`` to ``run_id`` and register it. A ``contender`` (the best candidate
+        of its run) is aliased ``challenger`` and becomes ``champion`` only if it is above the
+        trivial ``baseline`` + ``baseline_margin`` and at least as accurate (+ margin) as the
+        champion on the same test set; other candidates are registered for the record only.
+        The decision and the scores are stored as tags on the new version."""
         from mlflow.exceptions import MlflowException
 
         import mlflow
@@ -147,6 +153,11 @@ class MlflowResource(dg.ConfigurableResource):
         version = mlflow.register_model(f"runs:/{run_id}/model", self.model_name).version
         for key, value in {"test_accuracy": str(accuracy), "test_set_id": test_set, **tags}.items():
             client.set_model_version_tag(self.model_name, version, key, value)
+        if not contender:
+            outcome = {"promote": False, "reason": "not the best candidate of its run", "version": int(version),
+                       "challenger_accuracy": accuracy, "champion_accuracy": None, "champion_version": None}
+            client.set_model_version_tag(self.model_name, version, "promotion", json.dumps(outcome))
+            return outcome
         client.set_registered_model_alias(self.model_name, "challenger", version)
         try:
             champion = client.get_model_version_by_alias(self.model_name, "champion")
@@ -154,7 +165,7 @@ class MlflowResource(dg.ConfigurableResource):
             champion = None
         champion_accuracy = float(champion.tags["test_accuracy"]) if champion else None
         same_set = champion is None or champion.tags.get("test_set_id") == test_set
-        outcome = promotion_decision(accuracy, champion_accuracy, margin, same_set)
+        outcome = promotion_decision(accuracy, champion_accuracy, margin, same_set, baseline, baseline_margin)
         outcome |= {"version": int(version), "champion_version": int(champion.version) if champion else None}
         if outcome["promote"]:
             client.set_registered_model_alias(self.model_name, "champion", version)

@@ -21,6 +21,15 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _log_info() -> None:
+    """INFO logs of our own (training curves); the ONNX exporter's pass-by-pass chatter stays quiet."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _fail(message: str, code: int = 1) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -153,7 +162,8 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
           out: Path = typer.Argument(..., help="Folder for the model, ONNX file and report."),
           profile: str = typer.Option("demo"),
           arch: str | None = typer.Option(None, help="Architecture (default: the profile's)."),
-          epochs: int | None = typer.Option(None, help="Override the profile's epochs."),
+          steps: int | None = typer.Option(None, help="Override the profile's budget of optimiser steps."),
+          epochs: int | None = typer.Option(None, help="Train for this many passes instead of a step budget."),
           folds: int | None = typer.Option(None, help="Override the profile's CV folds."),
           train_set: str | None = typer.Option(None, help="pta (default) or pgan."),
           train_dir: Path | None = typer.Option(None, help="Folder holding the training set "
@@ -162,16 +172,18 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
           robustness: bool = typer.Option(True, help="Accuracy under perturbations."),
           settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Cross-validate, train, test (Algorithm 1 on held-out captures) and export a classifier."""
-    import logging
 
     from smh_ml.experiments import run_classifier
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    _log_info()
     from smh_ml.models import ARCHITECTURES
     from smh_ml.profiles import with_overrides
 
-    overrides = {k: v for k, v in {"train.arch": arch, "train.epochs": epochs,
-                                   "train.cv_folds": folds, "train.train_set": train_set}.items()
+    if steps is not None and epochs is not None:
+        _fail("--steps and --epochs exclude each other")
+    overrides = {k: v for k, v in {"train.arch": arch, "train.steps": 0 if epochs is not None else steps,
+                                   "train.epochs": epochs, "train.cv_folds": folds,
+                                   "train.train_set": train_set}.items()
                  if v is not None}
     if arch is not None and arch not in ARCHITECTURES:
         _fail(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
@@ -179,20 +191,34 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
     if not (patch_dir / "geometry.json").exists():
         _fail(f"{patch_dir}: not a patch-set folder (run 'smh-ml patches' first)")
     report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness, train_dir=train_dir)
+    test, image, fit = report["test"], report["test"]["image"], report["fit"]
+    rule = (f"threshold {report['decision']['threshold']:.4g} (false alarms <= "
+            f"{report['decision']['target_false_alarm']:.0%} on validation)"
+            if test["rule"] == "threshold" else "arg-max Algorithm 1")
     table = Table("class", "precision", "recall", "F1", "support",
-                  title=f"{prof.train.arch}: test accuracy {report['test']['accuracy']:.4f} "
-                        f"on {report['test']['n']} held-out captures (Algorithm 1)")
-    for name, m in report["test"]["per_class"].items():
+                  title=f"{prof.train.arch}: held-out image accuracy {test['accuracy']:.4f} on {test['n']} "
+                        f"captures, {rule}")
+    for name, m in test["per_class"].items():
         table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
                       str(m["support"]))
     console.print(table)
+    lines = [f"majority-class baseline {image['majority_baseline']:.4f}; AUROC (defect vs clean) {image['auroc']:.4f}"]
+    if "argmax" in test:
+        lines.append(f"at the threshold: defect recall {image['defect_recall']:.4f}, false alarms "
+                     f"{image['false_alarm_rate']:.4f}; the paper's arg-max rule: accuracy "
+                     f"{test['argmax']['accuracy']:.4f}")
     if "cv" in report:
         s = report["cv"]["summary"]
-        console.print(f"{report['cv']['k']}-fold CV accuracy: all {s['all']['mean_accuracy']:.4f} "
-                      f"+- {s['all']['std_accuracy']:.4f}, real patches only "
-                      f"{s['real_only']['mean_accuracy']:.4f} +- {s['real_only']['std_accuracy']:.4f}")
-    console.print(f"parameters {report['parameters']:,}; ONNX parity max |diff| "
-                  f"{report['onnx_parity_max_abs_diff']:.2e}; {report['seconds']:.0f} s; -> {out}")
+        lines.append(f"{report['cv']['k']}-fold CV patch accuracy: all {s['all']['mean_accuracy']:.4f} "
+                     f"+- {s['all']['std_accuracy']:.4f}, real patches only "
+                     f"{s['real_only']['mean_accuracy']:.4f} +- {s['real_only']['std_accuracy']:.4f}")
+    lines.append(f"training: {fit['steps']} steps (best {fit['best_step']}), {fit['precision']}, "
+                 f"{fit['patches_per_second']:.0f} patches/s on {report['hardware']['cpu']} "
+                 f"(avx512 {report['hardware']['avx512']}, bf16 {report['hardware']['bf16']})")
+    lines.append(f"parameters {report['parameters']:,}; ONNX parity max |diff| "
+                 f"{report['onnx_parity_max_abs_diff']:.2e}; {report['seconds']:.0f} s; -> {out}")
+    for line in lines:
+        console.print(line, highlight=False)
 
 
 @app.command()
@@ -205,9 +231,10 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
         domain_model: Path | None = typer.Option(None, help="'smh-ml train' output folder whose "
                                                             "classifier gives domain FID/KID."),
         inception_weights: Path | None = typer.Option(None, help="Local FID Inception weights "
-                                                                 "(pt_inception-2015-12-05).")) -> None:
+                                                                 "(pt_inception-2015-12-05)."),
+        imagenet: bool = typer.Option(True, help="Also score with EfficientNet-Lite0's ImageNet features "
+                                                 "(imagenet-efficientnet-lite0).")) -> None:
     """Train one GAN per defect class, score it (FID/KID) and write its synthetic patches."""
-    import logging
 
     from smh_ml.datasets import load_patch_set
     from smh_ml.experiments import load_classifier
@@ -216,7 +243,7 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
     from smh_ml.profiles import with_overrides
     from smh_ml.synthetic import class_patches, defect_classes
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    _log_info()
     if kind not in ("sdg", "dcgan"):
         _fail(f"unknown GAN kind {kind!r}; known: sdg, dcgan")
     prof = _profile(profile)
@@ -227,6 +254,9 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
     extractors = {}
     if domain_model is not None:
         extractors["domain"] = extractor_for("domain", load_classifier(domain_model)[0])
+    if imagenet:
+        from smh_ml.fid import IMAGENET_NAME
+        extractors[IMAGENET_NAME] = extractor_for("imagenet")
     if inception_weights is not None:
         extractors["inception"] = extractor_for("inception", inception_weights=inception_weights)
     table = Table("class", "GAN", "real", "epochs", "train s", *(f"{n} FID" for n in extractors),
@@ -298,8 +328,11 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
             json_out: bool = typer.Option(False, "--json", help="One JSON object per image, as a list."),
             heatmap: Path | None = typer.Option(None, help="Write <image>.png with per-patch defect "
                                                            "probability overlaid into this folder."),
-            threshold: float | None = typer.Option(None, help="Defect probability threshold (Algorithm 1 "
-                                                              "with a threshold); default: arg-max."),
+            threshold: float | None = typer.Option(None, help="Defect probability threshold; default: the one "
+                                                              "calibrated on validation captures and stored in "
+                                                              "the model."),
+            argmax: bool = typer.Option(False, "--argmax", help="The paper's plain Algorithm 1 (arg-max per "
+                                                               "patch) instead of the calibrated threshold."),
             threads: int | None = typer.Option(None, help="onnxruntime threads (default: every core)."),
             fast_decode: bool = typer.Option(False, help="Decode JPEGs at a reduced scale when the patch grid "
                                                          "allows (faster; patches differ slightly).")) -> None:
@@ -309,7 +342,10 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
 
     try:
         files = image_files(inputs)
-        engine = Engine(resolve_model(model, tracking_uri, int8=int8), threads=threads, threshold=threshold,
+        if argmax and threshold is not None:
+            raise ValueError("--argmax and --threshold exclude each other")
+        rule = None if argmax else ("model" if threshold is None else threshold)
+        engine = Engine(resolve_model(model, tracking_uri, int8=int8), threads=threads, threshold=rule,
                         fast_decode=fast_decode)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
@@ -349,7 +385,8 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
                 where = "-" if row["patch"] is None else f"{row['patch']} (r{row['row']}, c{row['col']})"
                 table.add_row(row["path"], row["label"], where, f"{row['probability']:.3f}")
         console.print(table)
-        err.print(f"{len(rows) - failed} image(s) decided in {seconds:.2f} s "
+        rule_text = "arg-max rule" if engine.threshold is None else f"threshold {engine.threshold:.4g}"
+        err.print(f"{len(rows) - failed} image(s) decided ({rule_text}) in {seconds:.2f} s "
                   f"({(len(rows) - failed) / max(seconds, 1e-9):.1f} images/s, {engine.precision}, {engine.path})")
     if failed:
         raise typer.Exit(1)
@@ -424,12 +461,11 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
               settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Re-run the paper's experiments (Tables 6, 8, 9-10, Fig. 13) on a patch set; writes results.json."""
     import contextlib
-    import logging
 
     from smh_ml.models import ARCHITECTURES
     from smh_ml.reproduce import Reproduction
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    _log_info()
     prof = _profile(profile, settings)
     chosen = _classes(experiments) or []
     run_context = contextlib.nullcontext()

@@ -23,11 +23,11 @@ from smh_ml.io import atomic_dir, files_digest, load_npy, save_npy
 from smh_ml.patching import (
     Geometry,
     background_bbox,
+    capture_patches,
     derive_geometry,
     label_patches,
     patch_defect_stats,
     resize,
-    tile,
 )
 from smh_ml.profiles import Profile
 from smh_ml.splits import split_by_capture
@@ -68,10 +68,9 @@ def _crop_box(row: pd.Series, level: int, convert: bool) -> tuple[int, int, int,
 
 def _process(row: pd.Series, geometry: Geometry, profile: Profile):
     image = read_gray(row["path"], convert=profile.validation.convert_color)
-    top, bottom, left, right = row["crop_top"], row["crop_bottom"], row["crop_left"], row["crop_right"]
-    cropped = image[top:bottom, left:right]
-    patches = tile(resize(cropped, geometry.size), geometry.patch)
-    whole = resize(cropped, profile.augment.ota_size)
+    top, bottom, left, right = box = (row["crop_top"], row["crop_bottom"], row["crop_left"], row["crop_right"])
+    patches = capture_patches(image, geometry, profile.patching.background_level, box)
+    whole = resize(image[top:bottom, left:right], profile.augment.ota_size)
     fraction = share = None
     if isinstance(row["mask_path"], str):
         mask = read_mask(row["mask_path"])[top:bottom, left:right]

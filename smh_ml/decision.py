@@ -64,3 +64,47 @@ def threshold_curve(per_image: Sequence[np.ndarray], labels: Sequence[int], clea
             "accuracy": float((predicted == labels).mean()),
         })
     return pd.DataFrame(rows)
+
+
+def image_defect_scores(per_image: Sequence[np.ndarray], clean_index: int = 0) -> np.ndarray:
+    """Per image, the score the threshold rule compares: the highest defect-class probability
+    over its patches. An image is flagged at threshold t exactly when its score >= t."""
+    scores = []
+    for probs in per_image:
+        probs = np.asarray(probs, dtype=np.float64)
+        scores.append(float(np.delete(probs, clean_index, axis=1).max()) if probs.shape[1] > 1 else 0.0)
+    return np.array(scores)
+
+
+def calibrate_threshold(clean_scores: Sequence[float], target_false_alarm: float) -> float:
+    """The lowest threshold whose false-alarm rate on ``clean_scores`` (the defect scores of
+    clean validation images) is at most ``target_false_alarm``: at most
+    floor(target * n) clean images reach it. A low threshold keeps defect recall high."""
+    scores = np.sort(np.asarray(clean_scores, dtype=np.float64))[::-1]
+    if scores.size == 0:
+        raise ValueError("calibrating a threshold needs at least one clean validation image")
+    if not 0.0 <= target_false_alarm < 1.0:
+        raise ValueError(f"target false-alarm rate must be in [0, 1), got {target_false_alarm}")
+    allowed = int(np.floor(target_false_alarm * scores.size + 1e-9))
+    return float(min(np.nextafter(scores[allowed], np.inf), 1.0))
+
+
+def image_report(per_image: Sequence[np.ndarray], labels: Sequence[int], clean_index: int = 0,
+                 threshold: float | None = None) -> dict:
+    """Defect-vs-clean view of an image set: ROC AUC of the defect score, and at
+    ``threshold`` the defect recall and false-alarm rate."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    defect = labels != clean_index
+    scores = image_defect_scores(per_image, clean_index)
+    both = 0 < defect.sum() < len(defect)
+    out = {"auroc": float(roc_auc_score(defect, scores)) if both else float("nan"),
+           "defect_images": int(defect.sum()), "clean_images": int((~defect).sum()),
+           "majority_baseline": float(max(np.bincount(labels)) / len(labels)) if len(labels) else float("nan")}
+    if threshold is not None:
+        flagged = scores >= threshold
+        out |= {"threshold": float(threshold),
+                "defect_recall": float(flagged[defect].mean()) if defect.any() else float("nan"),
+                "false_alarm_rate": float(flagged[~defect].mean()) if (~defect).any() else float("nan")}
+    return out

@@ -7,6 +7,7 @@ to one output folder, atomically: ``model.pt`` (state dict), ``model.onnx``, ``r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -16,12 +17,14 @@ import pandas as pd
 import torch
 
 from smh_ml.datasets import load_patch_set, load_training_set
-from smh_ml.decision import threshold_curve
+from smh_ml.decision import calibrate_threshold, image_defect_scores, image_report, threshold_curve
 from smh_ml.export import check_parity, export_onnx, onnx_predict, session
+from smh_ml.hardware import describe
 from smh_ml.io import atomic_dir
 from smh_ml.models import count_parameters
+from smh_ml.patching import preprocessing_metadata
 from smh_ml.plots import confusion_matrix_png, threshold_curve_png
-from smh_ml.profiles import Profile
+from smh_ml.profiles import Profile, TrainConfig
 from smh_ml.robustness import SEVERITIES, plot_robustness, robustness_table
 from smh_ml.training import (
     class_names,
@@ -31,6 +34,7 @@ from smh_ml.training import (
     state_dict_cpu,
     test_patches,
     train_final,
+    validation_captures,
 )
 
 
@@ -40,7 +44,7 @@ def load_classifier(folder: Path | str) -> tuple[torch.nn.Module, dict]:
 
     folder = Path(folder)
     report = json.loads((folder / "report.json").read_text())
-    model = build(report["arch"], len(report["classes"]), report["geometry"]["patch"])
+    model = build(report["arch"], len(report["classes"]), report["geometry"]["patch"], pretrained=False)
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     return model.eval(), report
 
@@ -48,10 +52,12 @@ def load_classifier(folder: Path | str) -> tuple[torch.nn.Module, dict]:
 def train_domain_extractor(patch_dir: Path | str, out: Path | str, profile: Profile,
                            epochs: int | None = None) -> dict:
     """A patch classifier trained on REAL patches (P-TA) whose penultimate layer gives the
-    ``domain`` FID/KID features. Saved like :func:`run_classifier` output (no test)."""
-    import dataclasses
-
-    cfg = dataclasses.replace(profile.train, epochs=epochs or profile.train.epochs)
+    ``domain`` FID/KID features. Saved like :func:`run_classifier` output (no test). It is
+    the paper's Inception-CNN (its 64-d penultimate layer) whatever the profile ships, trained
+    for ``epochs`` passes with the profile's recipe, last checkpoint."""
+    arch = profile.train.arch if profile.train.arch in ("inception_cnn", "baseline_cnn") else "inception_cnn"
+    cfg = dataclasses.replace(profile.train, arch=arch, epochs=epochs or profile.train.epochs, steps=0,
+                              val_fraction=0.0)
     patch_set = load_patch_set(patch_dir)
     pta = load_training_set(patch_dir, "pta")
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
@@ -66,21 +72,63 @@ def train_domain_extractor(patch_dir: Path | str, out: Path | str, profile: Prof
 
 
 def held_out_test(model: torch.nn.Module, patch_set, names: list[str],
-                  test: tuple[pd.DataFrame, list[np.ndarray]] | None = None):
+                  test: tuple[pd.DataFrame, list[np.ndarray]] | None = None, threshold: float | None = None):
     """Algorithm 1 on the held-out ORIGINAL captures: (metrics, misses/false-alarm curve).
-    ``test``: the captures and patch groups of :func:`test_patches`, when already cut."""
+    ``test``: the captures and patch groups of :func:`test_patches`, when already cut.
+    ``threshold``: the calibrated threshold rule (the arg-max rule is reported beside it)."""
     captures, groups = test or test_patches(patch_set)
-    metrics = evaluate_images(model, captures, groups, names)
+    metrics = evaluate_images(model, captures, groups, names, threshold=threshold)
     curve = threshold_curve(metrics.pop("per_image_probs"), encode(captures["label"], names))
     return metrics, curve
 
 
 def write_test_figures(folder: Path, metrics: dict, curve, names: list[str], title: str) -> None:
     """``confusion_matrix.png`` and ``threshold_curve.{csv,png}`` into ``folder``."""
+    rule = "threshold rule" if metrics.get("rule") == "threshold" else "Algorithm 1 (arg-max)"
     confusion_matrix_png(metrics["confusion_matrix"], names, folder / "confusion_matrix.png",
-                         f"{title}, held-out captures, Algorithm 1")
+                         f"{title}, held-out captures, {rule}")
     curve.to_csv(folder / "threshold_curve.csv", index=False)
     threshold_curve_png(curve, folder / "threshold_curve.png", f"{title}: misses vs false alarms")
+
+
+def calibrate(fitted, val, cfg) -> dict:
+    """The decision threshold from the validation captures' clean images (None without them)."""
+    if val is None or fitted.val_probs is None:
+        return {"threshold": None}
+    scores = image_defect_scores(fitted.val_probs)
+    clean = val.truth == 0
+    threshold = calibrate_threshold(scores[clean], cfg.target_false_alarm)
+    return {"threshold": threshold, "target_false_alarm": cfg.target_false_alarm,
+            "validation": image_report(fitted.val_probs, val.truth, 0, threshold),
+            "validation_captures": int(len(val.truth))}
+
+
+def train_candidate(patch_set, train, names: list[str], profile: Profile, cfg: TrainConfig,
+                    cv: bool = True) -> dict:
+    """The training half of a classifier experiment, shared by the CLI and the pipeline:
+    k-fold CV (when ``cv`` and ``cfg.cv_folds`` > 1), the final model (best checkpoint on the
+    validation captures) and its calibrated threshold. The report's ``model`` is the module."""
+    patch = patch_set.geometry.patch
+    report: dict = {"profile": profile.name, "arch": cfg.arch, "classes": names,
+                    "geometry": patch_set.geometry.to_dict(), "train_set": cfg.train_set,
+                    "train_size": int(len(train.arrays)), "train": dataclasses.asdict(cfg),
+                    "device": "cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
+                    "hardware": describe(),
+                    "preprocessing": preprocessing_metadata(patch_set.geometry, profile.patching.background_level)}
+    start = time.perf_counter()
+    if cv and cfg.cv_folds > 1:
+        report["cv"] = cross_validate(train.arrays, train.index, names, cfg, patch)
+        report["cv_seconds"] = time.perf_counter() - start
+    t0 = time.perf_counter()
+    val = validation_captures(patch_set, names, cfg)
+    final = train_final(train.arrays, train.index, names, cfg, patch, val)
+    report["final_fit_seconds"] = time.perf_counter() - t0
+    report["final_history"] = final.history
+    report["fit"] = final.summary()
+    report["parameters"] = count_parameters(final.model)
+    report["decision"] = calibrate(final, val, cfg)
+    report["model"] = final.model
+    return report
 
 
 def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv: bool = True,
@@ -91,36 +139,30 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
 
     The training set ``profile.train.train_set`` (pta, ota-free patches, or pgan) is read from
     ``train_dir`` (default: ``patch_dir``); the test captures always come from ``patch_dir``.
+    The shipped model is the best checkpoint on a validation split of the TRAINING captures,
+    which also calibrates its decision threshold; the test captures are used once, at the end.
     """
     cfg = profile.train
     patch_set = load_patch_set(patch_dir)
     train = load_training_set(train_dir or patch_dir, cfg.train_set)
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
     patch = patch_set.geometry.patch
-    report: dict = {"profile": profile.name, "arch": cfg.arch, "classes": names,
-                    "geometry": patch_set.geometry.to_dict(), "train_set": cfg.train_set,
-                    "train_size": int(len(train.arrays)), "train": vars(cfg).copy(),
-                    "device": "cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}"}
     start = time.perf_counter()
-    if cv:
-        report["cv"] = cross_validate(train.arrays, train.index, names, cfg, patch)
-        report["cv_seconds"] = time.perf_counter() - start
-    t0 = time.perf_counter()
-    final = train_final(train.arrays, train.index, names, cfg, patch)
-    report["final_fit_seconds"] = time.perf_counter() - t0
-    report["final_history"] = final.history
-    report["parameters"] = count_parameters(final.model)
+    report = train_candidate(patch_set, train, names, profile, cfg, cv)
+    final_model = report.pop("model")
+    threshold = report["decision"]["threshold"]
     captures, groups = test_patches(patch_set)
-    report["test"], curve = held_out_test(final.model, patch_set, names, (captures, groups))
+    report["test"], curve = held_out_test(final_model, patch_set, names, (captures, groups), threshold)
     with atomic_dir(Path(out)) as tmp:
-        torch.save(state_dict_cpu(final.model), tmp / "model.pt")
+        torch.save(state_dict_cpu(final_model), tmp / "model.pt")
         write_test_figures(tmp, report["test"], curve, names, cfg.arch)
-        onnx_path = export_onnx(final.model, tmp / "model.onnx", patch, names,
+        onnx_path = export_onnx(final_model, tmp / "model.onnx", patch, names,
                                 patch_set.geometry.to_dict(),
-                                {"arch": cfg.arch, "profile": profile.name,
+                                {"arch": cfg.arch, "profile": profile.name, "threshold": threshold,
+                                 "preprocessing": report["preprocessing"],
                                  "test_accuracy": report["test"]["accuracy"]})
         sample = np.concatenate(groups)[:512] if groups else patch_set.patches[:512]
-        report["onnx_parity_max_abs_diff"] = check_parity(final.model, onnx_path, sample, parity_tol)
+        report["onnx_parity_max_abs_diff"] = check_parity(final_model, onnx_path, sample, parity_tol)
         if robustness:
             # Fig. 13 measures the exported model: the one that ships, within parity_tol of
             # torch and faster on the CPU (docs/DEPLOY.md).
@@ -128,7 +170,7 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
 
             def accuracy(transform):
                 return evaluate_images(lambda arrays: onnx_predict(sess, arrays), captures, groups, names,
-                                       transform)["accuracy"]
+                                       transform, threshold)["accuracy"]
 
             table = robustness_table(accuracy, severities, seed=cfg.seed)
             table.to_csv(tmp / "robustness.csv", index=False)

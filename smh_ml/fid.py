@@ -20,7 +20,9 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-EXTRACTORS = ("domain", "inception")
+EXTRACTORS = ("domain", "imagenet", "inception")
+IMAGENET_NAME = "imagenet-efficientnet-lite0"
+"""How reports name the ImageNet extractor: EfficientNet-Lite0's pooled 1280-d features."""
 
 
 class DomainFeatures(nn.Module):
@@ -41,6 +43,23 @@ class DomainFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class ImageNetFeatures(nn.Module):
+    """EfficientNet-Lite0's ImageNet features (pooled, 1280-d) of grey patches: a generic,
+    pretrained view next to the ``domain`` one, from the weights shipped in a registry
+    package (never downloaded). Takes float (N, 1, P, P) in [0, 1]."""
+
+    num_features = 1280
+
+    def __init__(self, patch: int = 64):
+        super().__init__()
+        from smh_ml.models import build
+
+        self.net = build("efficientnet_lite0", 2, max(patch, 32), pretrained=True).eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(x)
 
 
 class GreyToInception(nn.Module):
@@ -74,7 +93,7 @@ def gan_scores(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, name: s
     """FID and unbiased KID between uint8 patch sets, with the extractor's name attached."""
     if len(real) < 2 or len(fake) < 2:
         raise ValueError("FID/KID need at least two real and two generated patches")
-    as_float = name == "domain"
+    as_float = name != "inception"  # our extractors take [0, 1] floats; torch-fidelity's takes uint8
     subset = min(1000, len(real), len(fake))
     fid = FrechetInceptionDistance(feature=extractor, normalize=as_float, reset_real_features=True)
     kid = KernelInceptionDistance(feature=extractor, normalize=as_float, subsets=kid_subsets,
@@ -95,6 +114,8 @@ def extractor_for(name: str, domain_model: nn.Module | None = None,
         if domain_model is None:
             raise ValueError("the domain extractor needs a trained patch classifier")
         return DomainFeatures(domain_model)
+    if name in ("imagenet", IMAGENET_NAME):
+        return ImageNetFeatures()
     if name == "inception":
         if inception_weights is None:
             raise ValueError("the inception extractor needs a local weights file path")

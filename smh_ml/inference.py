@@ -24,7 +24,7 @@ from PIL import Image
 from smh_ml.captures import CaptureError, read_gray, to_gray8
 from smh_ml.decision import decide
 from smh_ml.export import INPUT, OUTPUT, onnx_metadata, session
-from smh_ml.patching import Geometry, background_bbox, resize, tile, untile
+from smh_ml.patching import Geometry, background_bbox, capture_patches, untile
 
 DEFAULT_MODEL = "models:/smh-defect-classifier@champion"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
@@ -58,11 +58,14 @@ class Prediction:
 
 
 class Engine:
-    def __init__(self, model_path: Path | str, threads: int | None = None, background_level: int = 16,
-                 threshold: float | None = None, fast_decode: bool = False):
-        """``fast_decode``: decode JPEGs at a reduced DCT scale (1/2, 1/4, 1/8) when the
-        frame is much larger than the patch grid; patches then differ slightly from a full
-        decode, so it is off by default and the training pipeline always decodes fully."""
+    def __init__(self, model_path: Path | str, threads: int | None = None, background_level: int | None = None,
+                 threshold: float | None | str = "model", fast_decode: bool = False):
+        """``background_level``: None = the level the model was trained with (its metadata).
+        ``threshold``: ``"model"`` = the threshold calibrated on the validation captures and
+        stored in the model (arg-max when it has none), None = the paper's plain arg-max
+        rule, a number = that threshold. ``fast_decode``: decode JPEGs at a reduced DCT scale
+        (1/2, 1/4, 1/8) when the frame is much larger than the patch grid; patches then differ
+        slightly from a full decode, so it is off by default and training always decodes fully."""
         self.path = Path(model_path)
         self.fast_decode = fast_decode
         if not self.path.is_file():
@@ -75,14 +78,16 @@ class Engine:
         self.clean_index = self.class_names.index(meta.get("clean_class", self.class_names[0]))
         self.geometry = Geometry(**meta["geometry"])
         self.precision = meta.get("precision", "fp32")
-        self.background_level = background_level
-        self.threshold = threshold
+        trained = meta.get("preprocessing", {}).get("background_level", 16)  # 16: exports before it travelled
+        self.background_level = int(trained if background_level is None else background_level)
+        self.threshold = meta.get("threshold") if threshold == "model" else threshold
+        if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"{self.path}: threshold {self.threshold!r} is not a probability in [0, 1]")
         self.session = session(self.path, threads or os.cpu_count())
 
     def patches(self, image: np.ndarray) -> np.ndarray:
         """(H, W) uint8 capture -> (tiles, P, P) uint8: background cropped, resized, tiled."""
-        top, bottom, left, right = background_bbox(image, self.background_level)
-        return tile(resize(image[top:bottom, left:right], self.geometry.size), self.geometry.patch)
+        return capture_patches(image, self.geometry, self.background_level)
 
     def read(self, path: Path | str) -> np.ndarray:
         """A capture file as (H, W) uint8; see ``fast_decode``."""

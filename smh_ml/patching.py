@@ -133,6 +133,22 @@ def untile(patches: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return patches.reshape(rows, cols, p, q).swapaxes(1, 2).reshape(rows * p, cols * q)
 
 
+def capture_patches(image: np.ndarray, geometry: Geometry, background_level: int,
+                    box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """THE preprocessing of a capture, for training patches and for the inference engine alike:
+    crop the dark background (``box``, or found at ``background_level``), resize to the
+    geometry's size, cut row-major tiles. Every parameter travels in the model's metadata."""
+    top, bottom, left, right = box if box is not None else background_bbox(image, background_level)
+    return tile(resize(image[top:bottom, left:right], geometry.size), geometry.patch)
+
+
+def preprocessing_metadata(geometry: Geometry, background_level: int) -> dict:
+    """What a runtime needs to cut a capture exactly as training did."""
+    return {"geometry": geometry.to_dict(), "background_level": int(background_level),
+            "resize": "PIL bilinear (antialiased) to rows*patch x cols*patch",
+            "input_scale": "grey levels / 255 as float32"}
+
+
 def to_patches(image: np.ndarray, size: tuple[int, int] = (2048, 512), patch: int = 256) -> np.ndarray:
     """Resize to ``size`` (H, W) and cut non-overlapping tiles, row-major: (N, patch, patch)."""
     Geometry.from_size(size, patch)  # validates the size

@@ -20,7 +20,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from smh_ml.export import INPUT, onnx_predict, session
+from smh_ml.export import INPUT, onnx_metadata, onnx_predict, session
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training import class_names, evaluate_images, test_patches
 
@@ -106,13 +106,16 @@ def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.n
 
 
 def onnx_accuracy(path: Path | str, patch_set, clean_class: str, threads: int | None = None) -> tuple[float, int]:
-    """Algorithm 1 accuracy of an ONNX model on the held-out test captures, and their count."""
+    """Algorithm 1 accuracy of an ONNX model on the held-out test captures, and their count,
+    with the decision rule the model ships with (its calibrated threshold, when it has one)."""
     sess = session(path, threads)
+    threshold = onnx_metadata(path).get("threshold")
     captures, groups = test_patches(patch_set)
     if not groups:
         raise ValueError("the patch set has no held-out test captures to gate int8 on")
     names = class_names(set(patch_set.captures["label"]), clean_class)
-    metrics = evaluate_images(lambda arrays: onnx_predict(sess, arrays), captures, groups, names)
+    metrics = evaluate_images(lambda arrays: onnx_predict(sess, arrays), captures, groups, names,
+                              threshold=threshold)
     return float(metrics["accuracy"]), len(groups)
 
 

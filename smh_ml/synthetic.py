@@ -53,7 +53,9 @@ def read_synthetic(folder: Path | str) -> tuple[np.ndarray, pd.DataFrame]:
 def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.DataFrame]],
                profile: Profile) -> TrainingSet:
     """P-GAN: usable TRAIN patches (clean capped as in P-TA) plus each defect class's
-    synthetic patches (already sized to reach ``gan.pgan_target``)."""
+    synthetic patches (already sized to reach ``gan.pgan_target``). A defect class with too
+    few (its GAN's patches were refused by the quality gate, or it has no GAN yet) is topped
+    up to the target by traditional augmentation instead, marked ``augmented``."""
     index = patch_set.index
     train = index[(index["split"] == "train") & index["usable"]]
     parts, frames = [], []
@@ -61,8 +63,11 @@ def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.Da
         rows = train[train["label"] == label]
         meta = pd.DataFrame({"label": label, "source": rows["patch_index"].to_numpy(),
                              "capture_id": rows["capture_id"].to_numpy()})
-        cap = profile.augment.max_clean_patches if label == profile.clean_class else None
-        real = top_up(patch_set.patches, meta, None, cap, profile, profile.augment.seed + k)
+        clean = label == profile.clean_class
+        cap = profile.augment.max_clean_patches if clean else None
+        n_synthetic = len(synthetic[label][1]) if label in synthetic else 0
+        target = None if clean else profile.gan.pgan_target - n_synthetic
+        real = top_up(patch_set.patches, meta, target, cap, profile, profile.augment.seed + k)
         parts.append(real.arrays)
         frames.append(real.index)
         if label in synthetic and len(synthetic[label][1]):

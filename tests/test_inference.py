@@ -33,7 +33,7 @@ def mt_model(mt_root, tmp_path_factory):
     manifest = load_manifest(mt_root)
     manifest = manifest.groupby("label", group_keys=False).head(30).reset_index(drop=True)
     # enough training to beat a constant answer (1/6 on this balanced test set): 33%
-    profile = with_overrides(get_profile("ci"), {"train.epochs": 8, "train.batch_size": 32})
+    profile = with_overrides(get_profile("ci"), {"train.steps": 150, "train.batch_size": 32})
     patch_set = build_patch_set(manifest, profile)
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
     train = patch_set.index[(patch_set.index["split"] == "train") & patch_set.index["usable"]]

@@ -62,16 +62,19 @@ def mlflow_server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
-def _resources(root, storage, tracking_uri, artifacts, floor=0.0):
+def _resources(root, storage, tracking_uri, artifacts, floor=0.0, baseline_margin=0.02):
     return {"profile": ProfileResource(name="ci"), "captures": CaptureDataResource(root=str(root)),
             "storage": StorageResource(root=str(storage)),
             "mlflow": MlflowResource(tracking_uri=tracking_uri, artifact_root=str(artifacts)),
-            "gates": QualityGatesResource(accuracy_floor=floor)}
+            "gates": QualityGatesResource(accuracy_floor=floor, baseline_margin=baseline_margin)}
 
 
 def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server):
     instance = dg.DagsterInstance.ephemeral()
-    resources = _resources(sim_root, tmp_path / "artifacts", mlflow_server, tmp_path / "unused")
+    # 9 held-out captures of the tiny ci set: the graph's wiring is under test here, not the
+    # ci model's skill, so the baseline margin is off (test_promotion... tests the baseline rule)
+    resources = _resources(sim_root, tmp_path / "artifacts", mlflow_server, tmp_path / "unused",
+                           baseline_margin=-1.0)
     assert dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=DATA_ASSETS).success
     classes = ["imprinted", "pits", "roll-marks", "scratches"]
     instance.add_dynamic_partitions(defect_classes.name, classes)
@@ -87,7 +90,9 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
     registered = [e for e in result.get_asset_materialization_events()
                   if e.asset_key.to_user_string() == "registered_model"][0]
     meta = registered.materialization.metadata
-    assert meta["version"].value == 1 and meta["promoted"].value is True
+    # every candidate registered; the best one last (so it holds the challenger alias) and promoted
+    assert sorted(meta["versions"].value.values()) == [1, 2] and meta["version"].value == 2
+    assert meta["promoted"].value is True and meta["best"].value in ("inception_cnn", "baseline_cnn")
     int8 = [e for e in result.get_asset_materialization_events()
             if e.asset_key.to_user_string() == "int8_model"][0].materialization.metadata
     assert meta["int8_included"].value is int8["accepted"].value  # int8 ships only when it passed the gate
@@ -97,17 +102,21 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
 
     client = MlflowClient(mlflow_server)
     champion = client.get_model_version_by_alias("smh-defect-classifier", "champion")
-    assert int(champion.version) == 1 and "test_set_id" in champion.tags
+    assert int(champion.version) == 2 and "test_set_id" in champion.tags
+    assert champion.tags["arch"] == meta["best"].value
     runs = client.search_runs([client.get_experiment_by_name("smh-defect-recognition").experiment_id])
     roles = {r.data.tags.get("role") for r in runs}
-    assert {"parent", "domain_extractor", "gan-pits", "cv-fold-1", "test", "registration"} <= roles
+    assert {"parent", "domain_extractor", "gan-pits", "train-inception_cnn", "train-baseline_cnn",
+            "test-inception_cnn", "test-baseline_cnn", "registration-inception_cnn",
+            "registration-baseline_cnn"} <= roles
+    train_run = next(r for r in runs if r.data.tags.get("role") == "train-inception_cnn")
+    assert {"loss", "val_accuracy", "val_auroc", "patches_per_second"} <= set(train_run.data.metrics)
     gan_run = next(r for r in runs if r.data.tags.get("role") == "gan-pits")
     assert "domain_fid" in gan_run.data.metrics and "critic_loss" in gan_run.data.metrics
 
 
-def test_promotion_moves_champion_only_for_a_better_model(tmp_path):
-    import numpy as np
-
+def _registry(tmp_path):
+    """A packaged (untrained) model and an MLflow resource on a fresh sqlite store."""
     from smh_ml.export import export_onnx
     from smh_ml.models import build
     from smh_ml.serving import package_mlflow_model
@@ -116,7 +125,13 @@ def test_promotion_moves_champion_only_for_a_better_model(tmp_path):
                             {"rows": 4, "cols": 2, "patch": 16})
     package = package_mlflow_model(onnx_path, tmp_path / "pkg")
     mlflow = MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "arts"))
-    client = mlflow.client()
+    return package, mlflow, mlflow.client()
+
+
+def test_promotion_moves_champion_only_for_a_better_model(tmp_path):
+    import numpy as np
+
+    package, mlflow, client = _registry(tmp_path)
 
     def register(accuracy, test_set="t1"):
         run = client.create_run(mlflow.experiment_id()).info.run_id
@@ -136,6 +151,21 @@ def test_promotion_moves_champion_only_for_a_better_model(tmp_path):
     recorded = json.loads(client.get_model_version(mlflow.model_name, "2").tags["promotion"])
     assert recorded["champion_accuracy"] == 0.80 and recorded["challenger_accuracy"] == 0.70
     assert np.isfinite(better["challenger_accuracy"])
+
+
+def test_a_trivial_model_is_never_promoted(tmp_path):
+    """No champion yet, and still a model at the majority-class baseline is not promoted."""
+    package, mlflow, client = _registry(tmp_path)
+    run = client.create_run(mlflow.experiment_id()).info.run_id
+    trivial = mlflow.register(run, package, 0.709, "t1", 0.0, {}, baseline=0.709, baseline_margin=0.02)
+    assert not trivial["promote"] and "trivial baseline" in trivial["reason"]
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(mlflow.model_name, "champion")
+    run = client.create_run(mlflow.experiment_id()).info.run_id
+    useful = mlflow.register(run, package, 0.95, "t1", 0.0, {}, baseline=0.709, baseline_margin=0.02)
+    assert useful["promote"] and int(client.get_model_version_by_alias(mlflow.model_name, "champion").version) == 2
 
 
 def test_sensor_adds_a_partition_for_a_new_defect_class(sim_root, tmp_path):

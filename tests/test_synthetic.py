@@ -13,12 +13,15 @@ from smh_ml.synthetic import build_pgan, class_patches, read_synthetic
 @pytest.mark.slow
 def test_class_gan_writes_a_marked_synthetic_set_that_never_meets_test_data(sim_root, tmp_path):
     profile = get_profile("ci")
-    profile = dataclasses.replace(profile, gan=dataclasses.replace(profile.gan, epochs=1, pgan_target=20))
+    # the gate recorded but not enforced: this test is about writing and marking the set
+    # (test_recipe.py tests the refusal of a bad GAN's patches)
+    profile = dataclasses.replace(profile, gan=dataclasses.replace(profile.gan, epochs=1, pgan_target=20, gate=False))
     patch_set = build_patch_set(load_manifest(sim_root), profile)
     real = class_patches(patch_set, "pits")
     result = run_class_gan(real, "pits", "sdg", tmp_path / "gans" / "sdg", profile)
     folder = tmp_path / "gans" / "sdg" / "pits"
     assert {"generator.pt", "history.json", "scores.json", "samples.png"} <= {p.name for p in folder.iterdir()}
+    assert (folder / "synthetic" / "gate.json").is_file() and "gate" in result
     arrays, index = read_synthetic(folder / "synthetic")
     assert len(arrays) == result["synthetic"] == 20 - len(real)
     assert (index["origin"] == "synthetic").all() and (index["gan"] == "sdg").all()

@@ -101,6 +101,19 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
     assert len(saved["cv"]["folds"]) == 2 and "real_only" in saved["cv"]["summary"]
     assert saved["onnx_parity_max_abs_diff"] <= 1e-4
     assert report["classes"][0] == "defect-free"
+    # model selection and the threshold come from validation captures, never the test captures
+    threshold = saved["decision"]["threshold"]
+    assert 0 < threshold <= 1 and saved["decision"]["validation_captures"] > 0
+    assert saved["test"]["rule"] == "threshold" and "argmax" in saved["test"]
+    assert {"auroc", "defect_recall", "false_alarm_rate", "majority_baseline"} <= set(saved["test"]["image"])
+    assert saved["fit"]["steps"] == profile.train.steps and saved["fit"]["patches_per_second"] > 0
+    assert saved["fit"]["precision"] in ("bf16", "fp32") and "bf16" in saved["hardware"]
+    from smh_ml.inference import Engine
+
+    engine = Engine(tmp_path / "model" / "model.onnx")
+    assert engine.threshold == pytest.approx(threshold)
+    assert engine.background_level == profile.patching.background_level
+    assert Engine(tmp_path / "model" / "model.onnx", threshold=None).threshold is None
 
 
 def test_recalibrated_batchnorm_holds_the_final_weights_statistics():

@@ -16,7 +16,7 @@ from pipelines.resources import (
 )
 from smh_ml.datasets import load_patch_set
 from smh_ml.experiments import load_classifier, train_domain_extractor
-from smh_ml.fid import DomainFeatures
+from smh_ml.fid import IMAGENET_NAME, DomainFeatures, ImageNetFeatures
 from smh_ml.gan.experiment import synthesize_class, train_class_gan
 from smh_ml.synthetic import class_patches
 
@@ -37,7 +37,7 @@ def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource
                                         epochs=prof.gan.domain_epochs)
         client = mlflow.client()
         for record in report["history"]:
-            client.log_metric(run_id, "train_loss", record["loss"], step=record["epoch"])
+            client.log_metric(run_id, "train_loss", record["loss"], step=record["step"])
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)),
                                           "classes": report["classes"], "mlflow_run": mlflow.run_link(run_id)})
 
@@ -53,20 +53,23 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
     prof, label = profile.get(), context.partition_key
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     real = class_patches(patch_set, label)
-    extractor = DomainFeatures(load_classifier(storage.path(prof.name, "domain_extractor"))[0])
+    extractors = {"domain": DomainFeatures(load_classifier(storage.path(prof.name, "domain_extractor"))[0]),
+                  IMAGENET_NAME: ImageNetFeatures(prof.patching.patch)}
     gan_dir = storage.path(prof.name, "gans", GAN_KIND)
     params = {"class": label, "kind": GAN_KIND, **{k: v for k, v in vars(prof.gan).items()}}
     with mlflow.nested_run(context, f"gan-{label}", run_tags(prof.name, captures.version()) | {"class": label},
                            params) as run_id:
-        result = train_class_gan(real, label, GAN_KIND, gan_dir, prof, {"domain": extractor})
+        result = train_class_gan(real, label, GAN_KIND, gan_dir, prof, extractors)
         client = mlflow.client()
         for record in result["history"]:
             for key, value in record.items():
                 if key != "epoch":
                     client.log_metric(run_id, key, value, step=record["epoch"])
         score = result["scores"][0]
-        for key in ("fid", "kid_mean", "kid_std"):
-            client.log_metric(run_id, f"domain_{key}", score[key])
+        for scored in result["scores"] + [s | {"extractor": f"real_vs_real_{s['extractor']}"}
+                                          for s in result["real_vs_real"]]:
+            for key in ("fid", "kid_mean", "kid_std"):
+                client.log_metric(run_id, f"{scored['extractor']}_{key}", scored[key])
         client.log_artifact(run_id, str(gan_dir / label / "samples.png"))
     ceiling = gates.fid_ceiling
     yield dg.MaterializeResult(metadata={
@@ -89,9 +92,17 @@ def synthetic_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
                    storage: StorageResource) -> dg.MaterializeResult:
     prof, label = profile.get(), context.partition_key
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
-    real = len(class_patches(patch_set, label))
+    real = class_patches(patch_set, label)
     gan_dir = storage.path(prof.name, "gans", GAN_KIND)
-    count = synthesize_class(label, gan_dir, real, prof.gan)
+    outcome = synthesize_class(label, gan_dir, real, prof.gan)
     scores = json.loads((gan_dir / label / "scores.json").read_text())
+    if outcome["refused"]:
+        context.log.warning(f"{label}: synthetic patches refused by the quality gate: "
+                            f"{'; '.join(outcome['gate']['reasons'])}; traditional augmentation instead")
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(gan_dir / label / "synthetic")),
-                                          "synthetic": count, "real": real, "gan": scores["gan"]})
+                                          "synthetic": outcome["synthetic"], "real": len(real),
+                                          "gan": scores["gan"], "gate_passed": outcome["gate"]["passed"],
+                                          "gate_reasons": "; ".join(outcome["gate"]["reasons"]) or "none",
+                                          "flat_share": outcome["gate"]["flat_share"],
+                                          "blank_share": outcome["gate"]["blank_share"],
+                                          "diversity": outcome["gate"]["diversity"]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from smh_ml.io import atomic_dir
 from smh_ml.plots import real_vs_generated_png
 from smh_ml.profiles import GanConfig, Profile
 from smh_ml.synthetic import write_synthetic
+from smh_ml.synthetic_gate import GateSettings, check_synthetic
+
+log = logging.getLogger(__name__)
 
 
 def train_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str, profile: Profile,
@@ -41,9 +45,14 @@ def train_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str
     train_seconds = time.perf_counter() - start
     fake = generate(state.generator, cfg.fid_samples, cfg.latent, seed=cfg.seed + 1)
     scores = [gan_scores(real, fake, extractor, name) for name, extractor in (extractors or {}).items()]
+    # the floor: FID between two halves of the real patches under the same extractors
+    halves = np.random.default_rng(cfg.seed).permutation(len(real))
+    first, second = real[np.sort(halves[: len(real) // 2])], real[np.sort(halves[len(real) // 2:])]
+    floors = [gan_scores(first, second, extractor, name) for name, extractor in (extractors or {}).items()
+              if len(real) >= 4]
     result = {"label": label, "gan": kind, "real_patches": int(len(real)), "training_patches": int(len(data)),
               "epochs": state.epoch, "train_seconds": train_seconds, "scores": scores,
-              "history": state.history}
+              "real_vs_real": floors, "history": state.history}
     with atomic_dir(gan_dir / label) as tmp:
         torch.save({k: v.cpu() for k, v in state.generator.state_dict().items()}, tmp / "generator.pt")
         config = {"kind": kind, "patch": int(real.shape[-1]), **dataclasses.asdict(cfg)}
@@ -63,22 +72,42 @@ def load_generator(folder: Path | str) -> tuple[nn.Module, dict]:
     return generator.eval(), config
 
 
-def synthesize_class(label: str, gan_dir: Path | str, real_count: int, cfg: GanConfig) -> int:
-    """Write ``pgan_target - real_count`` synthetic patches of ``label`` (never fewer than 0)."""
+def gate_settings(cfg: GanConfig, scores: dict) -> GateSettings:
+    """The gate of ``cfg`` with its FID ceiling: the absolute one and ``gate_fid_factor`` x the
+    real-vs-real floor of the first extractor that scored the GAN, whichever is lower."""
+    ceilings = [c for c in [cfg.fid_ceiling] if c is not None]
+    if scores.get("real_vs_real"):
+        ceilings.append(cfg.gate_fid_factor * scores["real_vs_real"][0]["fid"])
+    return GateSettings(fid_ceiling=min(ceilings) if ceilings else None)
+
+
+def synthesize_class(label: str, gan_dir: Path | str, real: np.ndarray, cfg: GanConfig) -> dict:
+    """Write ``pgan_target - len(real)`` synthetic patches of ``label`` (never fewer than 0),
+    when they pass the quality gate; a refused class gets none (training tops it up by
+    traditional augmentation) and ``synthetic/gate.json`` says why."""
     folder = Path(gan_dir) / label
     generator, config = load_generator(folder)
-    count = max(0, cfg.pgan_target - real_count)
-    arrays = generate(generator, count, config["latent"], seed=cfg.seed + 2)
-    if count == 0:
-        arrays = np.zeros((0, config["patch"], config["patch"]), np.uint8)
+    count = max(0, cfg.pgan_target - len(real))
+    scores = json.loads((folder / "scores.json").read_text()) if (folder / "scores.json").is_file() else {}
+    probe = generate(generator, max(count, 64), config["latent"], seed=cfg.seed + 2)
+    fid = scores["scores"][0]["fid"] if scores.get("scores") else None
+    gate = check_synthetic(probe, real, gate_settings(cfg, scores), fid)
+    refused = cfg.gate and not gate.passed
+    arrays = probe[:count] if count and not refused else np.zeros((0, config["patch"], config["patch"]), np.uint8)
     with atomic_dir(folder / "synthetic") as tmp:
         write_synthetic(tmp, label, arrays, config["kind"])
-    return count
+        (tmp / "gate.json").write_text(json.dumps(gate.to_dict() | {"enforced": cfg.gate, "refused": refused,
+                                                                   "wanted": count, "written": len(arrays)},
+                                                  indent=1) + "\n")
+    if refused:
+        log.warning("%s: synthetic patches refused by the quality gate (%s); topped up by traditional "
+                    "augmentation instead", label, "; ".join(gate.reasons))
+    return {"synthetic": int(len(arrays)), "gate": gate.to_dict(), "refused": refused}
 
 
 def run_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str, profile: Profile,
                   extractors: dict[str, nn.Module] | None = None) -> dict:
     """Train, score and synthesise for one class (the CLI's path; the pipeline splits it)."""
     result = train_class_gan(real, label, kind, gan_dir, profile, extractors)
-    result["synthetic"] = synthesize_class(label, gan_dir, len(real), profile.gan)
+    result |= synthesize_class(label, gan_dir, real, profile.gan)
     return result

@@ -10,18 +10,25 @@ from pathlib import Path
 from torch import nn
 
 from smh_ml.models.baseline_cnn import BaselineCNN, baseline_cnn
+from smh_ml.models.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
 from smh_ml.models.inception_cnn import InceptionCNN, inception_cnn
 from smh_ml.models.torchvision_models import TORCHVISION, torchvision_model
 
-ARCHITECTURES = ("inception_cnn", "baseline_cnn", *TORCHVISION)
+ARCHITECTURES = ("inception_cnn", "baseline_cnn", "efficientnet_lite0", *TORCHVISION)
+PRETRAINED = ("efficientnet_lite0",)
+"""Architectures with ImageNet weights shipped inside a registry package."""
 
 
-def build(name: str, num_classes: int, patch: int = 256, weights: Path | str | None = None) -> nn.Module:
+def build(name: str, num_classes: int, patch: int = 256, weights: Path | str | None = None,
+          pretrained: bool = False) -> nn.Module:
     """Build classifier ``name`` for ``num_classes`` classes on ``patch`` x ``patch`` x 1 input.
 
-    ``weights`` is an optional local state-dict file (never downloaded).
+    ``weights`` is an optional local state-dict file (never downloaded); ``pretrained`` starts
+    an architecture of :data:`PRETRAINED` from its packaged ImageNet weights.
     """
-    if name == "inception_cnn":
+    if name == "efficientnet_lite0":
+        model = efficientnet_lite0(num_classes, patch, pretrained=pretrained and weights is None)
+    elif name == "inception_cnn":
         model = inception_cnn(num_classes, patch)
     elif name == "baseline_cnn":
         model = baseline_cnn(num_classes, patch)
@@ -40,4 +47,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ARCHITECTURES", "BaselineCNN", "InceptionCNN", "build", "count_parameters"]
+__all__ = ["ARCHITECTURES", "PRETRAINED", "BaselineCNN", "EfficientNetLite0", "InceptionCNN", "build",
+           "count_parameters"]
