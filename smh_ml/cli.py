@@ -172,7 +172,6 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
           robustness: bool = typer.Option(True, help="Accuracy under perturbations."),
           settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Cross-validate, train, test (Algorithm 1 on held-out captures) and export a classifier."""
-
     from smh_ml.experiments import run_classifier
 
     _log_info()
@@ -235,7 +234,6 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
         imagenet: bool = typer.Option(True, help="Also score with EfficientNet-Lite0's ImageNet features "
                                                  "(imagenet-efficientnet-lite0).")) -> None:
     """Train one GAN per defect class, score it (FID/KID) and write its synthetic patches."""
-
     from smh_ml.datasets import load_patch_set
     from smh_ml.experiments import load_classifier
     from smh_ml.fid import extractor_for

@@ -108,3 +108,14 @@ def image_report(per_image: Sequence[np.ndarray], labels: Sequence[int], clean_i
                 "defect_recall": float(flagged[defect].mean()) if defect.any() else float("nan"),
                 "false_alarm_rate": float(flagged[~defect].mean()) if (~defect).any() else float("nan")}
     return out
+
+
+def calibrate(per_image: Sequence[np.ndarray], labels: Sequence[int], target_false_alarm: float,
+              clean_index: int = 0) -> dict:
+    """Calibrate the threshold on a labelled image set (the validation captures) and report
+    the set at it: ``threshold``, ``target_false_alarm`` and :func:`image_report`'s figures."""
+    labels = np.asarray(labels)
+    scores = image_defect_scores(per_image, clean_index)
+    threshold = calibrate_threshold(scores[labels == clean_index], target_false_alarm)
+    return {"threshold": threshold, "target_false_alarm": target_false_alarm,
+            **image_report(per_image, labels, clean_index, threshold)}

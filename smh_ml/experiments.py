@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from smh_ml.datasets import load_patch_set, load_training_set
-from smh_ml.decision import calibrate_threshold, image_defect_scores, image_report, threshold_curve
+from smh_ml.decision import calibrate, threshold_curve
 from smh_ml.export import check_parity, export_onnx, onnx_predict, session
 from smh_ml.hardware import describe
 from smh_ml.io import atomic_dir
@@ -91,16 +91,21 @@ def write_test_figures(folder: Path, metrics: dict, curve, names: list[str], tit
     threshold_curve_png(curve, folder / "threshold_curve.png", f"{title}: misses vs false alarms")
 
 
-def calibrate(fitted, val, cfg) -> dict:
-    """The decision threshold from the validation captures' clean images (None without them)."""
+def decision_of(fitted, val, cfg: TrainConfig) -> dict:
+    """The shipped model's decision threshold, calibrated on the validation captures' clean
+    images with its selected checkpoint (None without validation captures)."""
     if val is None or fitted.val_probs is None:
         return {"threshold": None}
-    scores = image_defect_scores(fitted.val_probs)
-    clean = val.truth == 0
-    threshold = calibrate_threshold(scores[clean], cfg.target_false_alarm)
-    return {"threshold": threshold, "target_false_alarm": cfg.target_false_alarm,
-            "validation": image_report(fitted.val_probs, val.truth, 0, threshold),
-            "validation_captures": int(len(val.truth))}
+    validation = calibrate(fitted.val_probs, val.truth, cfg.target_false_alarm)
+    return {"threshold": validation["threshold"], "target_false_alarm": cfg.target_false_alarm,
+            "validation": validation, "validation_captures": int(len(val.truth))}
+
+
+def export_metadata(trained: dict, test_accuracy: float, **extra) -> dict:
+    """The ONNX metadata of a trained classifier (its report, see :func:`train_candidate`):
+    what a runtime needs to decide as training did (preprocessing, threshold) and provenance."""
+    return {"arch": trained["arch"], "profile": trained["profile"], "threshold": trained["decision"]["threshold"],
+            "preprocessing": trained["preprocessing"], "test_accuracy": test_accuracy, **extra}
 
 
 def train_candidate(patch_set, train, names: list[str], profile: Profile, cfg: TrainConfig,
@@ -126,7 +131,7 @@ def train_candidate(patch_set, train, names: list[str], profile: Profile, cfg: T
     report["final_history"] = final.history
     report["fit"] = final.summary()
     report["parameters"] = count_parameters(final.model)
-    report["decision"] = calibrate(final, val, cfg)
+    report["decision"] = decision_of(final, val, cfg)
     report["model"] = final.model
     return report
 
@@ -157,10 +162,7 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
         torch.save(state_dict_cpu(final_model), tmp / "model.pt")
         write_test_figures(tmp, report["test"], curve, names, cfg.arch)
         onnx_path = export_onnx(final_model, tmp / "model.onnx", patch, names,
-                                patch_set.geometry.to_dict(),
-                                {"arch": cfg.arch, "profile": profile.name, "threshold": threshold,
-                                 "preprocessing": report["preprocessing"],
-                                 "test_accuracy": report["test"]["accuracy"]})
+                                patch_set.geometry.to_dict(), export_metadata(report, report["test"]["accuracy"]))
         sample = np.concatenate(groups)[:512] if groups else patch_set.patches[:512]
         report["onnx_parity_max_abs_diff"] = check_parity(final_model, onnx_path, sample, parity_tol)
         if robustness:

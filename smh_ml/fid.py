@@ -52,11 +52,11 @@ class ImageNetFeatures(nn.Module):
 
     num_features = 1280
 
-    def __init__(self, patch: int = 64):
+    def __init__(self):
         super().__init__()
-        from smh_ml.models import build
+        from smh_ml.models.efficientnet_lite import EfficientNetLite0
 
-        self.net = build("efficientnet_lite0", 2, max(patch, 32), pretrained=True).eval()
+        self.net = EfficientNetLite0(num_classes=2, pretrained=True).eval()  # the head is unused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.features(x)

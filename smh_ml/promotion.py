@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 
+def accuracy_floor(baseline_accuracy: float | None, baseline_margin: float, floor: float = 0.0) -> float:
+    """The accuracy a model must exceed to count at all: the trivial baseline (answering the
+    majority class for every capture) + margin, and never less than ``floor``."""
+    return floor if baseline_accuracy is None else max(floor, baseline_accuracy + baseline_margin)
+
+
+def passes_floor(accuracy: float, floor: float) -> bool:
+    return accuracy > floor
+
+
 def promotion_decision(challenger_accuracy: float, champion_accuracy: float | None,
                        margin: float = 0.0, same_test_set: bool = True,
                        baseline_accuracy: float | None = None, baseline_margin: float = 0.02) -> dict:
@@ -14,8 +24,8 @@ def promotion_decision(challenger_accuracy: float, champion_accuracy: float | No
     champion yet the first model passing the baseline is promoted. Returns the decision with
     the scores and the reason, for the record.
     """
-    floor = None if baseline_accuracy is None else baseline_accuracy + baseline_margin
-    if floor is not None and not challenger_accuracy > floor:
+    if baseline_accuracy is not None and not passes_floor(challenger_accuracy,
+                                                          accuracy_floor(baseline_accuracy, baseline_margin)):
         promote, reason = False, (f"challenger {challenger_accuracy:.4f} is not above the trivial baseline "
                                   f"{baseline_accuracy:.4f} + {baseline_margin} (always answering the majority class)")
     elif champion_accuracy is None:

@@ -31,7 +31,7 @@ from torchmetrics.classification import (
 from tqdm.auto import tqdm
 
 from smh_ml.batch_augment import augment_batch
-from smh_ml.decision import calibrate_threshold, decide_all, image_defect_scores, image_report
+from smh_ml.decision import calibrate, decide_all, image_report
 from smh_ml.hardware import training_precision
 from smh_ml.models import build
 from smh_ml.profiles import TrainConfig
@@ -147,12 +147,12 @@ def validate_images(model: nn.Module, val: ValidationCaptures,
     """Image accuracy on the validation captures with the threshold calibrated on them (the
     rule that ships), the paper's arg-max rule beside it, and defect-vs-clean AUROC."""
     probs = predict_groups(model, val.groups)
-    threshold = calibrate_threshold(image_defect_scores(probs)[val.truth == 0], target_false_alarm)
-    calibrated, _ = decide_all(probs, clean_index=0, threshold=threshold)
+    calibrated = calibrate(probs, val.truth, target_false_alarm)
+    decided, _ = decide_all(probs, clean_index=0, threshold=calibrated["threshold"])
     plain, _ = decide_all(probs, clean_index=0)
-    return {"val_accuracy": float((calibrated == val.truth).mean()),
+    return {"val_accuracy": float((decided == val.truth).mean()),
             "val_accuracy_argmax": float((plain == val.truth).mean()),
-            "val_auroc": image_report(probs, val.truth)["auroc"], "val_threshold": threshold}, probs
+            "val_auroc": calibrated["auroc"], "val_threshold": calibrated["threshold"]}, probs
 
 
 def fit(model: nn.Module, arrays: np.ndarray, targets: np.ndarray, cfg: TrainConfig,

@@ -20,6 +20,7 @@ from pipelines.resources import (
 )
 from smh_ml.datasets import load_patch_set, load_training_set
 from smh_ml.experiments import (
+    export_metadata,
     held_out_test,
     load_classifier,
     save_classifier,
@@ -29,7 +30,7 @@ from smh_ml.experiments import (
 )
 from smh_ml.export import check_parity, export_onnx
 from smh_ml.io import atomic_dir, save_npy
-from smh_ml.promotion import best_candidate
+from smh_ml.promotion import accuracy_floor, best_candidate, passes_floor
 from smh_ml.quantization import gated_int8
 from smh_ml.serving import package_mlflow_model
 from smh_ml.synthetic import build_pgan, defect_classes, read_synthetic
@@ -104,10 +105,6 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
         "candidates": dg.MetadataValue.json(summary)})
 
 
-def _floor(gates: QualityGatesResource, baseline: float) -> float:
-    return max(gates.accuracy_floor, baseline + gates.baseline_margin)
-
-
 @dg.asset(deps=[cv_classifiers], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),
           check_specs=[dg.AssetCheckSpec(ACCURACY_CHECK, asset="test_report", blocking=True,
                                          description="The best candidate's held-out accuracy is above the trivial "
@@ -154,7 +151,7 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
                     client.log_metric(run_id, f"test_{key}_{name}", m[key])
             client.log_artifacts(run_id, str(out / arch), "test_report")
             runs[arch] = mlflow.run_link(run_id)
-    floor = _floor(gates, baseline)
+    floor = accuracy_floor(baseline, gates.baseline_margin, gates.accuracy_floor)
     table = "\n".join(f"| {a} | {m['accuracy']:.4f} | {m.get('argmax', m)['accuracy']:.4f} | "
                       f"{m['image']['auroc']:.4f} | {m['image'].get('defect_recall', float('nan')):.4f} | "
                       f"{m['image'].get('false_alarm_rate', float('nan')):.4f} |" for a, m in candidates.items())
@@ -166,7 +163,7 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
         "f1": counts_table({k: round(v["f1"], 4) for k, v in candidates[best]["per_class"].items()}),
         "confusion_matrix": dg.MetadataValue.path(str(out / best / "confusion_matrix.png")),
         "mlflow_runs": dg.MetadataValue.json(runs)})
-    yield dg.AssetCheckResult(check_name=ACCURACY_CHECK, passed=report["accuracy"] > floor,
+    yield dg.AssetCheckResult(check_name=ACCURACY_CHECK, passed=passes_floor(report["accuracy"], floor),
                               metadata={"accuracy": report["accuracy"], "floor": floor, "majority_baseline": baseline,
                                         "baseline_margin": gates.baseline_margin, "best": best})
 
@@ -189,9 +186,7 @@ def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, stor
         path = storage.path(prof.name, "onnx", arch, "model.onnx")
         path.with_name("model.int8.onnx").unlink(missing_ok=True)  # it belonged to the previous fp32 model
         export_onnx(model, path, trained["geometry"]["patch"], trained["classes"], trained["geometry"],
-                    {"arch": arch, "profile": prof.name, "threshold": trained["decision"]["threshold"],
-                     "preprocessing": trained["preprocessing"],
-                     "test_accuracy": test["candidates"][arch]["accuracy"], "test_set_id": test["test_set_id"]})
+                    export_metadata(trained, test["candidates"][arch]["accuracy"], test_set_id=test["test_set_id"]))
         try:
             diffs[arch] = check_parity(model, path, sample, gates.parity_tolerance)
         except AssertionError as exc:

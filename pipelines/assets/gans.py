@@ -54,7 +54,7 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     real = class_patches(patch_set, label)
     extractors = {"domain": DomainFeatures(load_classifier(storage.path(prof.name, "domain_extractor"))[0]),
-                  IMAGENET_NAME: ImageNetFeatures(prof.patching.patch)}
+                  IMAGENET_NAME: ImageNetFeatures()}
     gan_dir = storage.path(prof.name, "gans", GAN_KIND)
     params = {"class": label, "kind": GAN_KIND, **{k: v for k, v in vars(prof.gan).items()}}
     with mlflow.nested_run(context, f"gan-{label}", run_tags(prof.name, captures.version()) | {"class": label},

@@ -15,8 +15,6 @@ from smh_ml.models.inception_cnn import InceptionCNN, inception_cnn
 from smh_ml.models.torchvision_models import TORCHVISION, torchvision_model
 
 ARCHITECTURES = ("inception_cnn", "baseline_cnn", "efficientnet_lite0", *TORCHVISION)
-PRETRAINED = ("efficientnet_lite0",)
-"""Architectures with ImageNet weights shipped inside a registry package."""
 
 
 def build(name: str, num_classes: int, patch: int = 256, weights: Path | str | None = None,
@@ -24,7 +22,8 @@ def build(name: str, num_classes: int, patch: int = 256, weights: Path | str | N
     """Build classifier ``name`` for ``num_classes`` classes on ``patch`` x ``patch`` x 1 input.
 
     ``weights`` is an optional local state-dict file (never downloaded); ``pretrained`` starts
-    an architecture of :data:`PRETRAINED` from its packaged ImageNet weights.
+    ``efficientnet_lite0`` from its ImageNet weights (shipped in a registry package); the
+    others have none and ignore it.
     """
     if name == "efficientnet_lite0":
         model = efficientnet_lite0(num_classes, patch, pretrained=pretrained and weights is None)
@@ -47,5 +46,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ARCHITECTURES", "PRETRAINED", "BaselineCNN", "EfficientNetLite0", "InceptionCNN", "build",
+__all__ = ["ARCHITECTURES", "BaselineCNN", "EfficientNetLite0", "InceptionCNN", "build",
            "count_parameters"]
