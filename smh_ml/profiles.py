@@ -125,6 +125,9 @@ class TrainConfig:
     """auto (bf16 autocast where the CPU has native bf16), bf16 or fp32."""
     pretrained: bool = True
     """ImageNet weights for architectures that ship them (efficientnet_lite0)."""
+    flip_average: bool = False
+    """Test-time flips inside the model (smh_ml.models.FlipAverage): validation, test and the
+    exported ONNX graph average the logits of the input and its three flips (4x inference)."""
     target_false_alarm: float = 0.01
     """Decision threshold: the lowest whose false-alarm rate on the validation captures' clean
     images is at most this."""
@@ -243,11 +246,13 @@ PROFILES: dict[str, Profile] = {
         name="whole",
         description="CPU, whole captures at 256 px (one tile): for near-square captures whose defects are "
                     "large next to the capture, like magnetic tile. EfficientNet-Lite0 from ImageNet and "
-                    "the Inception-CNN from scratch, 300 steps of 32, 2-fold CV.",
+                    "the Inception-CNN from scratch, 300 steps of 32, 2-fold CV, test-time flips, "
+                    "threshold for 2% false alarms.",
         patching=PatchingConfig(patch=256, tiles=1),
         augment=AugmentConfig(ota_target=120, pta_target=120, max_clean_patches=None),
         train=TrainConfig(arch="efficientnet_lite0", candidates=("efficientnet_lite0", "inception_cnn"),
-                          steps=300, eval_every=50, cv_folds=2, **(CPU_RECIPE | {"batch_size": 32})),
+                          steps=300, eval_every=50, cv_folds=2,
+                          **(CPU_RECIPE | {"batch_size": 32, "flip_average": True, "target_false_alarm": 0.02})),
         gan=GanConfig(width=0.25, epochs=6, augment_to=1000, pgan_target=300,
                       checkpoint_every=2, fid_samples=300, domain_epochs=4),
     ),

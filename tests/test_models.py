@@ -51,3 +51,23 @@ def test_local_pretrained_weights_are_folded_to_one_channel(tmp_path):
 def test_unknown_architecture():
     with pytest.raises(KeyError, match="known: inception_cnn"):
         build("vgg", 2, 64)
+
+
+def test_flip_average_scores_the_four_flips_in_eval_and_trains_plain(tmp_path):
+    from smh_ml.models import FlipAverage
+
+    torch.manual_seed(0)
+    model = build("baseline_cnn", 3, 32, flip_average=True)
+    assert isinstance(model, FlipAverage)
+    x = torch.rand(2, 1, 32, 32)
+    inner = model.model
+    model.train()
+    assert torch.equal(model(x), inner(x))  # training sees the plain network
+    model.eval()
+    views = [x, x.flip(-1), x.flip(-2), x.flip(-2, -1)]
+    expected = torch.stack([inner(v) for v in views]).mean(0)
+    assert torch.allclose(model(x), expected, atol=1e-6)
+    assert torch.allclose(model(x.flip(-1)), model(x), atol=1e-5)  # flip-invariant by construction
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    again = build("baseline_cnn", 3, 32, weights=tmp_path / "model.pt", flip_average=True).eval()
+    assert torch.allclose(again(x), model(x))

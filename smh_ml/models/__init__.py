@@ -11,6 +11,7 @@ from torch import nn
 
 from smh_ml.models.baseline_cnn import BaselineCNN, baseline_cnn
 from smh_ml.models.efficientnet_lite import EfficientNetLite0, efficientnet_lite0
+from smh_ml.models.flip_average import FlipAverage
 from smh_ml.models.inception_cnn import InceptionCNN, inception_cnn
 from smh_ml.models.torchvision_models import TORCHVISION, torchvision_model
 
@@ -18,12 +19,14 @@ ARCHITECTURES = ("inception_cnn", "baseline_cnn", "efficientnet_lite0", *TORCHVI
 
 
 def build(name: str, num_classes: int, patch: int = 256, weights: Path | str | None = None,
-          pretrained: bool = False) -> nn.Module:
+          pretrained: bool = False, flip_average: bool = False) -> nn.Module:
     """Build classifier ``name`` for ``num_classes`` classes on ``patch`` x ``patch`` x 1 input.
 
     ``weights`` is an optional local state-dict file (never downloaded); ``pretrained`` starts
     ``efficientnet_lite0`` from its ImageNet weights (shipped in a registry package); the
-    others have none and ignore it.
+    others have none and ignore it. ``flip_average`` wraps the network in
+    :class:`FlipAverage` (test-time flips inside the model); ``weights`` are then the
+    wrapper's state dict, as saved from a model built the same way.
     """
     if name == "efficientnet_lite0":
         model = efficientnet_lite0(num_classes, patch, pretrained=pretrained and weights is None)
@@ -32,9 +35,13 @@ def build(name: str, num_classes: int, patch: int = 256, weights: Path | str | N
     elif name == "baseline_cnn":
         model = baseline_cnn(num_classes, patch)
     elif name in TORCHVISION:
-        return torchvision_model(name, num_classes, patch, weights)
+        # ``weights`` here are ImageNet weights adapted to one channel by the builder
+        model = torchvision_model(name, num_classes, patch, weights)
+        return FlipAverage(model) if flip_average else model
     else:
         raise KeyError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    if flip_average:
+        model = FlipAverage(model)
     if weights is not None:
         import torch
 
@@ -46,5 +53,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ARCHITECTURES", "BaselineCNN", "EfficientNetLite0", "InceptionCNN", "build",
+__all__ = ["ARCHITECTURES", "BaselineCNN", "EfficientNetLite0", "FlipAverage", "InceptionCNN", "build",
            "count_parameters"]
