@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[train,deploy,dev]'
 	touch $@
 
 demo: setup
@@ -33,7 +33,7 @@ test: setup lint
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check smh_ml pipelines tests
+	$(BIN)/ruff check smh_ml pipelines tests scripts benchmarks
 
 ui: setup
 	SMH_PROFILE=$(PROFILE) $(BIN)/dagster dev -w workspace.yaml

@@ -71,8 +71,8 @@ def make_models(folder: Path, model_dir: Path | None, calibration_files: list[Pa
                 patch: int = 256) -> dict:
     import torch
 
+    from smh_ml.deploy import Engine
     from smh_ml.export import export_onnx
-    from smh_ml.inference import Engine
     from smh_ml.models import build, count_parameters
     from smh_ml.quantization import quantize_int8
 
@@ -102,7 +102,7 @@ def _read(path: Path) -> np.ndarray:
 
 def run_variant(variant: str, models: dict, files: list[Path], threads: int, warmup: int = 2) -> dict:
     """One variant over ``files`` (after ``warmup`` files); images/s and per-stage ms."""
-    from smh_ml.inference import Engine
+    from smh_ml.deploy import Engine, to_input
 
     path = models["int8"] if "int8" in variant else models["fp32"]
     engine = Engine(path, threads=threads, fast_decode="draft" in variant)
@@ -118,7 +118,7 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
 
         def probabilities(patches):
             with torch.inference_mode():
-                return torch.softmax(model(torch.from_numpy(engine.to_input(patches))), 1).numpy()
+                return torch.softmax(model(torch.from_numpy(to_input(patches))), 1).numpy()
     else:
         probabilities = engine.probabilities
 
@@ -184,7 +184,7 @@ def decode_check(onnx_path: Path, patch_dir: Path) -> dict:
     of each and how many decisions agree (the trained model of that set)."""
     import pandas as pd
 
-    from smh_ml.inference import Engine
+    from smh_ml.deploy import Engine
 
     captures = pd.read_csv(patch_dir / "captures.csv")
     test = captures[captures["split"] == "test"]

@@ -16,19 +16,23 @@ from pipelines.resources import (
 )
 from pipelines.schedules import retrain_schedule
 from pipelines.sensors import captures_sensor
+from smh_ml.tracking import DEFAULT_ARTIFACT_ROOT, DEFAULT_MODEL_NAME, DEFAULT_UI_URL, tracking_uri
 
 
 def default_resources() -> dict:
     """Resources from the environment (SMH_*), with local defaults."""
     ceiling = os.environ.get("SMH_FID_CEILING")
     return {
-        "profile": ProfileResource(name=os.environ.get("SMH_PROFILE", "demo")),
+        "profile": ProfileResource(name=os.environ.get("SMH_PROFILE", "demo"),
+                                   settings=[x.strip() for x in os.environ.get("SMH_SETTINGS", "").split(";")
+                                             if x.strip()]),
         "captures": CaptureDataResource(root=os.environ.get("SMH_DATA_ROOT", "data")),
         "storage": StorageResource(root=os.environ.get("SMH_STORAGE_ROOT", "artifacts")),
         "mlflow": MlflowResource(
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow/mlflow.db"),
-            artifact_root=os.environ.get("SMH_MLFLOW_ARTIFACTS", "mlflow/artifacts"),
-            model_name=os.environ.get("SMH_MODEL_NAME", "smh-defect-classifier")),
+            tracking_uri=tracking_uri(),
+            artifact_root=os.environ.get("SMH_MLFLOW_ARTIFACTS", DEFAULT_ARTIFACT_ROOT),
+            model_name=os.environ.get("SMH_MODEL_NAME", DEFAULT_MODEL_NAME),
+            ui_url=os.environ.get("SMH_MLFLOW_UI", DEFAULT_UI_URL)),
         "gates": QualityGatesResource(
             fid_ceiling=float(ceiling) if ceiling else None,
             accuracy_floor=float(os.environ.get("SMH_ACCURACY_FLOOR", "0.0")),

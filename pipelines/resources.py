@@ -1,25 +1,35 @@
 """Configurable resources: profile, capture data (DVC), storage, MLflow, quality gates."""
 
-import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 
-from smh_ml.profiles import Profile, get_profile
-from smh_ml.promotion import promotion_decision
+from smh_ml.profiles import Profile, apply_settings, get_profile
+from smh_ml.tracking import (
+    DEFAULT_ARTIFACT_ROOT,
+    DEFAULT_EXPERIMENT,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_TRACKING_URI,
+    DEFAULT_UI_URL,
+    Tracker,
+)
 from smh_ml.versioning import data_version, folder_fingerprint
 
 
 class ProfileResource(dg.ConfigurableResource):
-    """Which named profile (paper, demo, ci, ...) sizes every stage."""
+    """Which named profile (paper, demo, ci, ...) sizes every stage, with ``smh-ml --set``
+    style overrides. Set in the Launchpad under ``resources: profile: config:``; the
+    environment (``SMH_PROFILE``, ``SMH_SETTINGS``) gives the defaults. A variant's name
+    records its overrides (``demo+train.steps=600``), so its artifacts and runs stay apart."""
 
     name: str = "demo"
+    settings: list[str] = []
+    """``section.key=value`` strings, values in JSON (``train.steps=600``)."""
 
     def get(self) -> Profile:
-        return get_profile(self.name)
+        return apply_settings(get_profile(self.name), self.settings)
 
 
 class CaptureDataResource(dg.ConfigurableResource):
@@ -71,113 +81,25 @@ class QualityGatesResource(dg.ConfigurableResource):
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """Thin MLflow client: one parent run per Dagster run, nested runs per stage, registry.
+    """Where runs and the registry live; every MLflow call is in ``smh_ml.tracking``.
 
     Default backend: sqlite under mlflow/ (MLflow's file store is gone); set
     ``tracking_uri`` to a server (http://...) to share runs and the registry.
     """
 
-    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
-    artifact_root: str = "mlflow/artifacts"
-    experiment: str = "smh-defect-recognition"
-    model_name: str = "smh-defect-classifier"
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    artifact_root: str = DEFAULT_ARTIFACT_ROOT
+    experiment: str = DEFAULT_EXPERIMENT
+    model_name: str = DEFAULT_MODEL_NAME
+    ui_url: str = DEFAULT_UI_URL
+    """The MLflow UI that run links open (a local store: ``mlflow ui`` on its default port)."""
 
-    def client(self):
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        import mlflow
-        from mlflow import MlflowClient
-
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return MlflowClient(self.tracking_uri)
-
-    def experiment_id(self) -> str:
-        client = self.client()
-        found = client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return found.experiment_id
-        location = None
-        if not self.tracking_uri.startswith(("http://", "https://")):
-            location = Path(self.artifact_root).resolve().as_uri()
-        try:
-            return client.create_experiment(self.experiment, artifact_location=location)
-        except Exception:  # created meanwhile by a parallel step
-            return client.get_experiment_by_name(self.experiment).experiment_id
-
-    def parent_run(self, dagster_run_id: str, tags: dict[str, str]) -> str:
-        """The MLflow run standing for this Dagster run (created on first use)."""
-        client, exp = self.client(), self.experiment_id()
-        found = client.search_runs([exp], f"tags.dagster_run_id = '{dagster_run_id}' and tags.role = 'parent'",
-                                   max_results=1)
-        if found:
-            return found[0].info.run_id
-        run = client.create_run(exp, run_name=f"dagster-{dagster_run_id[:8]}",
-                                tags={"dagster_run_id": dagster_run_id, "role": "parent", **tags})
-        return run.info.run_id
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri, self.artifact_root, self.experiment, self.model_name, self.ui_url)
 
     @contextmanager
     def nested_run(self, context: dg.AssetExecutionContext, name: str, tags: dict[str, str],
                    params: dict | None = None) -> Iterator[str]:
-        """A child run of this Dagster run's parent; FINISHED on success, FAILED on error."""
-        client = self.client()
-        parent = self.parent_run(context.run_id, tags)
-        run = client.create_run(self.experiment_id(), run_name=name,
-                                tags={"mlflow.parentRunId": parent, "dagster_run_id": context.run_id,
-                                      "role": name, **tags})
-        run_id = run.info.run_id
-        for key, value in (params or {}).items():
-            client.log_param(run_id, key, str(value)[:6000])
-        try:
+        """A child run of this Dagster run's parent run; FINISHED on success, FAILED on error."""
+        with self.tracker().nested_run(context.run_id, name, tags, params) as run_id:
             yield run_id
-        except BaseException:
-            client.set_terminated(run_id, "FAILED")
-            raise
-        client.set_terminated(run_id, "FINISHED")
-        client.set_terminated(parent, "FINISHED")
-
-    def register(self, run_id: str, model_dir: Path, accuracy: float, test_set: str, margin: float,
-                 tags: dict[str, str], baseline: float | None = None, baseline_margin: float = 0.02,
-                 contender: bool = True) -> dict:
-        """Log ``model_dir`` to ``run_id`` and register it. A ``contender`` (the best candidate
-        of its run) is aliased ``challenger`` and becomes ``champion`` only if it is above the
-        trivial ``baseline`` + ``baseline_margin`` and at least as accurate (+ margin) as the
-        champion on the same test set; other candidates are registered for the record only.
-        The decision and the scores are stored as tags on the new version."""
-        from mlflow.exceptions import MlflowException
-
-        import mlflow
-
-        client = self.client()
-        client.log_artifacts(run_id, str(model_dir), "model")
-        version = mlflow.register_model(f"runs:/{run_id}/model", self.model_name).version
-        for key, value in {"test_accuracy": str(accuracy), "test_set_id": test_set, **tags}.items():
-            client.set_model_version_tag(self.model_name, version, key, value)
-        if not contender:
-            outcome = {"promote": False, "reason": "not the best candidate of its run", "version": int(version),
-                       "challenger_accuracy": accuracy, "champion_accuracy": None, "champion_version": None}
-            client.set_model_version_tag(self.model_name, version, "promotion", json.dumps(outcome))
-            return outcome
-        client.set_registered_model_alias(self.model_name, "challenger", version)
-        try:
-            champion = client.get_model_version_by_alias(self.model_name, "champion")
-        except MlflowException:
-            champion = None
-        champion_accuracy = float(champion.tags["test_accuracy"]) if champion else None
-        same_set = champion is None or champion.tags.get("test_set_id") == test_set
-        outcome = promotion_decision(accuracy, champion_accuracy, margin, same_set, baseline, baseline_margin)
-        outcome |= {"version": int(version), "champion_version": int(champion.version) if champion else None}
-        if outcome["promote"]:
-            client.set_registered_model_alias(self.model_name, "champion", version)
-            outcome["champion_version"] = int(version)
-        client.set_model_version_tag(self.model_name, version, "promotion", json.dumps(outcome))
-        client.log_dict(run_id, outcome, "promotion.json")
-        client.log_metric(run_id, "challenger_accuracy", accuracy)
-        if champion_accuracy is not None:
-            client.log_metric(run_id, "champion_accuracy", champion_accuracy)
-        return outcome
-
-    def run_link(self, run_id: str) -> str:
-        if self.tracking_uri.startswith(("http://", "https://")):
-            return f"{self.tracking_uri}/#/experiments/{self.experiment_id()}/runs/{run_id}"
-        return f"{self.tracking_uri} run {run_id} (open with: mlflow ui --backend-store-uri {self.tracking_uri})"

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from smh_ml.tracking import DEFAULT_ARTIFACT_ROOT, DEFAULT_MODEL_URI, DEFAULT_TRACKING_URI
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -172,7 +174,7 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
           robustness: bool = typer.Option(True, help="Accuracy under perturbations."),
           settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Cross-validate, train, test (Algorithm 1 on held-out captures) and export a classifier."""
-    from smh_ml.experiments import run_classifier
+    from smh_ml.classifier_experiment import run_classifier
 
     _log_info()
     from smh_ml.models import ARCHITECTURES
@@ -190,9 +192,9 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
     if not (patch_dir / "geometry.json").exists():
         _fail(f"{patch_dir}: not a patch-set folder (run 'smh-ml patches' first)")
     report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness, train_dir=train_dir)
-    test, image, fit = report["test"], report["test"]["image"], report["fit"]
-    rule = (f"threshold {report['decision']['threshold']:.4g} (false alarms <= "
-            f"{report['decision']['target_false_alarm']:.0%} on validation)"
+    test, image, fit = report.test, report.test["image"], report.fit
+    rule = (f"threshold {report.threshold:.4g} (false alarms <= "
+            f"{report.decision['target_false_alarm']:.0%} on validation)"
             if test["rule"] == "threshold" else "arg-max Algorithm 1")
     table = Table("class", "precision", "recall", "F1", "support",
                   title=f"{prof.train.arch}: held-out image accuracy {test['accuracy']:.4f} on {test['n']} "
@@ -206,16 +208,16 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
         lines.append(f"at the threshold: defect recall {image['defect_recall']:.4f}, false alarms "
                      f"{image['false_alarm_rate']:.4f}; the paper's arg-max rule: accuracy "
                      f"{test['argmax']['accuracy']:.4f}")
-    if "cv" in report:
-        s = report["cv"]["summary"]
-        lines.append(f"{report['cv']['k']}-fold CV patch accuracy: all {s['all']['mean_accuracy']:.4f} "
+    if report.cv is not None:
+        s = report.cv["summary"]
+        lines.append(f"{report.cv['k']}-fold CV patch accuracy: all {s['all']['mean_accuracy']:.4f} "
                      f"+- {s['all']['std_accuracy']:.4f}, real patches only "
                      f"{s['real_only']['mean_accuracy']:.4f} +- {s['real_only']['std_accuracy']:.4f}")
     lines.append(f"training: {fit['steps']} steps (best {fit['best_step']}), {fit['precision']}, "
-                 f"{fit['patches_per_second']:.0f} patches/s on {report['hardware']['cpu']} "
-                 f"(avx512 {report['hardware']['avx512']}, bf16 {report['hardware']['bf16']})")
-    lines.append(f"parameters {report['parameters']:,}; ONNX parity max |diff| "
-                 f"{report['onnx_parity_max_abs_diff']:.2e}; {report['seconds']:.0f} s; -> {out}")
+                 f"{fit['patches_per_second']:.0f} patches/s on {report.hardware['cpu']} "
+                 f"(avx512 {report.hardware['avx512']}, bf16 {report.hardware['bf16']})")
+    lines.append(f"parameters {report.parameters:,}; ONNX parity max |diff| "
+                 f"{report.onnx['parity_max_abs_diff']:.2e}; {sum(report.seconds.values()):.0f} s; -> {out}")
     for line in lines:
         console.print(line, highlight=False)
 
@@ -317,11 +319,11 @@ def data_commit(repo: Path = typer.Option(Path(".")), target: str = typer.Option
 
 @app.command()
 def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or folders (searched recursively)."),
-            model: str = typer.Option("models:/smh-defect-classifier@champion",
+            model: str = typer.Option(DEFAULT_MODEL_URI,
                                       help="Registry URI (models:/<name>@<alias>), an .onnx file, or a folder "
                                            "holding model.onnx."),
             tracking_uri: str | None = typer.Option(None, envvar="MLFLOW_TRACKING_URI",
-                                                    help="MLflow tracking URI (default sqlite:///mlflow/mlflow.db)."),
+                                                    help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})."),
             int8: bool = typer.Option(False, help="Use the gated int8 model (model.int8.onnx) beside it."),
             json_out: bool = typer.Option(False, "--json", help="One JSON object per image, as a list."),
             heatmap: Path | None = typer.Option(None, help="Write <image>.png with per-patch defect "
@@ -335,8 +337,9 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
             fast_decode: bool = typer.Option(False, help="Decode JPEGs at a reduced scale when the patch grid "
                                                          "allows (faster; patches differ slightly).")) -> None:
     """Decide each capture with Algorithm 1: its class, the deciding patch and its probability."""
-    from smh_ml.inference import Engine, image_files, resolve_model
+    from smh_ml.deploy import Engine, image_files
     from smh_ml.plots import decision_heatmap_png
+    from smh_ml.tracking import resolve_model
 
     try:
         files = image_files(inputs)
@@ -418,30 +421,6 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
         raise typer.Exit(2)
 
 
-def _mlflow_tracker(tracking_uri: str, artifact_root: Path, experiment: str):
-    """A reproduce tracker: one nested MLflow run per finished step, its small files as artifacts."""
-    import mlflow
-
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        location = None if tracking_uri.startswith(("http://", "https://")) else artifact_root.resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=location)
-    mlflow.set_experiment(experiment)
-
-    def track(step: str, params: dict, metrics: dict, folder: Path) -> str:
-        with mlflow.start_run(run_name=step, nested=True, tags={"step": step}) as run:
-            mlflow.log_params(params)
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-            for path in sorted(folder.glob("*")):
-                if path.is_file() and path.suffix in (".json", ".png", ".csv"):
-                    mlflow.log_artifact(str(path))
-            return run.info.run_id
-
-    return track
-
-
 @app.command()
 def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
               out: Path = typer.Argument(..., help="Results folder; an existing one is resumed."),
@@ -452,8 +431,8 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
               classes: str | None = typer.Option(None, help="Defect classes for Table 6 (default: all)."),
               inception_weights: Path | None = typer.Option(None, help="Local FID Inception weights for "
                                                                        "Inception FID/KID in Table 6."),
-              tracking_uri: str = typer.Option("sqlite:///mlflow/mlflow.db", envvar="MLFLOW_TRACKING_URI"),
-              artifact_root: Path = typer.Option(Path("mlflow/artifacts")),
+              tracking_uri: str = typer.Option(DEFAULT_TRACKING_URI, envvar="MLFLOW_TRACKING_URI"),
+              artifact_root: Path = typer.Option(Path(DEFAULT_ARTIFACT_ROOT)),
               experiment: str = typer.Option("smh-reproduce", help="MLflow experiment name."),
               track: bool = typer.Option(True, help="Log every step to MLflow."),
               settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
@@ -467,15 +446,13 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
     prof = _profile(profile, settings)
     chosen = _classes(experiments) or []
     run_context = contextlib.nullcontext()
-    tracker = None
     if track:
-        import mlflow
+        from smh_ml.tracking import Tracker
 
-        tracker = _mlflow_tracker(tracking_uri, artifact_root, experiment)
-        run_context = mlflow.start_run(run_name=f"reproduce-{prof.name}",
-                                       tags={"role": "reproduce", "patch_dir": str(patch_dir)})
+        run_context = Tracker(tracking_uri, str(artifact_root), experiment).active_run(
+            f"reproduce-{prof.name}", {"role": "reproduce", "patch_dir": str(patch_dir)})
     try:
-        with run_context:
+        with run_context as tracker:
             repro = Reproduction(patch_dir, out, prof, tracker, inception_weights)
             results = repro.run(chosen, _classes(archs) or list(ARCHITECTURES), _classes(classes))
     except (ValueError, FileNotFoundError) as exc:

@@ -1,4 +1,4 @@
-"""ONNX export of a trained patch classifier.
+"""ONNX export of a trained patch classifier (the torch side; ``smh_ml.deploy`` runs it).
 
 One self-contained ``.onnx`` file: input ``patches`` float32 (batch, 1, P, P) in [0, 1],
 dynamic batch; output ``probs`` (batch, classes) after softmax. Class names, the clean class
@@ -15,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
+from smh_ml.deploy.runtime import INPUT, OUTPUT, onnx_predict, session
 from smh_ml.io import atomic_write_bytes
-from smh_ml.training import predict_proba, to_input
-
-INPUT, OUTPUT = "patches", "probs"
+from smh_ml.training import predict_proba
 
 
 class ParityError(AssertionError):
@@ -62,30 +60,6 @@ def export_onnx(model: nn.Module, path: Path | str, patch: int, class_names: lis
     buffer = io.BytesIO()
     onnx.save(proto, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
-
-
-def onnx_metadata(path: Path | str) -> dict:
-    """The metadata stored by :func:`export_onnx`, JSON values decoded."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    raw = session.get_modelmeta().custom_metadata_map
-    out = {}
-    for key, value in raw.items():
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def session(path: Path | str, threads: int | None = None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_predict(sess: ort.InferenceSession, arrays: np.ndarray) -> np.ndarray:
-    return sess.run([OUTPUT], {INPUT: to_input(arrays).numpy()})[0]
 
 
 def check_parity(model: nn.Module, path: Path | str, arrays: np.ndarray, tol: float = 1e-4) -> float:

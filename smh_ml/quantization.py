@@ -20,7 +20,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from smh_ml.export import INPUT, onnx_metadata, onnx_predict, session
+from smh_ml.deploy.runtime import INPUT, onnx_metadata, onnx_predict, session
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training import class_names, evaluate_images, test_patches
 

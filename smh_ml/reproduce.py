@@ -7,14 +7,16 @@
     tables9_10  k-fold CV and held-out accuracy, parameter count, for each architecture
     fig13       Inception-CNN accuracy under blur, noise, light and scratches
 
-Every step writes its own folder under ``out`` atomically, then an ``inputs.json`` that
-records what it was computed from: its settings and the content ids of its data (patch
+Every step writes its own folder under ``out`` atomically, then an ``inputs.json``
+(:mod:`smh_ml.step_cache`) that records what it was computed from: its settings and the content ids of its data (patch
 folder, training set, synthetic sets, domain extractor). A step whose folder is complete and
 whose inputs are unchanged is not run again, so a stopped run resumes; a changed profile,
 patch folder or upstream step re-runs it and everything downstream of it.
 ``track(step, params, metrics, folder)`` is called once per finished step and returns a run
 id (the CLI logs to MLflow); ids are kept in ``results.json`` so a resumed run does not log
-a step twice, and a re-run step is logged anew.
+a step twice, and a re-run step is logged anew. The classifiers are
+:func:`smh_ml.classifier_experiment.run_classifier`, as ``smh-ml train`` runs them; the
+paper's numbers printed beside ours are data (``smh_ml/paper_tables.json``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from smh_ml.datasets import check_built_with, load_patch_set, patch_set_id, trai
 from smh_ml.io import atomic_write_text, files_digest
 from smh_ml.models import ARCHITECTURES
 from smh_ml.profiles import Profile, with_overrides
+from smh_ml.step_cache import current, stamp, stamped
 
 log = logging.getLogger(__name__)
 
@@ -38,33 +41,11 @@ GAN_KINDS = ("sdg", "dcgan")
 Tracker = Callable[[str, dict, dict, Path], str | None]
 
 
-def _done(folder: Path, name: str = "report.json") -> dict | None:
-    path = folder / name
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))
-
-
-def _stamped(folder: Path, inputs: dict) -> bool:
-    """Whether ``folder`` was computed from exactly ``inputs`` (see :func:`_stamp`)."""
-    return _done(folder, "inputs.json") == _jsonable(inputs)
-
-
-def _current(folder: Path, inputs: dict, name: str = "report.json") -> dict | None:
-    """The step's result in ``folder/name`` if it was computed from exactly ``inputs``."""
-    result = _done(folder, name)
-    return result if result is not None and _stamped(folder, inputs) else None
-
-
-def _stamp(folder: Path, inputs: dict) -> None:
-    atomic_write_text(folder / "inputs.json", json.dumps(inputs, indent=1) + "\n")
-
-
 def _metric_summary(report: dict) -> dict[str, float]:
-    metrics = {"test_accuracy": report["test"]["accuracy"], "seconds": report.get("seconds", 0.0)}
-    if "cv" in report:
+    seconds = report.get("seconds", 0.0)
+    metrics = {"test_accuracy": report["test"]["accuracy"],
+               "seconds": sum(seconds.values()) if isinstance(seconds, dict) else seconds}
+    if report.get("cv"):
         for part in ("all", "real_only"):
             summary = report["cv"]["summary"][part]
             metrics |= {f"cv_{part}_mean": summary["mean_accuracy"], f"cv_{part}_std": summary["std_accuracy"]}
@@ -135,10 +116,10 @@ class Reproduction:
         folder = self.out / "domain"
         inputs = {"train": dataclasses.asdict(self.profile.train), "epochs": self.profile.gan.domain_epochs,
                   "patch_set": self.patch_set_id, "pta": training_set_id(self.patch_dir, "pta")}
-        if _current(folder, inputs) is None:
+        if current(folder, inputs) is None:
             t0 = time.perf_counter()
             report = train_domain_extractor(self.patch_dir, folder, self.profile, self.profile.gan.domain_epochs)
-            _stamp(folder, inputs)
+            stamp(folder, inputs)
             self._record("domain_extractor", {"arch": report["arch"], "epochs": self.profile.gan.domain_epochs},
                          {"final_train_accuracy": report["history"][-1]["train_accuracy"]}, folder,
                          time.perf_counter() - t0)
@@ -162,14 +143,14 @@ class Reproduction:
                 folder = self.out / "gans" / kind / label
                 inputs = {"gan": dataclasses.asdict(self.profile.gan), "kind": kind, "class": label,
                           "patch_set": self.patch_set_id, "extractors": extractor_ids}
-                scores, seconds = _current(folder, inputs, "scores.json"), None
+                scores, seconds = current(folder, inputs, "scores.json"), None
                 if scores is None:
                     t0 = time.perf_counter()
                     scores = run_class_gan(class_patches(self.patch_set, label), label, kind,
                                            self.out / "gans" / kind, self.profile, extractors)
                     scores = {k: v for k, v in scores.items() if k != "history"}
                     seconds = time.perf_counter() - t0
-                    _stamp(folder, inputs)
+                    stamp(folder, inputs)
                 metrics = {f"{s['extractor']}_{m}": s[m] for s in scores["scores"] for m in ("fid", "kid_mean")}
                 metrics["train_seconds"] = scores["train_seconds"]
                 self._record(f"table6/{kind}/{label}", {"gan": kind, "class": label, "epochs": scores["epochs"],
@@ -191,25 +172,25 @@ class Reproduction:
         inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
                   "augment": dataclasses.asdict(self.profile.augment), "pgan_target": self.profile.gan.pgan_target,
                   "synthetic": files_digest(f for s in synthetic for f in s.iterdir() if f.is_file())}
-        if not (folder / "arrays.npy").is_file() or not _stamped(folder, inputs):
+        if not (folder / "arrays.npy").is_file() or not stamped(folder, inputs):
             write_pgan(self.patch_dir, gans, self.out, self.profile)
-            _stamp(folder, inputs)
+            stamp(folder, inputs)
         return self.out
 
     def _classifier(self, step: str, folder: Path, arch: str, train_set: str, train_dir: Path | None,
                     cv: bool, robustness: bool) -> dict:
-        from smh_ml.experiments import run_classifier
+        from smh_ml.classifier_experiment import run_classifier
 
         inputs = {"train": {**dataclasses.asdict(self.profile.train), "arch": arch, "train_set": train_set},
                   "patch_set": self.patch_set_id, train_set: training_set_id(train_dir or self.patch_dir, train_set)}
-        report, seconds = _current(folder, inputs), None
-        if report is None or (cv and "cv" not in report) or (robustness and "robustness" not in report):
+        report, seconds = current(folder, inputs), None
+        if report is None or (cv and not report.get("cv")) or (robustness and not report.get("robustness")):
             profile = with_overrides(self.profile, {"train.arch": arch, "train.train_set": train_set})
             t0 = time.perf_counter()
             report = run_classifier(self.patch_dir, folder, profile, cv=cv, robustness=robustness,
-                                    train_dir=train_dir)
+                                    train_dir=train_dir).to_dict()
             seconds = time.perf_counter() - t0
-            _stamp(folder, inputs)
+            stamp(folder, inputs)
         self._record(step, {"arch": arch, "train_set": train_set, "cv": cv,
                             "epochs": self.profile.train.epochs, "folds": self.profile.train.cv_folds},
                      _metric_summary(report), folder, seconds)
@@ -222,12 +203,12 @@ class Reproduction:
         folder = self.out / "table8" / "ota"
         inputs = {"train": dataclasses.asdict(self.profile.train), "patch_set": self.patch_set_id,
                   "ota": training_set_id(self.patch_dir, "ota")}
-        report, seconds = _current(folder, inputs), None
+        report, seconds = current(folder, inputs), None
         if report is None:
             t0 = time.perf_counter()
             report = run_whole_image_classifier(self.patch_dir, folder, self.profile)
             seconds = time.perf_counter() - t0
-            _stamp(folder, inputs)
+            stamp(folder, inputs)
         self._record("table8/ota", {"arch": "baseline_cnn", "train_set": "ota"}, _metric_summary(report), folder,
                      seconds)
         out["ota"] = report
@@ -273,14 +254,12 @@ class Reproduction:
         return self.results
 
 
-# The paper's figures (SPEC.md; SMH data set, 256-px patches, 10-fold CV, GPU).
-PAPER_TABLE8 = {"ota": 66.92, "pta": 89.23, "pgan": 95.38}
-TRAIN_SET_NAMES = {"ota": "O-TA", "pta": "P-TA", "pgan": "P-GAN"}
-PAPER_TABLE9_CV = {"inception_cnn": 99.40, "efficientnet_v2_s": 99.17, "inception_v3": 90.34,
-                   "mobilenet_v2": 97.73, "resnet50": 99.30, "baseline_cnn": 98.51}
-PAPER_TABLE10 = {"inception_cnn": (99.23, 3.58), "efficientnet_v2_s": (90.77, 20.70),
-                 "inception_v3": (63.08, 22.37), "mobilenet_v2": (76.92, 2.63), "resnet50": (93.85, 24.15),
-                 "baseline_cnn": (94.62, 5.12)}
+# The paper's figures, as data (smh_ml/paper_tables.json)
+PAPER = json.loads((Path(__file__).with_name("paper_tables.json")).read_text())
+TRAIN_SET_NAMES: dict[str, str] = PAPER["train_set_names"]
+PAPER_TABLE8: dict[str, float] = PAPER["table8_test_accuracy"]
+PAPER_TABLE9_CV: dict[str, float] = PAPER["table9_cv_accuracy"]
+PAPER_TABLE10: dict[str, list[float]] = PAPER["table10_test_accuracy_and_parameters"]
 
 
 def _pct(value: float | None) -> str:

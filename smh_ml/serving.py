@@ -1,95 +1,10 @@
-"""MLflow pyfunc flavour of a registered classifier: raw capture images -> decisions.
+"""Loader of classifiers registered before the deploy package existed.
 
-``mlflow models serve -m models:/<name>@champion`` loads this module's ``_load_pyfunc``
-with the packaged ONNX file. Requests carry a DataFrame with an ``image`` column of
-base64-encoded image files (PNG, JPEG, ...); each row gets the Algorithm 1 decision.
-Malformed rows are refused with a reason (MLflow turns the error into HTTP 400), never a
-crash. No MLflow import is needed until an error has to be raised.
+Their MLmodel files name ``smh_ml.serving`` as the pyfunc loader module; new registrations
+name ``smh_ml.deploy.pyfunc`` (``smh_ml.tracking.PYFUNC_LOADER``). Kept so that those
+registered versions still serve.
 """
 
-from __future__ import annotations
+from smh_ml.deploy.pyfunc import _load_pyfunc
 
-import base64
-import binascii
-from pathlib import Path
-
-import pandas as pd
-
-from smh_ml.captures import CaptureError
-from smh_ml.inference import Engine
-
-IMAGE_COLUMN = "image"
-
-
-def _bad_request(message: str) -> Exception:
-    try:
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-        return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
-    except ImportError:  # used without MLflow
-        return ValueError(message)
-
-
-def _image_bytes(value, row: int) -> bytes:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, str):
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise _bad_request(f"row {row}: '{IMAGE_COLUMN}' is not valid base64") from None
-    raise _bad_request(f"row {row}: '{IMAGE_COLUMN}' must be base64 text, got {type(value).__name__}")
-
-
-class DecisionModel:
-    def __init__(self, onnx_path: Path | str):
-        self.engine = Engine(onnx_path)
-
-    def predict(self, model_input, params=None) -> pd.DataFrame:
-        if isinstance(model_input, dict):
-            model_input = pd.DataFrame(model_input)
-        if not isinstance(model_input, pd.DataFrame) or IMAGE_COLUMN not in model_input.columns:
-            raise _bad_request(f"expected a table with an '{IMAGE_COLUMN}' column of base64 images")
-        if model_input.empty:
-            raise _bad_request("no images in the request")
-        rows = []
-        for i, value in enumerate(model_input[IMAGE_COLUMN].tolist()):
-            data = _image_bytes(value, i)
-            try:
-                decision = self.engine.decide_bytes(data, f"row {i}")
-            except (CaptureError, OSError, ValueError) as exc:
-                raise _bad_request(f"row {i}: not a usable capture image ({exc})") from None
-            rows.append({"label": decision.label, "patch": -1 if decision.patch is None else decision.patch,
-                         "probability": decision.probability})
-        return pd.DataFrame(rows, columns=["label", "patch", "probability"])
-
-
-def _load_pyfunc(data_path: str) -> DecisionModel:
-    """MLflow's entry point: ``data_path`` is the packaged ONNX file (or its folder)."""
-    path = Path(data_path)
-    if path.is_dir():
-        path = path / "model.onnx"
-    return DecisionModel(path)
-
-
-def package_mlflow_model(onnx_path: Path | str, out_dir: Path | str, int8_path: Path | str | None = None) -> Path:
-    """An MLflow model folder with two flavours over one ONNX file: ``onnx`` (the network,
-    tensors in and out) and ``python_function`` (raw capture images in, decisions out).
-    A gated int8 model rides along as ``model.int8.onnx`` (``smh-ml predict --int8``)."""
-    import mlflow.onnx
-    import mlflow.pyfunc
-    import onnx
-    from mlflow.models import Model
-
-    out_dir = Path(out_dir)
-    mlflow.onnx.save_model(onnx.load(str(onnx_path)), str(out_dir), save_as_external_data=False)
-    model = Model.load(str(out_dir / "MLmodel"))
-    model.flavors.pop("python_function", None)
-    mlflow.pyfunc.add_to_model(model, loader_module="smh_ml.serving", data="model.onnx")
-    model.save(str(out_dir / "MLmodel"))
-    if int8_path is not None:
-        import shutil
-
-        shutil.copyfile(int8_path, out_dir / "model.int8.onnx")
-    return out_dir
+__all__ = ["_load_pyfunc"]

@@ -31,8 +31,9 @@ from torchmetrics.classification import (
 from tqdm.auto import tqdm
 
 from smh_ml.batch_augment import augment_batch
-from smh_ml.decision import calibrate, decide_all, image_report
+from smh_ml.decision import decide_all
 from smh_ml.hardware import training_precision
+from smh_ml.image_metrics import calibrate, image_report
 from smh_ml.models import build
 from smh_ml.profiles import TrainConfig
 
@@ -335,8 +336,8 @@ def cross_validate(arrays: np.ndarray, index: pd.DataFrame, names: list[str], cf
     folds = []
     for k, (train_idx, val_idx) in enumerate(fold_indices(index, y, cfg.cv_folds, cfg.seed)):
         seed_everything(cfg.seed + k)  # the initial weights are part of the seeded run
-        model = build(cfg.arch, len(names), patch, pretrained=cfg.pretrained)
-        fitted = fit(model, arrays[train_idx], y[train_idx], cfg, desc=f"fold {k + 1}/{cfg.cv_folds}")
+        fitted = fit(new_model(cfg, len(names), patch), arrays[train_idx], y[train_idx], cfg,
+                     desc=f"fold {k + 1}/{cfg.cv_folds}")
         predicted = predict_proba(fitted.model, arrays[val_idx]).argmax(1)
         real = origin[val_idx] == "real"
         fold = {"fold": k + 1, "train_size": int(len(train_idx)), "val_size": int(len(val_idx)),
@@ -414,6 +415,11 @@ def evaluate_images(model: nn.Module | Callable[[np.ndarray], np.ndarray], captu
     return metrics
 
 
+def new_model(cfg: TrainConfig, num_classes: int, patch: int) -> nn.Module:
+    """A fresh classifier as ``cfg`` describes it (architecture, ImageNet start, test-time flips)."""
+    return build(cfg.arch, num_classes, patch, pretrained=cfg.pretrained, flip_average=cfg.flip_average)
+
+
 def train_final(arrays: np.ndarray, index: pd.DataFrame, names: list[str], cfg: TrainConfig,
                 patch: int, val: ValidationCaptures | None = None) -> FitResult:
     """The model that ships: trained on the training set minus the validation captures,
@@ -421,7 +427,7 @@ def train_final(arrays: np.ndarray, index: pd.DataFrame, names: list[str], cfg: 
     seed_everything(cfg.seed)
     exclude = set(val.captures["capture_id"].astype(str)) if val is not None else None
     rows = training_rows(index, cfg, exclude)
-    return fit(build(cfg.arch, len(names), patch, pretrained=cfg.pretrained), arrays[rows],
+    return fit(new_model(cfg, len(names), patch), arrays[rows],
                encode(index["label"].iloc[rows], names), cfg, desc="final model", val=val)
 
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from smh_ml.export import ParityError, check_parity, export_onnx, onnx_metadata, onnx_predict, session
+from smh_ml.deploy.runtime import onnx_metadata, onnx_predict, session
+from smh_ml.export import ParityError, check_parity, export_onnx
 from smh_ml.models import build
 
 

@@ -88,7 +88,7 @@ def test_predict_reports_a_bad_file_and_decides_the_rest(mt_model, tmp_path):
 
 
 def test_int8_gate_accepts_within_tolerance_and_refuses_outside(mt_model, tmp_path):
-    from smh_ml.inference import Engine
+    from smh_ml.deploy import Engine
     from smh_ml.quantization import gated_int8
 
     _, onnx_path, patch_set, _ = mt_model
@@ -125,25 +125,28 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 
 @pytest.mark.slow
 def test_rest_serving_of_the_champion_answers_and_rejects(mt_model, tmp_path):
-    import mlflow
-    from mlflow import MlflowClient
-    from smh_ml.inference import Engine
-    from smh_ml.serving import package_mlflow_model
+    from smh_ml.deploy import Engine
+    from smh_ml.tracking import Tracker, package_model, resolve_model
 
     _, onnx_path, patch_set, _ = mt_model
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    mlflow.set_tracking_uri(tracking)
-    experiment = mlflow.create_experiment("serve-test", artifact_location=str(tmp_path / "artifacts"))
-    package = package_mlflow_model(onnx_path, tmp_path / "package")
-    with mlflow.start_run(experiment_id=experiment) as run:
-        mlflow.log_artifacts(str(package), "model")
-    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "serve-test").version
-    MlflowClient(tracking).set_registered_model_alias("serve-test", "champion", version)
-
-    from smh_ml.inference import resolve_model
+    example = patch_set.captures[patch_set.captures["split"] == "test"]["path"].iloc[0]
+    package = package_model(onnx_path, tmp_path / "package", input_example=example)
+    tracker = Tracker(tracking, str(tmp_path / "artifacts"), "serve-test", "serve-test")
+    run = tracker.client().create_run(tracker.experiment_id()).info.run_id
+    outcome = tracker.register(run, package, 0.9, "t1", 0.0, {"arch": "inception_cnn", "profile": "ci"})
+    assert outcome["promote"] and outcome["version"] == 1
+    # an MLflow 3 LoggedModel with its metric, a description, a signature and an input example
+    version = tracker.client().get_model_version("serve-test", "1")
+    assert version.source.startswith("models:/m-") and "held-out image accuracy 0.9000" in version.description
+    logged = tracker.client().get_logged_model(version.source.removeprefix("models:/"))
+    assert {m.key for m in logged.metrics} >= {"test_accuracy"} and logged.source_run_id == run
 
     local = resolve_model("models:/serve-test@champion", tracking, cache=tmp_path / "cache")
     assert local.read_bytes() == onnx_path.read_bytes()
+    mlmodel = (local.parent.parent / "MLmodel").read_text()
+    assert "loader_module: smh_ml.deploy.pyfunc" in mlmodel and "onnx:" in mlmodel and "signature:" in mlmodel
+    assert (local.parent.parent / "input_example.json").is_file()
     with pytest.raises(FileNotFoundError, match="int8"):  # this champion has no gated int8 model
         resolve_model("models:/serve-test@champion", tracking, cache=tmp_path / "cache", int8=True)
 
@@ -192,8 +195,8 @@ def test_rest_serving_of_the_champion_answers_and_rejects(mt_model, tmp_path):
 def test_fast_decode_reads_big_jpegs_at_reduced_scale_with_nearly_the_same_patches(tmp_path):
     from PIL import Image
 
+    from smh_ml.deploy import Engine
     from smh_ml.export import export_onnx
-    from smh_ml.inference import Engine
     from smh_ml.models import build
     from smh_ml.simulate import simulate_capture
 

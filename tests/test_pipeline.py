@@ -25,6 +25,9 @@ def test_materialize_all(sim_root, tmp_path):
     result = dg.materialize([capture_manifest, patch_sets], instance=dg.DagsterInstance.ephemeral(),
                             resources=_resources(sim_root, tmp_path / "artifacts"))
     assert result.success
+    samples = [e for e in result.get_asset_materialization_events()
+               if e.asset_key.to_user_string() == "patch_sets"][0].materialization.metadata["samples"]
+    assert isinstance(samples, dg.MarkdownMetadataValue) and "data:image/png;base64," in samples.value
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"gx_capture_manifest": True, "gx_patch_sets": True}
     assert (tmp_path / "artifacts" / "ci" / "patch_sets" / "patches.npy").exists()
@@ -49,3 +52,40 @@ def test_bad_capture_blocks_downstream(sim_root, tmp_path):
 def test_assets_are_in_the_data_group(asset):
     spec = {s.key.to_user_string(): s for s in defs.resolve_all_asset_specs()}[asset]
     assert spec.group_name == "data"
+
+
+def test_the_profile_takes_set_overrides_from_run_config(sim_root, tmp_path):
+    profile = ProfileResource(name="ci", settings=["train.steps=7"]).get()
+    assert profile.train.steps == 7 and profile.name == "ci+train.steps=7"
+    with pytest.raises(KeyError):
+        ProfileResource(name="ci", settings=["train.no_such_key=1"]).get()
+    # the Launchpad's resource config replaces the environment's default for one run
+    result = dg.materialize([capture_manifest], instance=dg.DagsterInstance.ephemeral(),
+                            resources=_resources(sim_root, tmp_path / "artifacts"),
+                            run_config={"resources": {"profile": {"config": {"name": "ci",
+                                                                             "settings": ["split.seed=3"]}}}})
+    assert result.success
+    assert (tmp_path / "artifacts" / "ci+split.seed=3" / "capture_manifest.csv").is_file()
+
+
+def test_pictures_are_inline_and_numbers_rounded(tmp_path):
+    from PIL import Image
+
+    from pipelines.assets.common import counts_table, picture, rounded
+
+    Image.new("L", (8, 8), 128).save(tmp_path / "p.png")
+    shown = picture(tmp_path / "p.png", "grid")
+    assert "![grid](data:image/png;base64," in shown.value
+    assert "no picture" in picture(tmp_path / "missing.png", "grid").value
+    assert rounded(0.3333333432674408) == 0.3333 and rounded(float("nan")) == "nan" and rounded(3) == 3
+    assert "| class | F1 |" in counts_table({"pits": 0.91234}, value="F1").value
+
+
+def test_mlflow_run_links_are_urls(tmp_path):
+    from pipelines.resources import MlflowResource
+
+    tracker = MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/m.db", artifact_root=str(tmp_path / "a"),
+                             ui_url="http://127.0.0.1:5000").tracker()
+    run = tracker.client().create_run(tracker.experiment_id()).info.run_id
+    link = tracker.run_link(run)
+    assert link == f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id()}/runs/{run}"

@@ -95,6 +95,9 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
     assert meta["promoted"].value is True and meta["best"].value in ("inception_cnn", "baseline_cnn")
     int8 = [e for e in result.get_asset_materialization_events()
             if e.asset_key.to_user_string() == "int8_model"][0].materialization.metadata
+    robustness = [e for e in result.get_asset_materialization_events()
+                  if e.asset_key.to_user_string() == "robustness_report"][0].materialization.metadata
+    assert robustness["arch"].value == meta["best"].value and "blur" in robustness["accuracy"].value
     assert meta["int8_included"].value is int8["accepted"].value  # int8 ships only when it passed the gate
     assert int8["accepted"].value is (int8["drop"].value <= int8["tolerance"].value + 1e-12)
 
@@ -116,16 +119,17 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
 
 
 def _registry(tmp_path):
-    """A packaged (untrained) model and an MLflow resource on a fresh sqlite store."""
+    """A packaged (untrained) model and the tracker of an MLflow resource on a fresh sqlite store."""
     from smh_ml.export import export_onnx
     from smh_ml.models import build
-    from smh_ml.serving import package_mlflow_model
+    from smh_ml.tracking import package_model
 
     onnx_path = export_onnx(build("baseline_cnn", 3, 16).eval(), tmp_path / "m.onnx", 16, ["defect-free", "a", "b"],
                             {"rows": 4, "cols": 2, "patch": 16})
-    package = package_mlflow_model(onnx_path, tmp_path / "pkg")
-    mlflow = MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", artifact_root=str(tmp_path / "arts"))
-    return package, mlflow, mlflow.client()
+    package = package_model(onnx_path, tmp_path / "pkg")
+    tracker = MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                             artifact_root=str(tmp_path / "arts")).tracker()
+    return package, tracker, tracker.client()
 
 
 def test_promotion_moves_champion_only_for_a_better_model(tmp_path):
@@ -221,7 +225,7 @@ def test_dagster_dev_lists_the_assets_over_graphql(tmp_path, sim_root):
                 time.sleep(1)
         assert {"raw_captures", "capture_manifest", "patch_sets", "gan_models", "synthetic_sets",
                 "training_set", "cv_classifiers", "test_report", "onnx_model", "int8_model",
-                "registered_model"} <= names
+                "robustness_report", "registered_model"} <= names
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

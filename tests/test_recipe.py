@@ -9,7 +9,8 @@ import torch
 from conftest import toy_set
 
 from smh_ml.batch_augment import augment_batch
-from smh_ml.decision import calibrate_threshold, decide_all, image_defect_scores, image_report
+from smh_ml.decision import calibrate_threshold, decide_all, image_defect_scores
+from smh_ml.image_metrics import image_report
 from smh_ml.models import build
 from smh_ml.profiles import CPU_RECIPE, TrainConfig
 from smh_ml.synthetic_gate import GateSettings, check_synthetic
@@ -162,8 +163,8 @@ def test_the_engine_cuts_exactly_the_training_patches(request, root_fixture, tmp
     A non-default background level shows that it travels in the metadata."""
     from smh_ml.captures import load_manifest
     from smh_ml.datasets import build_patch_set
+    from smh_ml.deploy import Engine
     from smh_ml.export import export_onnx
-    from smh_ml.inference import Engine
     from smh_ml.patching import preprocessing_metadata
     from smh_ml.profiles import with_overrides
     from smh_ml.training import class_names, test_patches

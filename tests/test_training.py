@@ -83,8 +83,8 @@ def test_class_order_puts_the_clean_class_first():
 @pytest.mark.slow
 def test_run_classifier_end_to_end(sim_root, tmp_path):
     from smh_ml.captures import load_manifest
+    from smh_ml.classifier_experiment import ClassifierReport, run_classifier
     from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
-    from smh_ml.experiments import run_classifier
 
     profile = with_overrides(get_profile("ci"), {"train": dataclasses.replace(
         get_profile("ci").train, arch="baseline_cnn", epochs=1)})
@@ -99,8 +99,10 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
     saved = json.loads((tmp_path / "model" / "report.json").read_text())
     assert saved["test"]["n"] == (patch_set.captures["split"] == "test").sum()
     assert len(saved["cv"]["folds"]) == 2 and "real_only" in saved["cv"]["summary"]
-    assert saved["onnx_parity_max_abs_diff"] <= 1e-4
-    assert report["classes"][0] == "defect-free"
+    assert saved["onnx"]["parity_max_abs_diff"] <= 1e-4 and saved["onnx"]["file"] == "model.onnx"
+    assert report.classes[0] == "defect-free"
+    assert ClassifierReport.load(tmp_path / "model") == report  # one typed report, round-tripped through JSON
+    assert set(report.seconds) == {"cv", "fit", "test", "export", "robustness"}
     # model selection and the threshold come from validation captures, never the test captures
     threshold = saved["decision"]["threshold"]
     assert 0 < threshold <= 1 and saved["decision"]["validation_captures"] > 0
@@ -108,7 +110,7 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
     assert {"auroc", "defect_recall", "false_alarm_rate", "majority_baseline"} <= set(saved["test"]["image"])
     assert saved["fit"]["steps"] == profile.train.steps and saved["fit"]["patches_per_second"] > 0
     assert saved["fit"]["precision"] in ("bf16", "fp32") and "bf16" in saved["hardware"]
-    from smh_ml.inference import Engine
+    from smh_ml.deploy import Engine
 
     engine = Engine(tmp_path / "model" / "model.onnx")
     assert engine.threshold == pytest.approx(threshold)

@@ -1,4 +1,9 @@
-"""Assets: P-GAN training set -> CV classifiers -> test report -> ONNX (-> gated int8) -> registered model."""
+"""Assets: P-GAN training set -> CV classifiers -> test report -> ONNX (-> gated int8, robustness)
+-> registered model.
+
+Each candidate architecture has one folder, ``<storage>/<profile>/classifier/<arch>/``, in the
+layout of :mod:`smh_ml.classifier_experiment` (the same as ``smh-ml train``); every asset runs
+one stage of it. ``test_report/report.json`` compares the candidates and names the best."""
 
 import dataclasses
 import json
@@ -6,9 +11,8 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 
-from pipelines.assets.common import counts_table, run_tags
+from pipelines.assets.common import counts_table, picture, rounded, run_tags
 from pipelines.assets.data import patch_sets
 from pipelines.assets.gans import GAN_KIND, synthetic_sets
 from pipelines.resources import (
@@ -18,22 +22,24 @@ from pipelines.resources import (
     QualityGatesResource,
     StorageResource,
 )
-from smh_ml.datasets import load_patch_set, load_training_set
-from smh_ml.experiments import (
-    export_metadata,
-    held_out_test,
-    load_classifier,
-    save_classifier,
-    test_set_id,
-    train_candidate,
-    write_test_figures,
+from smh_ml.classifier_experiment import (
+    INT8,
+    ONNX,
+    ClassifierReport,
+    export_stage,
+    fit_stage,
+    quantize_stage,
+    robustness_stage,
+    save_fit,
+    test_stage,
 )
-from smh_ml.export import check_parity, export_onnx
-from smh_ml.io import atomic_dir, save_npy
+from smh_ml.datasets import load_patch_set, load_training_set
+from smh_ml.experiments import test_set_id
+from smh_ml.export import ParityError
+from smh_ml.io import atomic_dir, atomic_write_text, save_npy
 from smh_ml.promotion import accuracy_floor, best_candidate, passes_floor
-from smh_ml.quantization import gated_int8
-from smh_ml.serving import package_mlflow_model
 from smh_ml.synthetic import build_pgan, defect_classes, read_synthetic
+from smh_ml.tracking import package_model
 from smh_ml.training import class_names, test_patches
 
 ACCURACY_CHECK = "test_accuracy_floor"
@@ -67,6 +73,16 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource,
         "classes_without_gan": missing})
 
 
+
+def _candidate_dir(storage: StorageResource, profile: str, arch: str) -> Path:
+    return storage.path(profile, "classifier", arch)
+
+
+def _best(storage: StorageResource, profile: str) -> dict:
+    """The candidates' comparison written by ``test_report``."""
+    return json.loads((storage.path(profile, "test_report") / "report.json").read_text())
+
+
 @dg.asset(deps=[training_set], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),
           description="For each candidate architecture of the profile: k-fold CV (grouped by capture), then "
                       "the final model (best checkpoint on a validation split of the training captures) "
@@ -78,28 +94,23 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
     train = load_training_set(storage.path(prof.name, "training_set"), "pgan")
     names = class_names(set(patch_set.captures["label"]), prof.clean_class)
     tags = run_tags(prof.name, captures.version())
-    client = mlflow.client()
+    tracker = mlflow.tracker()
     summary = {}
     for arch in prof.train.architectures():
         cfg = dataclasses.replace(prof.train, arch=arch)
-        report = train_candidate(patch_set, train, names, prof, cfg)
-        save_classifier(storage.path(prof.name, "classifier", arch), report.pop("model"), report)
+        model, report = fit_stage(patch_set, train, names, prof, cfg)
+        save_fit(_candidate_dir(storage, prof.name, arch), model, report)
         with mlflow.nested_run(context, f"train-{arch}", tags | {"arch": arch},
-                               {k: v for k, v in dataclasses.asdict(cfg).items()} | report["fit"]) as run_id:
-            for record in report["final_history"]:
-                for key, value in record.items():
-                    if key != "step" and isinstance(value, (int, float)):
-                        client.log_metric(run_id, key, value, step=record["step"])
-            for key in ("patches_per_second", "train_seconds"):
-                client.log_metric(run_id, key, report["fit"][key])
-            if report["decision"]["threshold"] is not None:
-                client.log_metric(run_id, "threshold", report["decision"]["threshold"])
-            for fold in report.get("folds", []):
-                for part in ("all", "real_only"):
-                    client.log_metric(run_id, f"cv_{part}_accuracy", fold[part]["accuracy"], step=fold["fold"])
-            client.log_dict(run_id, report, "train_report.json")
-        summary[arch] = {"cv_accuracy": report.get("cv", {}).get("summary", {}).get("all", {}).get("mean_accuracy"),
-                         "val_threshold": report["decision"]["threshold"], **report["fit"]}
+                               dataclasses.asdict(cfg) | report.fit) as run_id:
+            tracker.log_history(run_id, report.final_history)
+            tracker.log_metrics(run_id, {key: report.fit[key] for key in ("patches_per_second", "train_seconds")}
+                                | {"threshold": report.threshold})
+            for fold in (report.cv or {}).get("folds", []):
+                tracker.log_metrics(run_id, {f"cv_{part}_accuracy": fold[part]["accuracy"]
+                                             for part in ("all", "real_only")}, step=fold["fold"])
+            tracker.log_dict(run_id, report.to_dict(), "train_report.json")
+        summary[arch] = {"cv_accuracy": (report.cv or {}).get("summary", {}).get("all", {}).get("mean_accuracy"),
+                         "val_threshold": report.threshold, **report.fit}
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(storage.path(prof.name, "classifier"))),
         "candidates": dg.MetadataValue.json(summary)})
@@ -117,54 +128,52 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
     prof = profile.get()
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     test = test_patches(patch_set)
+    reports = {arch: test_stage(_candidate_dir(storage, prof.name, arch), patch_set, test)
+               for arch in prof.train.architectures()}
+    candidates = {arch: r.test for arch, r in reports.items()}
+    parameters = {arch: r.parameters for arch, r in reports.items()}
+    best = best_candidate({a: m["accuracy"] for a, m in candidates.items()}, parameters)
+    baseline = candidates[best]["image"]["majority_baseline"]
+    report = {"best": best, "accuracy": candidates[best]["accuracy"], "majority_baseline": baseline,
+              "test_set_id": test_set_id(patch_set), "classes": reports[best].classes, "candidates": candidates,
+              "parameters": parameters}
     out = storage.path(prof.name, "test_report")
-    candidates, parameters = {}, {}
-    with atomic_dir(out) as tmp:
-        for arch in prof.train.architectures():
-            model, trained = load_classifier(storage.path(prof.name, "classifier", arch))
-            names = trained["classes"]
-            metrics, curve = held_out_test(model, patch_set, names, test, trained["decision"]["threshold"])
-            (tmp / arch).mkdir()
-            write_test_figures(tmp / arch, metrics, curve, names, arch)
-            candidates[arch] = metrics
-            parameters[arch] = trained["parameters"]
-        best = best_candidate({a: m["accuracy"] for a, m in candidates.items()}, parameters)
-        baseline = candidates[best]["image"]["majority_baseline"]
-        report = {"best": best, "accuracy": candidates[best]["accuracy"], "majority_baseline": baseline,
-                  "test_set_id": test_set_id(patch_set), "classes": names, "candidates": candidates,
-                  "parameters": parameters}
-        (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
     runs = {}
+    tracker = mlflow.tracker()
     for arch, metrics in candidates.items():
         with mlflow.nested_run(context, f"test-{arch}", run_tags(prof.name, captures.version()) | {"arch": arch},
                                {"test_set_id": report["test_set_id"], "test_captures": metrics["n"],
                                 "rule": metrics["rule"]}) as run_id:
-            client = mlflow.client()
-            client.log_metric(run_id, "test_accuracy", metrics["accuracy"])
-            client.log_metric(run_id, "test_accuracy_argmax", metrics.get("argmax", metrics)["accuracy"])
-            client.log_metric(run_id, "majority_baseline", baseline)
-            for key in ("auroc", "defect_recall", "false_alarm_rate"):
-                if key in metrics["image"]:
-                    client.log_metric(run_id, f"test_{key}", metrics["image"][key])
-            for name, m in metrics["per_class"].items():
-                for key in ("precision", "recall", "f1"):
-                    client.log_metric(run_id, f"test_{key}_{name}", m[key])
-            client.log_artifacts(run_id, str(out / arch), "test_report")
-            runs[arch] = mlflow.run_link(run_id)
+            tracker.log_metrics(run_id, {
+                "test_accuracy": metrics["accuracy"], "majority_baseline": baseline,
+                "test_accuracy_argmax": metrics.get("argmax", metrics)["accuracy"],
+                **{f"test_{key}": metrics["image"].get(key) for key in ("auroc", "defect_recall", "false_alarm_rate")},
+                **{f"test_{key}_{name}": m[key] for name, m in metrics["per_class"].items()
+                   for key in ("precision", "recall", "f1")}})
+            folder = _candidate_dir(storage, prof.name, arch)
+            for name in ("confusion_matrix.png", "threshold_curve.png", "threshold_curve.csv"):
+                tracker.log_artifacts(run_id, folder / name, "test_report")
+            runs[arch] = dg.MetadataValue.url(tracker.run_link(run_id))
     floor = accuracy_floor(baseline, gates.baseline_margin, gates.accuracy_floor)
     table = "\n".join(f"| {a} | {m['accuracy']:.4f} | {m.get('argmax', m)['accuracy']:.4f} | "
                       f"{m['image']['auroc']:.4f} | {m['image'].get('defect_recall', float('nan')):.4f} | "
                       f"{m['image'].get('false_alarm_rate', float('nan')):.4f} |" for a, m in candidates.items())
     yield dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(out)), "best": best, "test_accuracy": report["accuracy"],
-        "majority_baseline": baseline, "test_captures": candidates[best]["n"], "test_set_id": report["test_set_id"],
+        "path": dg.MetadataValue.path(str(out)), "best": best, "test_accuracy": rounded(report["accuracy"]),
+        "majority_baseline": rounded(baseline), "test_captures": candidates[best]["n"],
+        "test_set_id": report["test_set_id"],
         "candidates": dg.MetadataValue.md("| arch | accuracy (threshold) | accuracy (arg-max) | AUROC | defect recall "
                                           "| false alarms |\n|---|---|---|---|---|---|\n" + table),
-        "f1": counts_table({k: round(v["f1"], 4) for k, v in candidates[best]["per_class"].items()}),
-        "confusion_matrix": dg.MetadataValue.path(str(out / best / "confusion_matrix.png")),
-        "mlflow_runs": dg.MetadataValue.json(runs)})
+        "f1": counts_table({k: v["f1"] for k, v in candidates[best]["per_class"].items()}, value="F1"),
+        "confusion_matrix": picture(_candidate_dir(storage, prof.name, best) / "confusion_matrix.png",
+                                    f"{best}: confusion matrix, held-out captures"),
+        "threshold_curve": picture(_candidate_dir(storage, prof.name, best) / "threshold_curve.png",
+                                   f"{best}: misses vs false alarms by threshold"),
+        **{f"mlflow_run_{arch}": link for arch, link in runs.items()}})
     yield dg.AssetCheckResult(check_name=ACCURACY_CHECK, passed=passes_floor(report["accuracy"], floor),
-                              metadata={"accuracy": report["accuracy"], "floor": floor, "majority_baseline": baseline,
+                              metadata={"accuracy": rounded(report["accuracy"]), "floor": rounded(floor),
+                                        "majority_baseline": rounded(baseline),
                                         "baseline_margin": gates.baseline_margin, "best": best})
 
 
@@ -172,32 +181,30 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
           check_specs=[dg.AssetCheckSpec(PARITY_CHECK, asset="onnx_model", blocking=True,
                                          description="ONNX vs torch probabilities on real test patches")],
           description="One self-contained ONNX file per candidate (dynamic batch; class names, geometry, "
-                      "background level and the calibrated threshold in its metadata).")
+                      "background level and the calibrated threshold in its metadata), kept only when it "
+                      "matches torch.")
 def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                gates: QualityGatesResource):
     prof = profile.get()
-    test = json.loads((storage.path(prof.name, "test_report") / "report.json").read_text())
+    compared = _best(storage, prof.name)
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
-    _, groups = test_patches(patch_set)
-    sample = np.concatenate(groups)[:512]
+    test = test_patches(patch_set)
     diffs, failed = {}, []
-    for arch in test["candidates"]:
-        model, trained = load_classifier(storage.path(prof.name, "classifier", arch))
-        path = storage.path(prof.name, "onnx", arch, "model.onnx")
-        path.with_name("model.int8.onnx").unlink(missing_ok=True)  # it belonged to the previous fp32 model
-        export_onnx(model, path, trained["geometry"]["patch"], trained["classes"], trained["geometry"],
-                    export_metadata(trained, test["candidates"][arch]["accuracy"], test_set_id=test["test_set_id"]))
+    for arch in compared["candidates"]:
         try:
-            diffs[arch] = check_parity(model, path, sample, gates.parity_tolerance)
-        except AssertionError as exc:
+            report = export_stage(_candidate_dir(storage, prof.name, arch), patch_set, gates.parity_tolerance, test,
+                                  test_set_id=compared["test_set_id"])
+            diffs[arch] = report.onnx["parity_max_abs_diff"]
+        except ParityError as exc:
             context.log.error(str(exc))
             diffs[arch], failed = float("nan"), [*failed, arch]
-    best_path = storage.path(prof.name, "onnx", test["best"], "model.onnx")
-    yield dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(best_path)), "best": test["best"],
-                                         "size_mb": round(best_path.stat().st_size / 2**20, 2)})
+    best_path = _candidate_dir(storage, prof.name, compared["best"]) / ONNX
+    yield dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(best_path)), "best": compared["best"],
+        "size_mb": round(best_path.stat().st_size / 2**20, 2) if best_path.is_file() else "none (parity failed)"})
     yield dg.AssetCheckResult(check_name=PARITY_CHECK, passed=not failed,
                               metadata={"max_abs_diff": dg.MetadataValue.json(diffs), "failed": failed,
-                                        "tolerance": gates.parity_tolerance, "patches": len(sample)})
+                                        "tolerance": gates.parity_tolerance})
 
 
 @dg.asset(deps=[onnx_model], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),
@@ -206,18 +213,35 @@ def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, stor
 def int8_model(context: dg.AssetExecutionContext, profile: ProfileResource,
                storage: StorageResource) -> dg.MaterializeResult:
     prof = profile.get()
-    cfg = prof.deploy
-    best = json.loads((storage.path(prof.name, "test_report") / "report.json").read_text())["best"]
-    report = gated_int8(storage.path(prof.name, "onnx", best, "model.onnx"),
-                        load_patch_set(storage.path(prof.name, "patch_sets")), prof.clean_class,
-                        cfg.int8_tolerance, cfg.calibration_patches, cfg.per_channel)
-    if not report.accepted:
-        context.log.warning(f"int8 refused: held-out accuracy {report.int8_accuracy:.4f} vs fp32 "
-                            f"{report.fp32_accuracy:.4f} (tolerance {report.tolerance:g}); fp32 only")
+    best = _best(storage, prof.name)["best"]
+    report = quantize_stage(_candidate_dir(storage, prof.name, best), load_patch_set(storage.path(prof.name,
+                                                                                                "patch_sets")),
+                            prof.deploy, prof.clean_class)
+    gate = report.int8
+    drop = gate["fp32_accuracy"] - gate["int8_accuracy"]
+    if not gate["accepted"]:
+        context.log.warning(f"int8 refused: held-out accuracy {gate['int8_accuracy']:.4f} vs fp32 "
+                            f"{gate['fp32_accuracy']:.4f} (tolerance {gate['tolerance']:g}); fp32 only")
     return dg.MaterializeResult(metadata={
-        "arch": best, "accepted": report.accepted, "fp32_accuracy": report.fp32_accuracy,
-        "int8_accuracy": report.int8_accuracy, "drop": report.drop, "tolerance": report.tolerance,
-        "test_images": report.test_images, "path": report.int8_path or "none (refused)"})
+        "arch": best, "accepted": gate["accepted"], "fp32_accuracy": rounded(gate["fp32_accuracy"]),
+        "int8_accuracy": rounded(gate["int8_accuracy"]), "drop": rounded(drop), "tolerance": gate["tolerance"],
+        "test_images": gate["test_images"], "path": gate["int8_path"] or "none (refused)"})
+
+
+@dg.asset(deps=[onnx_model], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),
+          description="Fig. 13 for the best candidate's exported model: held-out accuracy under blur, noise, "
+                      "light and scratches, with its decision rule.")
+def robustness_report(context: dg.AssetExecutionContext, profile: ProfileResource,
+                      storage: StorageResource) -> dg.MaterializeResult:
+    prof = profile.get()
+    best = _best(storage, prof.name)["best"]
+    folder = _candidate_dir(storage, prof.name, best)
+    report = robustness_stage(folder, load_patch_set(storage.path(prof.name, "patch_sets")), seed=prof.train.seed)
+    rows = "\n".join(f"| {r['perturbation']} | {r['severity']:g} | {r['accuracy']:.4f} |" for r in report.robustness)
+    return dg.MaterializeResult(metadata={
+        "arch": best, "path": dg.MetadataValue.path(str(folder / "robustness.csv")),
+        "accuracy": dg.MetadataValue.md("| perturbation | severity | accuracy |\n|---|---|---|\n" + rows),
+        "plot": picture(folder / "robustness.png", f"{best}: accuracy under perturbations")})
 
 
 @dg.asset(deps=[onnx_model, int8_model], group_name="classifier",
@@ -229,17 +253,24 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
                      captures: CaptureDataResource, mlflow: MlflowResource,
                      gates: QualityGatesResource) -> dg.MaterializeResult:
     prof = profile.get()
-    test = json.loads((storage.path(prof.name, "test_report") / "report.json").read_text())
+    test = _best(storage, prof.name)
+    tracker = mlflow.tracker()
+    captures_df = load_patch_set(storage.path(prof.name, "patch_sets")).captures
+    examples = [Path(p) for p in captures_df.loc[captures_df["split"] == "test", "path"] if Path(p).is_file()]
     outcomes = {}
     # the best candidate last, so its version is the newest and carries the challenger alias
     for arch in sorted(test["candidates"], key=lambda a: a == test["best"]):
+        folder = _candidate_dir(storage, prof.name, arch)
+        if ClassifierReport.load(folder).onnx is None:
+            context.log.warning(f"{arch}: no exported model (parity failed); not registered")
+            continue
         with tempfile.TemporaryDirectory() as tmp, \
                 mlflow.nested_run(context, f"registration-{arch}", run_tags(prof.name, captures.version()),
                                   {"profile": prof.name, "arch": arch}) as run_id:
-            fp32 = storage.path(prof.name, "onnx", arch, "model.onnx")
-            int8 = fp32.with_name("model.int8.onnx")
-            model_dir = package_mlflow_model(fp32, Path(tmp) / "model", int8 if int8.is_file() else None)
-            outcomes[arch] = mlflow.register(
+            int8 = folder / INT8
+            model_dir = package_model(folder / ONNX, Path(tmp) / "model", int8 if int8.is_file() else None,
+                                      input_example=examples[0] if examples else None)
+            outcomes[arch] = tracker.register(
                 run_id, model_dir, test["candidates"][arch]["accuracy"], test["test_set_id"],
                 gates.promotion_margin, {"profile": prof.name, "arch": arch, "data_version": captures.version()},
                 baseline=test["majority_baseline"], baseline_margin=gates.baseline_margin,
@@ -248,10 +279,10 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
     outcome = outcomes[test["best"]]
     return dg.MaterializeResult(metadata={
         "model": mlflow.model_name, "best": test["best"], "version": outcome["version"],
-        "promoted": outcome["promote"], "int8_included": storage.path(prof.name, "onnx", test["best"],
-                                                                      "model.int8.onnx").is_file(),
-        "reason": outcome["reason"], "challenger_accuracy": outcome["challenger_accuracy"],
-        "champion_accuracy": "none" if outcome["champion_accuracy"] is None else outcome["champion_accuracy"],
+        "promoted": outcome["promote"], "int8_included": (_candidate_dir(storage, prof.name, test["best"])
+                                                          / INT8).is_file(),
+        "reason": outcome["reason"], "challenger_accuracy": rounded(outcome["challenger_accuracy"]),
+        "champion_accuracy": "none" if outcome["champion_accuracy"] is None else rounded(outcome["champion_accuracy"]),
         "champion_version": outcome["champion_version"],
         "versions": dg.MetadataValue.json({a: o["version"] for a, o in outcomes.items()}),
-        "mlflow_run": mlflow.run_link(outcome["run"])})
+        "mlflow_run": dg.MetadataValue.url(tracker.run_link(outcome["run"]))})

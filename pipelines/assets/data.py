@@ -9,7 +9,7 @@ import json
 
 import dagster as dg
 
-from pipelines.assets.common import counts_table
+from pipelines.assets.common import counts_table, picture
 from pipelines.resources import CaptureDataResource, ProfileResource, StorageResource
 from smh_ml.captures import class_counts, load_manifest, read_manifest, save_manifest
 from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
@@ -79,7 +79,7 @@ def patch_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
         "pta": counts_table(stats["pta"]),
         "ota": counts_table(stats["ota"]),
         "ambiguous_patches": stats["ambiguous_patches"],
-        "samples": dg.MetadataValue.path(str(grid)),
+        "samples": picture(grid, f"P-TA samples ({prof.name})"),
     })
     yield dg.AssetCheckResult(check_name=PATCH_CHECK, passed=True,
                               metadata={"report": dg.MetadataValue.md("```\n" + report.format() + "\n```")})

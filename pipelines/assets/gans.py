@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from pipelines.assets.common import run_tags
+from pipelines.assets.common import picture, rounded, run_tags
 from pipelines.assets.data import patch_sets
 from pipelines.partitions import defect_classes
 from pipelines.resources import (
@@ -35,11 +35,11 @@ def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource
                            {"arch": prof.train.arch, "epochs": prof.gan.domain_epochs}) as run_id:
         report = train_domain_extractor(storage.path(prof.name, "patch_sets"), out, prof,
                                         epochs=prof.gan.domain_epochs)
-        client = mlflow.client()
-        for record in report["history"]:
-            client.log_metric(run_id, "train_loss", record["loss"], step=record["step"])
+        tracker = mlflow.tracker()
+        tracker.log_history(run_id, [{"step": r["step"], "train_loss": r["loss"]} for r in report["history"]])
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)),
-                                          "classes": report["classes"], "mlflow_run": mlflow.run_link(run_id)})
+                                          "classes": report["classes"],
+                                          "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))})
 
 
 @dg.asset(partitions_def=defect_classes, deps=[patch_sets, domain_extractor], group_name="gan",
@@ -60,27 +60,25 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
     with mlflow.nested_run(context, f"gan-{label}", run_tags(prof.name, captures.version()) | {"class": label},
                            params) as run_id:
         result = train_class_gan(real, label, GAN_KIND, gan_dir, prof, extractors)
-        client = mlflow.client()
-        for record in result["history"]:
-            for key, value in record.items():
-                if key != "epoch":
-                    client.log_metric(run_id, key, value, step=record["epoch"])
+        tracker = mlflow.tracker()
+        tracker.log_history(run_id, result["history"], step_key="epoch")
         score = result["scores"][0]
-        for scored in result["scores"] + [s | {"extractor": f"real_vs_real_{s['extractor']}"}
-                                          for s in result["real_vs_real"]]:
-            for key in ("fid", "kid_mean", "kid_std"):
-                client.log_metric(run_id, f"{scored['extractor']}_{key}", scored[key])
-        client.log_artifact(run_id, str(gan_dir / label / "samples.png"))
+        scored = result["scores"] + [s | {"extractor": f"real_vs_real_{s['extractor']}"}
+                                     for s in result["real_vs_real"]]
+        tracker.log_metrics(run_id, {f"{s['extractor']}_{key}": s[key] for s in scored
+                                     for key in ("fid", "kid_mean", "kid_std")})
+        tracker.log_artifacts(run_id, gan_dir / label / "samples.png")
     ceiling = gates.fid_ceiling
     yield dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(gan_dir / label)),
         "real_patches": result["real_patches"], "epochs": result["epochs"],
         "train_seconds": round(result["train_seconds"], 1),
-        "domain_fid": score["fid"], "domain_kid": score["kid_mean"],
-        "samples": dg.MetadataValue.path(str(gan_dir / label / "samples.png")),
-        "mlflow_run": mlflow.run_link(run_id)})
+        "domain_fid": rounded(score["fid"]), "domain_kid": rounded(score["kid_mean"]),
+        "samples": picture(gan_dir / label / "samples.png", f"{GAN_KIND} samples of {label}"),
+        "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))})
     yield dg.AssetCheckResult(check_name=FID_CHECK, passed=ceiling is None or score["fid"] <= ceiling,
-                              metadata={"domain_fid": score["fid"], "domain_kid": score["kid_mean"],
+                              metadata={"domain_fid": rounded(score["fid"]),
+                                        "domain_kid": rounded(score["kid_mean"]),
                                         "ceiling": "none" if ceiling is None else ceiling})
 
 

@@ -4,15 +4,14 @@ Everything a decision needs travels in the ONNX file's metadata (class names, cl
 patch geometry), so ``Engine("model.onnx")`` is the whole deployment. One batch of patches
 per image; decoding and pre-processing of the next image overlap the model on the current
 one (:meth:`Engine.decide_paths`). The same engine sits behind the CLI (``smh-ml predict``)
-and the MLflow pyfunc (``smh_ml.serving``).
+and the MLflow pyfunc (``smh_ml.deploy.pyfunc``). No torch: a line PC installs only the
+``deploy`` extra.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import re
-import shutil
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -23,11 +22,8 @@ from PIL import Image
 
 from smh_ml.captures import CaptureError, read_gray, to_gray8
 from smh_ml.decision import decide
-from smh_ml.export import INPUT, OUTPUT, onnx_metadata, session
+from smh_ml.deploy.runtime import onnx_metadata, onnx_predict, session
 from smh_ml.patching import Geometry, background_bbox, capture_patches, untile
-
-DEFAULT_MODEL = "models:/smh-defect-classifier@champion"
-DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
 
 
 @dataclass(frozen=True)
@@ -120,13 +116,9 @@ class Engine:
             return None
         return image
 
-    @staticmethod
-    def to_input(patches: np.ndarray) -> np.ndarray:
-        return (patches.astype(np.float32) * np.float32(1 / 255.0))[:, None]
-
     def probabilities(self, patches: np.ndarray) -> np.ndarray:
         """(tiles, P, P) uint8 -> (tiles, classes) probabilities: one model call per image."""
-        return self.session.run([OUTPUT], {INPUT: self.to_input(patches)})[0]
+        return onnx_predict(self.session, patches)
 
     def decide_probs(self, probs: np.ndarray) -> Decision:
         index, patch = decide(probs, self.clean_index, self.threshold)
@@ -197,39 +189,3 @@ def image_files(inputs: Iterable[Path | str]) -> list[Path]:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return found
 
-
-def resolve_model(spec: str | Path, tracking_uri: str | None = None, cache: Path | str | None = None,
-                  int8: bool = False) -> Path:
-    """An ONNX file from a path (file, or folder holding ``model.onnx``) or a registry URI
-    such as ``models:/smh-defect-classifier@champion``, downloaded afresh from MLflow into
-    ``cache`` (default ``$SMH_MODEL_CACHE`` or ``~/.cache/smh-ml/models``).
-
-    With ``int8`` the gated ``model.int8.onnx`` beside it is used; it exists only when it
-    passed the accuracy gate, so asking for it without one is an error, not a silent fp32.
-    """
-    text = str(spec)
-    if text.startswith("models:/") or text.startswith("runs:/"):
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI))
-        root = Path(cache or os.environ.get("SMH_MODEL_CACHE", Path.home() / ".cache" / "smh-ml" / "models"))
-        dest = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-        shutil.rmtree(dest, ignore_errors=True)  # an alias may have moved: never reuse an old download
-        dest.mkdir(parents=True)
-        try:
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dest)))
-        except Exception as exc:  # MLflow raises several types for a missing model or alias
-            raise FileNotFoundError(f"{text}: cannot load it from the registry at "
-                                    f"{mlflow.get_tracking_uri()} ({exc})") from None
-        path = folder
-    else:
-        path = Path(text)
-    if path.is_dir():
-        path = path / "model.onnx"
-    if int8:
-        path = path.with_name(path.stem + ".int8.onnx")
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no int8 model (none was quantized, or it failed the accuracy gate)")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such ONNX model")
-    return path

@@ -1,0 +1,46 @@
+"""The ONNX side of a classifier export: session, metadata, input scaling, probabilities.
+
+The export (``smh_ml.export``) writes one self-contained ``.onnx`` file: input ``patches``
+float32 (batch, 1, P, P) holding grey levels / 255, dynamic batch; output ``probs``
+(batch, classes) after softmax; class names, clean class, geometry, preprocessing and the
+decision threshold as metadata. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+INPUT, OUTPUT = "patches", "probs"
+
+
+def session(path: Path | str, threads: int | None = None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_metadata(path: Path | str) -> dict:
+    """The metadata stored by the export, JSON values decoded."""
+    raw = session(path).get_modelmeta().custom_metadata_map
+    out = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def to_input(patches: np.ndarray) -> np.ndarray:
+    """(N, P, P) uint8 patches -> (N, 1, P, P) float32 grey levels / 255, the model input."""
+    return (np.asarray(patches).astype(np.float32) * np.float32(1 / 255.0))[:, None]
+
+
+def onnx_predict(sess: ort.InferenceSession, patches: np.ndarray) -> np.ndarray:
+    """(N, P, P) uint8 patches -> (N, classes) probabilities."""
+    return sess.run([OUTPUT], {INPUT: to_input(patches)})[0]

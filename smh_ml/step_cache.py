@@ -1,0 +1,41 @@
+"""A resumable step: a folder computed from declared inputs is reused while they are unchanged.
+
+A step writes its folder, then ``inputs.json``: what it was computed from (its settings and
+the content ids of its data). :func:`current` gives the step's stored result only when the
+folder is complete and its inputs are exactly the ones asked for; anything else (a stopped
+step, a changed setting or upstream result) reads as "run it again".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from smh_ml.io import atomic_write_text
+
+INPUTS = "inputs.json"
+
+
+def _read(path: Path) -> Any | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def stamped(folder: Path | str, inputs: dict) -> bool:
+    """Whether ``folder`` was computed from exactly ``inputs`` (see :func:`stamp`)."""
+    return _read(Path(folder) / INPUTS) == _jsonable(inputs)
+
+
+def current(folder: Path | str, inputs: dict, name: str = "report.json") -> dict | None:
+    """The step's result in ``folder/name`` if it was computed from exactly ``inputs``."""
+    result = _read(Path(folder) / name)
+    return result if result is not None and stamped(folder, inputs) else None
+
+
+def stamp(folder: Path | str, inputs: dict) -> None:
+    """Record ``inputs`` as what ``folder`` was computed from; call it after the step's files."""
+    atomic_write_text(Path(folder) / INPUTS, json.dumps(inputs, indent=1) + "\n")

@@ -1,0 +1,325 @@
+"""Every MLflow call of the project, in one place.
+
+Defaults (a sqlite store under ``mlflow/``, the experiment and registered-model names), the
+runs (one parent run per pipeline run, a nested run per stage), metrics and artifacts, the
+registry (register, aliases, the promotion compare-and-set), resolving ``models:/`` URIs to
+an ONNX file, and the MLflow model folder a registered version holds. ``pipelines/`` holds
+configuration and calls into :class:`Tracker`; the CLI does the same. MLflow is imported
+lazily, so importing this module costs nothing and needs neither MLflow nor torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from smh_ml.promotion import promotion_decision
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
+DEFAULT_ARTIFACT_ROOT = "mlflow/artifacts"
+DEFAULT_EXPERIMENT = "smh-defect-recognition"
+DEFAULT_MODEL_NAME = "smh-defect-classifier"
+DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
+"""Where ``mlflow ui`` serves a local store by default: run links point there."""
+PYFUNC_LOADER = "smh_ml.deploy.pyfunc"
+"""The module MLflow's ``python_function`` flavour loads a registered classifier with."""
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the sqlite store under ``mlflow/``."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "databricks"))
+
+
+def connect(uri: str | None = None):
+    """An ``MlflowClient`` on ``uri`` (see :func:`tracking_uri`), telemetry off, the sqlite
+    folder created; also makes ``uri`` the process's tracking URI for fluent calls."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """One tracking store, experiment and registered model."""
+
+    uri: str = DEFAULT_TRACKING_URI
+    artifact_root: str = DEFAULT_ARTIFACT_ROOT
+    experiment: str = DEFAULT_EXPERIMENT
+    model_name: str = DEFAULT_MODEL_NAME
+    ui_url: str = DEFAULT_UI_URL
+    """The MLflow UI of a local store (``mlflow ui --backend-store-uri <uri>``)."""
+
+    def client(self):
+        return connect(self.uri)
+
+    def experiment_id(self) -> str:
+        """The experiment's id, created on first use (artifacts under ``artifact_root`` for a
+        local store; a server chooses its own)."""
+        client = self.client()
+        found = client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        location = None if _is_server(self.uri) else Path(self.artifact_root).resolve().as_uri()
+        try:
+            return client.create_experiment(self.experiment, artifact_location=location)
+        except Exception:  # created meanwhile by a parallel step
+            return client.get_experiment_by_name(self.experiment).experiment_id
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def parent_run(self, group_id: str, tags: Mapping[str, str]) -> str:
+        """The run standing for one pipeline run (``group_id``: the Dagster run id), created
+        on first use."""
+        client, exp = self.client(), self.experiment_id()
+        found = client.search_runs([exp], f"tags.dagster_run_id = '{group_id}' and tags.role = 'parent'",
+                                   max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(exp, run_name=f"dagster-{group_id[:8]}",
+                                tags={"dagster_run_id": group_id, "role": "parent", **tags})
+        return run.info.run_id
+
+    @contextmanager
+    def nested_run(self, group_id: str, name: str, tags: Mapping[str, str],
+                   params: Mapping | None = None) -> Iterator[str]:
+        """A child run of ``group_id``'s parent run; FINISHED on success, FAILED on error."""
+        client = self.client()
+        parent = self.parent_run(group_id, tags)
+        run = client.create_run(self.experiment_id(), run_name=name,
+                                tags={"mlflow.parentRunId": parent, "dagster_run_id": group_id,
+                                      "role": name, **tags})
+        run_id = run.info.run_id
+        for key, value in (params or {}).items():
+            client.log_param(run_id, key, str(value)[:6000])
+        try:
+            yield run_id
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+        client.set_terminated(parent, "FINISHED")
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float | int | None], step: int | None = None) -> None:
+        """Numeric entries of ``metrics`` (None and non-numbers skipped)."""
+        client = self.client()
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                client.log_metric(run_id, key, float(value), step=step or 0)
+
+    def log_history(self, run_id: str, records: Iterable[Mapping], step_key: str = "step") -> None:
+        """Training curves: every numeric field of each record at the record's ``step_key``."""
+        for record in records:
+            self.log_metrics(run_id, {k: v for k, v in record.items() if k != step_key}, step=record[step_key])
+
+    def log_dict(self, run_id: str, data: Mapping, name: str) -> None:
+        self.client().log_dict(run_id, dict(data), name)
+
+    def log_artifacts(self, run_id: str, path: Path | str, artifact_path: str | None = None) -> None:
+        """A file or a folder's files under ``artifact_path``."""
+        client, path = self.client(), Path(path)
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            client.log_artifact(run_id, str(path), artifact_path)
+
+    def run_link(self, run_id: str) -> str:
+        """The run's page in the MLflow UI: the server's own, or ``ui_url`` for a local store
+        (served by ``mlflow ui --backend-store-uri <uri>``)."""
+        base = self.uri if _is_server(self.uri) else self.ui_url
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
+
+    # --- fluent runs for the CLI ----------------------------------------------------------
+
+    @contextmanager
+    def active_run(self, name: str, tags: Mapping[str, str]) -> Iterator[Callable[[str, dict, dict, Path], str]]:
+        """A top-level run for a CLI command, yielding a step logger: each call opens a nested
+        run with the step's params, metrics and small files (json, png, csv)."""
+        import mlflow
+
+        self.client()
+        mlflow.set_experiment(experiment_id=self.experiment_id())
+
+        def log_step(step: str, params: dict, metrics: dict, folder: Path) -> str:
+            with mlflow.start_run(run_name=step, nested=True, tags={"step": step}) as run:
+                mlflow.log_params(params)
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
+                for path in sorted(folder.glob("*")):
+                    if path.is_file() and path.suffix in (".json", ".png", ".csv"):
+                        mlflow.log_artifact(str(path))
+                return run.info.run_id
+
+        with mlflow.start_run(run_name=name, tags=dict(tags)):
+            yield log_step
+
+    # --- registry -------------------------------------------------------------------------
+
+    def register(self, run_id: str, model_dir: Path, accuracy: float, test_set: str, margin: float,
+                 tags: Mapping[str, str], baseline: float | None = None, baseline_margin: float = 0.02,
+                 contender: bool = True) -> dict:
+        """Log ``model_dir`` (:func:`package_model`) as an MLflow 3 LoggedModel of ``run_id``, with
+        the test accuracy as its metric and a description, and register it. A ``contender`` (the best candidate
+        of its run) is aliased ``challenger`` and becomes ``champion`` only if it is above the
+        trivial ``baseline`` + ``baseline_margin`` and at least as accurate (+ margin) as the
+        champion on the same test set; other candidates are registered for the record only.
+        The decision and the scores are stored as tags on the new version."""
+        from mlflow.exceptions import MlflowException
+
+
+        client = self.client()
+        logged = client.create_logged_model(self.experiment_id(), name="model", source_run_id=run_id,
+                                            tags={k: str(v) for k, v in tags.items()})
+        client.log_model_artifacts(logged.model_id, str(model_dir))
+        client.finalize_logged_model(logged.model_id, "READY")
+        client.log_metric(run_id, "test_accuracy", float(accuracy), model_id=logged.model_id)
+        try:
+            client.create_registered_model(self.model_name)
+        except MlflowException:  # it exists (the usual case)
+            pass
+        version = client.create_model_version(
+            self.model_name, f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id,
+            description=(f"{tags.get('arch', 'classifier')} ({tags.get('profile', '?')} profile): held-out image "
+                         f"accuracy {accuracy:.4f} on test set {test_set}; raw capture images in (base64 'image' "
+                         f"column), Algorithm 1 decisions out.")).version
+        for key, value in {"test_accuracy": str(accuracy), "test_set_id": test_set, **tags}.items():
+            client.set_model_version_tag(self.model_name, version, key, value)
+        if not contender:
+            outcome = {"promote": False, "reason": "not the best candidate of its run", "version": int(version),
+                       "challenger_accuracy": accuracy, "champion_accuracy": None, "champion_version": None}
+            client.set_model_version_tag(self.model_name, version, "promotion", json.dumps(outcome))
+            return outcome
+        client.set_registered_model_alias(self.model_name, "challenger", version)
+        try:
+            champion = client.get_model_version_by_alias(self.model_name, "champion")
+        except MlflowException:
+            champion = None
+        champion_accuracy = float(champion.tags["test_accuracy"]) if champion else None
+        same_set = champion is None or champion.tags.get("test_set_id") == test_set
+        outcome = promotion_decision(accuracy, champion_accuracy, margin, same_set, baseline, baseline_margin)
+        outcome |= {"version": int(version), "champion_version": int(champion.version) if champion else None}
+        if outcome["promote"]:
+            client.set_registered_model_alias(self.model_name, "champion", version)
+            outcome["champion_version"] = int(version)
+        client.set_model_version_tag(self.model_name, version, "promotion", json.dumps(outcome))
+        client.log_dict(run_id, outcome, "promotion.json")
+        self.log_metrics(run_id, {"challenger_accuracy": accuracy, "champion_accuracy": champion_accuracy})
+        return outcome
+
+
+def resolve_model(spec: str | Path, uri: str | None = None, cache: Path | str | None = None,
+                  int8: bool = False) -> Path:
+    """An ONNX file from a path (file, or folder holding ``model.onnx``) or a registry URI
+    such as ``models:/smh-defect-classifier@champion``, downloaded afresh from MLflow into
+    ``cache`` (default ``$SMH_MODEL_CACHE`` or ``~/.cache/smh-ml/models``).
+
+    With ``int8`` the gated ``model.int8.onnx`` beside it is used; it exists only when it
+    passed the accuracy gate, so asking for it without one is an error, not a silent fp32.
+    """
+    text = str(spec)
+    if text.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        connect(uri)
+        root = Path(cache or os.environ.get("SMH_MODEL_CACHE", Path.home() / ".cache" / "smh-ml" / "models"))
+        dest = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+        shutil.rmtree(dest, ignore_errors=True)  # an alias may have moved: never reuse an old download
+        dest.mkdir(parents=True)
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dest)))
+        except Exception as exc:  # MLflow raises several types for a missing model or alias
+            raise FileNotFoundError(f"{text}: cannot load it from the registry at "
+                                    f"{mlflow.get_tracking_uri()} ({exc})") from None
+    else:
+        path = Path(text)
+    if path.is_dir():
+        # an MLflow model folder keeps the file under data/ (versions before that: at the top)
+        path = path / "data" / "model.onnx" if (path / "data" / "model.onnx").is_file() else path / "model.onnx"
+    if int8:
+        path = path.with_name(path.stem + ".int8.onnx")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no int8 model (none was quantized, or it failed the accuracy gate)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX model")
+    return path
+
+
+def deploy_requirements() -> list[str]:
+    """The pip requirements of the deploy path: this package's base dependencies and its
+    ``deploy`` extra, as installed (pinned versions), so a served model declares every
+    import it needs."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        declared = requires("smh-ml") or []
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        declared = []
+    keep = []
+    for item in declared:
+        requirement, _, marker = item.partition(";")
+        marker = marker.replace(" ", "").replace("'", '"')
+        if not marker or marker == 'extra=="deploy"':
+            keep.append(requirement.strip())
+    return keep
+
+
+def model_signature():
+    """Raw capture images in (base64 text), Algorithm 1 out: the pyfunc's contract."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(Schema([ColSpec("string", "image")]),
+                          Schema([ColSpec("string", "label"), ColSpec("long", "patch"),
+                                  ColSpec("double", "probability")]))
+
+
+def package_model(onnx_path: Path | str, out_dir: Path | str, int8_path: Path | str | None = None,
+                  input_example: Path | str | None = None) -> Path:
+    """An MLflow model folder a fresh environment can serve: the ``python_function`` flavour
+    (raw capture images in, decisions out, by :data:`PYFUNC_LOADER`) with its code
+    (``code/smh_ml``), its pip requirements (:func:`deploy_requirements`), a signature and,
+    given a capture file, an input example; the ``onnx`` flavour beside it on the same file
+    (``data/model.onnx``, tensors in and out). A gated int8 model rides along as
+    ``data/model.int8.onnx`` (``smh-ml predict --int8``)."""
+    import base64
+    import tempfile
+
+    import mlflow.pyfunc
+    import onnx
+    import pandas as pd
+    from mlflow.models import Model
+
+    import smh_ml
+
+    out_dir = Path(out_dir)
+    example = None
+    if input_example is not None:
+        example = pd.DataFrame({"image": [base64.b64encode(Path(input_example).read_bytes()).decode("ascii")]})
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "model.onnx"
+        shutil.copyfile(onnx_path, data)
+        mlflow.pyfunc.save_model(str(out_dir), loader_module=PYFUNC_LOADER, data_path=str(data),
+                                 code_paths=[str(Path(smh_ml.__file__).parent)], signature=model_signature(),
+                                 input_example=example, pip_requirements=deploy_requirements())
+    model = Model.load(str(out_dir / "MLmodel"))
+    model.add_flavor("onnx", onnx_version=onnx.__version__, data="data/model.onnx",
+                     providers=["CPUExecutionProvider"], code=None)
+    model.save(str(out_dir / "MLmodel"))
+    if int8_path is not None:
+        shutil.copyfile(int8_path, out_dir / "data" / "model.int8.onnx")
+    return out_dir
