@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def accuracy_floor(baseline_accuracy: float | None, baseline_margin: float, floor: float = 0.0) -> float:
     """The accuracy a model must exceed to count at all: the trivial baseline (answering the
@@ -13,17 +15,30 @@ def passes_floor(accuracy: float, floor: float) -> bool:
     return accuracy > floor
 
 
+def noise_margin(accuracy: float, test_size: int | None) -> float:
+    """One binomial standard error of an accuracy measured on ``test_size`` captures: two
+    models closer than this on the same test set are not told apart by it (0 when unknown)."""
+    if not test_size:
+        return 0.0
+    p = min(max(accuracy, 0.0), 1.0)
+    return math.sqrt(max(p * (1.0 - p), 1.0 / test_size) / test_size)
+
+
 def promotion_decision(challenger_accuracy: float, champion_accuracy: float | None,
                        margin: float = 0.0, same_test_set: bool = True,
-                       baseline_accuracy: float | None = None, baseline_margin: float = 0.02) -> dict:
-    """Promote when the challenger's held-out accuracy is at least the champion's + margin.
+                       baseline_accuracy: float | None = None, baseline_margin: float = 0.02,
+                       test_size: int | None = None) -> dict:
+    """Promote when the challenger's held-out image accuracy (the primary metric) is strictly
+    above the champion's + the larger of ``margin`` and the noise margin of the test set
+    (:func:`noise_margin` at the champion's accuracy over ``test_size`` captures).
 
     A model no better than the trivial one (answering the majority class, the clean class,
     for every capture: ``baseline_accuracy``) plus ``baseline_margin`` is never promoted, not
     even as the first champion. Scores are only comparable on the same test captures; with no
     champion yet the first model passing the baseline is promoted. Returns the decision with
-    the scores and the reason, for the record.
+    both scores, the margins and the reason, for the record.
     """
+    required = max(margin, noise_margin(champion_accuracy, test_size)) if champion_accuracy is not None else margin
     if baseline_accuracy is not None and not passes_floor(challenger_accuracy,
                                                           accuracy_floor(baseline_accuracy, baseline_margin)):
         promote, reason = False, (f"challenger {challenger_accuracy:.4f} is not above the trivial baseline "
@@ -32,12 +47,16 @@ def promotion_decision(challenger_accuracy: float, champion_accuracy: float | No
         promote, reason = True, "no champion yet"
     elif not same_test_set:
         promote, reason = False, "champion was tested on other captures; promote by hand after review"
-    elif challenger_accuracy >= champion_accuracy + margin:
-        promote, reason = True, f"challenger {challenger_accuracy:.4f} >= champion {champion_accuracy:.4f} + {margin}"
+    elif challenger_accuracy > champion_accuracy + required:
+        promote, reason = True, (f"challenger {challenger_accuracy:.4f} > champion {champion_accuracy:.4f} "
+                                 f"+ {required:.4f}")
     else:
-        promote, reason = False, f"challenger {challenger_accuracy:.4f} < champion {champion_accuracy:.4f} + {margin}"
-    return {"promote": promote, "reason": reason, "challenger_accuracy": challenger_accuracy,
-            "champion_accuracy": champion_accuracy, "margin": margin,
+        promote, reason = False, (f"challenger {challenger_accuracy:.4f} is not above champion "
+                                  f"{champion_accuracy:.4f} + {required:.4f} (margin {margin}, noise margin of "
+                                  f"{test_size or 'an unknown number of'} test captures)")
+    return {"promote": promote, "reason": reason, "metric": "held-out image accuracy",
+            "challenger_accuracy": challenger_accuracy, "champion_accuracy": champion_accuracy,
+            "margin": margin, "required_gain": required, "test_size": test_size,
             "baseline_accuracy": baseline_accuracy, "baseline_margin": baseline_margin}
 
 

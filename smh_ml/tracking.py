@@ -170,14 +170,35 @@ class Tracker:
 
     # --- registry -------------------------------------------------------------------------
 
+    @contextmanager
+    def promotion_lock(self) -> Iterator[None]:
+        """Serialises the champion's compare-and-set between processes of this machine on a
+        local store (a file lock beside the sqlite file). Runs on other machines against a
+        server store are serialised by the Dagster pool of ``registered_model``
+        (docs/DEPLOY.md)."""
+        if not self.uri.startswith("sqlite:///"):
+            yield
+            return
+        import fcntl
+
+        lock = Path(self.uri.removeprefix("sqlite:///")).with_suffix(".promotion.lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def register(self, run_id: str, model_dir: Path, accuracy: float, test_set: str, margin: float,
                  tags: Mapping[str, str], baseline: float | None = None, baseline_margin: float = 0.02,
-                 contender: bool = True) -> dict:
+                 contender: bool = True, test_size: int | None = None) -> dict:
         """Log ``model_dir`` (:func:`package_model`) as an MLflow 3 LoggedModel of ``run_id``, with
         the test accuracy as its metric and a description, and register it. A ``contender`` (the best candidate
         of its run) is aliased ``challenger`` and becomes ``champion`` only if it is above the
-        trivial ``baseline`` + ``baseline_margin`` and at least as accurate (+ margin) as the
-        champion on the same test set; other candidates are registered for the record only.
+        trivial ``baseline`` + ``baseline_margin`` and strictly more accurate than the champion
+        on the same test set by more than ``margin`` and the noise of ``test_size`` captures
+        (smh_ml.promotion); other candidates are registered for the record only.
         The decision and the scores are stored as tags on the new version."""
         from mlflow.exceptions import MlflowException
 
@@ -204,18 +225,20 @@ class Tracker:
                        "challenger_accuracy": accuracy, "champion_accuracy": None, "champion_version": None}
             client.set_model_version_tag(self.model_name, version, "promotion", json.dumps(outcome))
             return outcome
-        client.set_registered_model_alias(self.model_name, "challenger", version)
-        try:
-            champion = client.get_model_version_by_alias(self.model_name, "champion")
-        except MlflowException:
-            champion = None
-        champion_accuracy = float(champion.tags["test_accuracy"]) if champion else None
-        same_set = champion is None or champion.tags.get("test_set_id") == test_set
-        outcome = promotion_decision(accuracy, champion_accuracy, margin, same_set, baseline, baseline_margin)
-        outcome |= {"version": int(version), "champion_version": int(champion.version) if champion else None}
-        if outcome["promote"]:
-            client.set_registered_model_alias(self.model_name, "champion", version)
-            outcome["champion_version"] = int(version)
+        with self.promotion_lock():  # read the champion, decide and move the alias as one step
+            client.set_registered_model_alias(self.model_name, "challenger", version)
+            try:
+                champion = client.get_model_version_by_alias(self.model_name, "champion")
+            except MlflowException:
+                champion = None
+            champion_accuracy = float(champion.tags["test_accuracy"]) if champion else None
+            same_set = champion is None or champion.tags.get("test_set_id") == test_set
+            outcome = promotion_decision(accuracy, champion_accuracy, margin, same_set, baseline, baseline_margin,
+                                         test_size)
+            outcome |= {"version": int(version), "champion_version": int(champion.version) if champion else None}
+            if outcome["promote"]:
+                client.set_registered_model_alias(self.model_name, "champion", version)
+                outcome["champion_version"] = int(version)
         client.set_model_version_tag(self.model_name, version, "promotion", json.dumps(outcome))
         client.log_dict(run_id, outcome, "promotion.json")
         self.log_metrics(run_id, {"challenger_accuracy": accuracy, "champion_accuracy": champion_accuracy})

@@ -115,6 +115,17 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
     engine = Engine(tmp_path / "model" / "model.onnx")
     assert engine.threshold == pytest.approx(threshold)
     assert engine.background_level == profile.patching.background_level
+    # an export that fails its parity check leaves no model.onnx where predict or the registry look
+    import shutil
+
+    from smh_ml.classifier_experiment import export_stage
+    from smh_ml.export import ParityError
+
+    refit = tmp_path / "refit"
+    shutil.copytree(tmp_path / "model", refit, ignore=shutil.ignore_patterns("*.onnx"))
+    with pytest.raises(ParityError):
+        export_stage(refit, patch_set, parity_tol=-1.0)
+    assert not list(refit.glob("*onnx*")) and ClassifierReport.load(refit).onnx == report.onnx
     assert Engine(tmp_path / "model" / "model.onnx", threshold=None).threshold is None
 
 

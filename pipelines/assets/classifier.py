@@ -244,7 +244,7 @@ def robustness_report(context: dg.AssetExecutionContext, profile: ProfileResourc
         "plot": picture(folder / "robustness.png", f"{best}: accuracy under perturbations")})
 
 
-@dg.asset(deps=[onnx_model, int8_model], group_name="classifier",
+@dg.asset(deps=[onnx_model, int8_model], group_name="classifier", pool="model_registry",
           automation_condition=dg.AutomationCondition.eager(),
           description="Every candidate's ONNX model (onnx + pyfunc flavours) registered in MLflow; the best is "
                       "aliased 'challenger' and becomes 'champion' only when above the trivial baseline and "
@@ -274,7 +274,7 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
                 run_id, model_dir, test["candidates"][arch]["accuracy"], test["test_set_id"],
                 gates.promotion_margin, {"profile": prof.name, "arch": arch, "data_version": captures.version()},
                 baseline=test["majority_baseline"], baseline_margin=gates.baseline_margin,
-                contender=arch == test["best"])
+                contender=arch == test["best"], test_size=test["candidates"][arch]["n"])
             outcomes[arch]["run"] = run_id
     outcome = outcomes[test["best"]]
     return dg.MaterializeResult(metadata={

@@ -1,0 +1,67 @@
+"""Promotion: a strict gain beyond the test set's noise, never below the trivial model, and a
+compare-and-set that concurrent registrations cannot interleave."""
+
+import threading
+import time
+
+import pytest
+
+from smh_ml.promotion import noise_margin, promotion_decision
+
+
+def test_the_noise_margin_shrinks_with_the_test_set():
+    assert noise_margin(0.9, None) == 0.0
+    assert noise_margin(0.9, 100) == pytest.approx(0.03)
+    assert noise_margin(0.9, 400) == pytest.approx(0.015)
+    assert noise_margin(1.0, 100) == pytest.approx(0.01)  # never zero: one capture in a hundred
+
+
+def test_promotion_needs_a_strict_gain_beyond_the_noise():
+    assert not promotion_decision(0.80, 0.80)["promote"]  # equal is not better
+    assert promotion_decision(0.81, 0.80)["promote"]  # no test size: any strict gain
+    small = promotion_decision(0.82, 0.80, test_size=268)  # 2 points on 268 captures: within noise
+    assert not small["promote"] and small["required_gain"] == pytest.approx(noise_margin(0.80, 268))
+    assert promotion_decision(0.86, 0.80, test_size=268)["promote"]
+    assert not promotion_decision(0.99, 0.80, same_test_set=False)["promote"]
+    trivial = promotion_decision(0.72, None, baseline_accuracy=0.709, baseline_margin=0.02)
+    assert not trivial["promote"] and "trivial baseline" in trivial["reason"]
+    record = promotion_decision(0.90, 0.80, test_size=100)
+    assert {"challenger_accuracy", "champion_accuracy", "required_gain", "reason", "metric"} <= set(record)
+
+
+def test_concurrent_registrations_leave_the_better_model_champion(tmp_path, monkeypatch):
+    """Two runs register at once; the decision is slowed so that, unserialised, both would read
+    'no champion' and the later alias write would win whatever its score."""
+    import smh_ml.tracking as tracking
+    from smh_ml.export import export_onnx
+    from smh_ml.models import build
+    from smh_ml.tracking import Tracker, package_model
+
+    package = package_model(export_onnx(build("baseline_cnn", 3, 16).eval(), tmp_path / "m.onnx", 16,
+                                        ["defect-free", "a", "b"], {"rows": 1, "cols": 1, "patch": 16}),
+                            tmp_path / "pkg")
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "arts"), "e", "m")
+    runs = [tracker.client().create_run(tracker.experiment_id()).info.run_id for _ in range(2)]
+    decide = tracking.promotion_decision
+
+    def slow_decision(*args, **kwargs):
+        time.sleep(1.5)
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(tracking, "promotion_decision", slow_decision)
+    outcomes = {}
+
+    def register(run, accuracy, delay):
+        time.sleep(delay)
+        outcomes[accuracy] = tracker.register(run, package, accuracy, "t1", 0.0, {})
+
+    threads = [threading.Thread(target=register, args=(runs[0], 0.95, 0.0)),
+               threading.Thread(target=register, args=(runs[1], 0.80, 0.5))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    champion = tracker.client().get_model_version_by_alias("m", "champion")
+    assert float(champion.tags["test_accuracy"]) == 0.95
+    assert outcomes[0.95]["promote"] and not outcomes[0.80]["promote"]
+    assert outcomes[0.80]["champion_accuracy"] == 0.95  # the later run saw the earlier champion
