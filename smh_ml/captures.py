@@ -8,6 +8,7 @@ problems are recorded per file in the manifest and reported by :mod:`smh_ml.vali
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,27 @@ _MODE_INFO = {  # PIL mode -> (channels, bits per channel)
 }
 
 
+CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+"""A class name is one plain path component: lower-case letters, digits, '-' and '_'."""
+
+
+def class_name(raw: str, source: Path | str) -> str:
+    """``raw`` as a class folder name: trimmed, lower-cased, spaces to '-'. Anything that is
+    still not one plain path component (a separator, '..', an absolute path, other
+    characters) is refused with a CaptureError naming ``source``: a dataset's label never
+    chooses where files are written."""
+    name = re.sub(r"\s+", "-", str(raw).strip().lower())
+    if not CLASS_NAME.match(name):
+        raise CaptureError(source, f"class name {raw!r} is not a plain name (letters, digits, '-' and '_'; "
+                                   "no path separators, no '..')")
+    return name
+
+
+def inside(path: Path | str, root: Path | str) -> bool:
+    """Whether ``path``, links resolved, stays within ``root`` (links out of it are refused)."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve())
+
+
 def is_mask_file(path: Path) -> bool:
     return path.name.lower().endswith(MASK_SUFFIX)
 
@@ -80,17 +102,44 @@ def _open_fully(path: Path) -> Image.Image:
     return image
 
 
+GREY_RGB_MODE = "RGB (grey)"
+"""The manifest's mode of an RGB file whose three channels are equal: read as grey."""
+GREY_RGB_TOLERANCE = 2
+"""Largest difference between an RGB file's channels (grey levels) for it to count as grey
+stored as RGB: JPEG's colour conversion leaves +-1 on grey content."""
+
+
+def grey_of_rgb(image: Image.Image) -> np.ndarray | None:
+    """The grey levels of an RGB image whose channels agree within GREY_RGB_TOLERANCE (the
+    channels' mean), else None: public defect sets often store greyscale as 3-channel JPEG."""
+    if image.mode != "RGB":
+        return None
+    array = np.asarray(image, dtype=np.int16)
+    spread = max(np.abs(array[..., 0] - array[..., 1]).max(initial=0),
+                 np.abs(array[..., 1] - array[..., 2]).max(initial=0))
+    if spread > GREY_RGB_TOLERANCE:
+        return None
+    return np.rint(array.mean(axis=2)).astype(np.uint8)
+
+
 def probe_image(path: Path) -> ImageInfo:
-    """Decode ``path`` fully and describe it; raises CaptureError when it does not decode."""
+    """Decode ``path`` fully and describe it; raises CaptureError when it does not decode.
+    Grey stored as RGB is described as one 8-bit channel, mode ``RGB (grey)``."""
     image = _open_fully(path)
+    if grey_of_rgb(image) is not None:
+        return ImageInfo(image.height, image.width, GREY_RGB_MODE, 1, 8)
     channels, bits = _MODE_INFO.get(image.mode, (len(image.getbands()), 8))
     return ImageInfo(image.height, image.width, image.mode, channels, bits)
 
 
 def to_gray8(image: Image.Image, path: Path | str, convert: bool) -> np.ndarray:
-    """An 8-bit single-channel array; other modes only when ``convert`` (else CaptureError)."""
+    """An 8-bit single-channel array; grey stored as RGB is read as grey; other modes only
+    when ``convert`` (else CaptureError)."""
     if image.mode == "L":
         return np.asarray(image, dtype=np.uint8)
+    grey = grey_of_rgb(image)
+    if grey is not None:
+        return grey
     if not convert:
         channels, bits = _MODE_INFO.get(image.mode, (len(image.getbands()), 8))
         raise CaptureError(
@@ -139,8 +188,8 @@ def scan_capture_root(root: Path | str) -> tuple[list[CaptureFile], list[LayoutP
     """Find captures under ``root`` by the folder convention.
 
     Returns the captures and every file that breaks the convention (files directly in the
-    root, unknown extensions, masks without an image, nested folders). Hidden files are
-    ignored.
+    root, unknown extensions, masks without an image, nested folders, links that lead out of
+    the root: never read). Hidden files are ignored.
     """
     root = Path(root)
     if not root.is_dir():
@@ -150,13 +199,18 @@ def scan_capture_root(root: Path | str) -> tuple[list[CaptureFile], list[LayoutP
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
+        if not inside(entry, root):
+            problems.append(LayoutProblem(entry, "a link that leaves the capture root: not read"))
+            continue
         if not entry.is_dir():
             problems.append(LayoutProblem(entry, "file directly in the capture root; "
                                                  "captures belong in <root>/<class>/"))
             continue
         files = {p.name: p for p in sorted(entry.iterdir()) if not p.name.startswith(".")}
         for name, path in files.items():
-            if path.is_dir():
+            if not inside(path, root):
+                problems.append(LayoutProblem(path, "a link that leaves the capture root: not read"))
+            elif path.is_dir():
                 problems.append(LayoutProblem(path, "nested folder inside a class folder"))
             elif is_mask_file(path):
                 image_names = [name[: -len(MASK_SUFFIX)] + ext for ext in IMAGE_EXTENSIONS]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from smh_ml.captures import IMAGE_EXTENSIONS, MASK_SUFFIX, CaptureError
+from smh_ml.captures import IMAGE_EXTENSIONS, MASK_SUFFIX, CaptureError, class_name, inside
 from smh_ml.io import atomic_dir
 
 
@@ -58,6 +58,8 @@ class MagneticTileImporter(DatasetImporter):
             label = clean_class if cls.lower() == "free" else cls.lower()
             for image in sorted((folder / "Imgs").glob("*.jpg")):
                 mask_file = image.with_suffix(".png")
+                if mask_file.exists() and not inside(mask_file, src):
+                    raise CaptureError(mask_file, f"a link that leaves the dataset folder {src}: not read")
                 yield ImportItem(label, image.stem, image,
                                  self._mask(mask_file) if mask_file.exists() else None)
 
@@ -69,7 +71,8 @@ class MagneticTileImporter(DatasetImporter):
 
 
 class VocBoxesImporter(DatasetImporter):
-    """Pascal-VOC layout: ``JPEGImages/NAME.jpg`` + ``Annotations/NAME.xml`` with boxes.
+    """Pascal-VOC layout: ``JPEGImages/NAME.jpg`` + ``Annotations/NAME.xml`` with boxes (the
+    folders also as ``images``/``annotations``, in any case).
 
     An image without objects is clean. An image's class is its objects' class; with several
     classes, the one covering the largest box area. The mask is that class's filled boxes.
@@ -77,10 +80,20 @@ class VocBoxesImporter(DatasetImporter):
 
     name = "voc"
 
+    IMAGE_FOLDERS = ("jpegimages", "images")
+    NOTE_FOLDERS = ("annotations",)
+
+    @staticmethod
+    def _child(src: Path, names: tuple[str, ...]) -> Path | None:
+        """The first sub-folder of ``src`` whose name is one of ``names``, in any case."""
+        found = {p.name.lower(): p for p in src.iterdir() if p.is_dir()}
+        return next((found[n] for n in names if n in found), None)
+
     def items(self, src: Path, clean_class: str) -> Iterator[ImportItem]:
-        images_dir, notes_dir = src / "JPEGImages", src / "Annotations"
-        if not images_dir.is_dir():
-            raise CaptureError(src, "no JPEGImages folder: not the VOC layout")
+        images_dir = self._child(src, self.IMAGE_FOLDERS)
+        if images_dir is None:
+            raise CaptureError(src, "no JPEGImages (or images) folder: not the VOC layout")
+        notes_dir = self._child(src, self.NOTE_FOLDERS) or src / "Annotations"
         for image in sorted(p for p in images_dir.iterdir()
                             if p.suffix.lower() in IMAGE_EXTENSIONS):
             note = notes_dir / f"{image.stem}.xml"
@@ -146,7 +159,10 @@ def import_dataset(kind: str, src: Path | str, dest: Path | str, clean_class: st
     counts: Counter[str] = Counter()
     with atomic_dir(dest, overwrite=overwrite) as tmp:
         for item in IMPORTERS[kind].items(src, clean_class):
-            folder = tmp / item.label
+            if not inside(item.image, src):
+                raise CaptureError(item.image, f"a link that leaves the dataset folder {src}: not read")
+            label = class_name(item.label, item.image)
+            folder = tmp / label
             folder.mkdir(exist_ok=True)
             target = folder / f"{item.name}{item.image.suffix.lower()}"
             if target.exists():
@@ -155,7 +171,7 @@ def import_dataset(kind: str, src: Path | str, dest: Path | str, clean_class: st
             if item.mask is not None:
                 mask = item.mask()
                 Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{item.name}{MASK_SUFFIX}")
-            counts[item.label] += 1
+            counts[label] += 1
         if not counts:
             raise CaptureError(src, f"no images found for layout {kind!r}")
     return dict(sorted(counts.items()))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -23,10 +22,9 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 
+from smh_ml.captures import CLASS_NAME, GREY_RGB_MODE  # noqa: E402
 from smh_ml.datasets import PatchSet, TrainingSet  # noqa: E402
 from smh_ml.profiles import Profile  # noqa: E402
-
-CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
@@ -185,6 +183,9 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
         meta={"rule": "class has at least one capture (clean class included)"})], "label")
     notes = [f"{int(converted.sum())} capture(s) converted to 8-bit grey"] if (
         vcfg.convert_color and converted.any()) else []
+    grey_rgb = int((manifest["mode"] == GREY_RGB_MODE).sum())
+    if grey_rgb:
+        notes.append(f"{grey_rgb} capture(s) stored as RGB with equal channels: read as 8-bit grey")
     return ValidationReport("capture manifest", violations,
                             {str(k): int(v) for k, v in counts.sort_index().items()}, notes)
 

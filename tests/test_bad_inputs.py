@@ -39,6 +39,12 @@ def _gray(path, size=(64, 40), mode="L"):
     Image.fromarray(rng.integers(60, 200, size, dtype=np.uint8)).convert(mode).save(path)
 
 
+def _colour(path, size=(64, 40)):
+    """A truly coloured capture (its channels differ)."""
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8), "RGB").save(path)
+
+
 def test_each_bad_input_is_reported(good_root, ci_profile):
     clean = good_root / "defect-free"
     # truncated JPEG
@@ -46,7 +52,7 @@ def test_each_bad_input_is_reported(good_root, ci_profile):
     _gray(jpg)
     jpg.write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) // 2])
     (clean / "empty.png").write_bytes(b"")  # 0-byte file
-    _gray(clean / "colour.png", mode="RGB")  # RGB
+    _colour(clean / "colour.png")  # RGB
     Image.fromarray(np.full((64, 40), 4000, np.uint16)).save(clean / "deep.png")  # 16-bit
     (clean / "text.png").write_text("not an image at all\n")  # not an image
     pits = good_root / "pits"
@@ -92,7 +98,7 @@ def test_declared_classes_reject_an_unknown_folder(good_root, ci_profile):
 def test_convert_color_accepts_rgb_and_16_bit_and_says_so(good_root, ci_profile):
     from smh_ml.profiles import with_overrides
 
-    _gray(good_root / "defect-free" / "colour.png", mode="RGB")
+    _colour(good_root / "defect-free" / "colour.png")
     Image.fromarray(np.full((64, 40), 4000, np.uint16)).save(good_root / "defect-free" / "deep.png")
     profile = with_overrides(ci_profile, {"validation.convert_color": True})
     report, _ = _violations(good_root, profile)
@@ -102,9 +108,41 @@ def test_convert_color_accepts_rgb_and_16_bit_and_says_so(good_root, ci_profile)
         read_gray(good_root / "defect-free" / "deep.png")
 
 
+def test_grey_stored_as_rgb_is_read_as_grey_and_reported(good_root, ci_profile):
+    """Grey saved as 3-channel JPEG (channels equal up to the codec's rounding) needs no setting."""
+    _gray(good_root / "defect-free" / "grey-as-rgb.jpg", mode="RGB")
+    _gray(good_root / "defect-free" / "grey-as-rgb.png", mode="RGB")
+    report, _ = _violations(good_root, ci_profile)
+    assert report.success, report.format()
+    assert any("2 capture(s) stored as RGB with equal channels" in note for note in report.notes)
+    grey = np.asarray(Image.open(good_root / "defect-free" / "grey-as-rgb.png").convert("L"))
+    assert np.array_equal(read_gray(good_root / "defect-free" / "grey-as-rgb.png"), grey)
+    _colour(good_root / "defect-free" / "colour.png")  # a coloured one still needs the setting
+    with pytest.raises(CaptureError, match="colour.png.*RGB"):
+        read_gray(good_root / "defect-free" / "colour.png")
+
+
 def test_read_errors_name_the_file(tmp_path):
     with pytest.raises(CaptureError, match="missing.png: file does not exist"):
         read_gray(tmp_path / "missing.png")
     (tmp_path / "zero.jpg").write_bytes(b"")
     with pytest.raises(CaptureError, match=r"zero.jpg: empty file \(0 bytes\)"):
         read_gray(tmp_path / "zero.jpg")
+
+
+def test_links_out_of_the_capture_root_are_refused_and_never_read(good_root, ci_profile, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside")
+    _gray(outside / "secret.png")
+    (outside / "cls").mkdir()
+    _gray(outside / "cls" / "x.png")
+    (good_root / "defect-free" / "linked.png").symlink_to(outside / "secret.png")
+    (good_root / "linked-class").symlink_to(outside / "cls", target_is_directory=True)
+    report, found = _violations(good_root, ci_profile)
+    assert not report.success
+    problems = {k[0]: v.value for k, v in found.items() if "link" in str(v.value)}
+    assert any(k.endswith("defect-free/linked.png") for k in problems)
+    assert any(k.endswith("linked-class") for k in problems)
+    from smh_ml.captures import load_manifest
+
+    manifest = load_manifest(good_root)
+    assert not manifest["path"].str.contains("linked").any()  # neither file was decoded or hashed

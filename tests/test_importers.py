@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +76,45 @@ def test_voc_boxes_importer(tmp_path):
 def test_unknown_layout():
     with pytest.raises(KeyError, match="known: magnetic-tile, voc"):
         import_dataset("coco", ".", "x")
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("images, notes", [("images", "annotations"), ("jpegimages", "ANNOTATIONS")])
+def test_voc_folder_name_variants(tmp_path, images, notes):
+    src = _voc(tmp_path)
+    (src / "JPEGImages").rename(src / images)
+    (src / "Annotations").rename(src / notes)
+    assert import_dataset("voc", src, tmp_path / "captures") == {"defect-free": 2, "scratch": 1}
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/absolute", "a/b", "..", "dents?"])
+def test_a_hostile_class_name_is_refused_by_name_and_writes_nothing_outside(tmp_path, name):
+    src = _voc(tmp_path)
+    box = (f"<object><name>{name}</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
+           "</bndbox></object>")
+    (src / "Annotations" / "c.xml").write_text(f"<annotation>{box}</annotation>")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(CaptureError, match=r"c.jpg: class name .* is not a plain name"):
+        import_dataset("voc", src, tmp_path / "dest" / "captures")
+    assert sorted(p for p in tmp_path.rglob("*") if p.name != "dest") == before  # nothing written
+    assert not Path("/tmp/absolute").exists()
+
+
+def test_a_class_name_with_spaces_and_capitals_becomes_a_folder_name(tmp_path):
+    src = _voc(tmp_path)
+    box = ("<object><name> Roll Marks </name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax>"
+           "</bndbox></object>")
+    (src / "Annotations" / "c.xml").write_text(f"<annotation>{box}</annotation>")
+    counts = import_dataset("voc", src, tmp_path / "captures")
+    assert counts["roll-marks"] == 1
+
+
+def test_links_out_of_the_dataset_are_refused_not_copied(tmp_path):
+    src = _voc(tmp_path)
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes((src / "JPEGImages" / "a.jpg").read_bytes())
+    (src / "JPEGImages" / "link.jpg").symlink_to(secret)
+    with pytest.raises(CaptureError, match="link.jpg: a link that leaves the dataset folder"):
+        import_dataset("voc", src, tmp_path / "captures")
+    assert not (tmp_path / "captures").exists()
