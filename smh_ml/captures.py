@@ -8,6 +8,7 @@ problems are recorded per file in the manifest and reported by :mod:`smh_ml.vali
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from smh_ml.io import file_hash
+from smh_ml.patching import background_bbox
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIX = ".mask.png"
@@ -83,23 +85,62 @@ def mask_path_for(image_path: Path) -> Path:
     return image_path.with_name(image_path.stem + MASK_SUFFIX)
 
 
-def _open_fully(path: Path) -> Image.Image:
-    """Open and decode the whole file, turning every failure into a CaptureError."""
-    path = Path(path)
-    if not path.exists():
-        raise CaptureError(path, "file does not exist")
-    if path.stat().st_size == 0:
-        raise CaptureError(path, "empty file (0 bytes)")
+def open_image(source: Path | str | bytes, name: Path | str | None = None) -> Image.Image:
+    """Open and decode a capture from a file or from bytes (a REST request), every failure a
+    CaptureError naming ``name`` (default: the path): a missing or empty file, content no
+    decoder knows, a truncated file, more pixels than Pillow's decompression-bomb limit, or
+    several frames (a capture is one image). Validation, patches, predict and serving all
+    read through here, so they refuse the same files with the same message."""
+    name = name if name is not None else (source if not isinstance(source, bytes) else "<bytes>")
+    if isinstance(source, bytes):
+        if not source:
+            raise CaptureError(name, "empty file (0 bytes)")
+        stream = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise CaptureError(name, "file does not exist")
+        if path.stat().st_size == 0:
+            raise CaptureError(name, "empty file (0 bytes)")
+        stream = path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(stream)
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                raise CaptureError(name, f"{frames} frames: a capture is a single image")
             image.load()  # a truncated file fails here, not at open()
+    except CaptureError:
+        raise
     except UnidentifiedImageError:
-        raise CaptureError(path, "not an image (no decoder recognises its content)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
-        raise CaptureError(path, f"image does not decode: {exc}") from None
+        raise CaptureError(name, "not an image (no decoder recognises its content)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CaptureError(name, f"too large: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CaptureError(name, f"image does not decode: {exc}") from None
     return image
+
+
+def _open_fully(path: Path) -> Image.Image:
+    return open_image(path)
+
+
+MIN_CAPTURE_SIDE = 16
+"""A capture smaller than this on a side cannot be a part's image."""
+
+
+def capture_problem(image: np.ndarray, background_level: int) -> str | None:
+    """Why a decoded grey capture cannot be decided (None: it can): too small, or no product
+    brighter than the background. The one rule validation and the inference engine share."""
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_CAPTURE_SIDE:
+        return f"too small: {height}x{width} pixels, under {MIN_CAPTURE_SIDE} on a side"
+    try:
+        background_bbox(image, background_level)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 GREY_RGB_MODE = "RGB (grey)"
@@ -153,6 +194,8 @@ def to_gray8(image: Image.Image, path: Path | str, convert: bool) -> np.ndarray:
         return np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise CaptureError(path, f"{int((~np.isfinite(array)).sum())} pixel(s) are NaN or infinite")
         return np.clip(array / max(float(array.max()), 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.asarray(image.convert("L"), dtype=np.uint8)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from smh_ml.augment import augment_to_count
-from smh_ml.captures import read_gray, read_mask
+from smh_ml.captures import CaptureError, read_gray, read_mask
 from smh_ml.io import atomic_dir, files_digest, load_npy, save_npy
 from smh_ml.patching import (
     Geometry,
@@ -63,7 +63,11 @@ def usable_rows(manifest: pd.DataFrame) -> pd.Series:
 
 
 def _crop_box(row: pd.Series, level: int, convert: bool) -> tuple[int, int, int, int]:
-    return background_bbox(read_gray(row["path"], convert=convert), level)
+    image = read_gray(row["path"], convert=convert)
+    try:
+        return background_bbox(image, level)
+    except ValueError as exc:  # no product found: name the file
+        raise CaptureError(row["path"], str(exc)) from None
 
 
 def _process(row: pd.Series, geometry: Geometry, profile: Profile):

@@ -22,7 +22,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 
-from smh_ml.captures import CLASS_NAME, GREY_RGB_MODE  # noqa: E402
+from smh_ml.captures import CLASS_NAME, GREY_RGB_MODE, CaptureError, capture_problem, read_gray  # noqa: E402
 from smh_ml.datasets import PatchSet, TrainingSet  # noqa: E402
 from smh_ml.profiles import Profile  # noqa: E402
 
@@ -137,6 +137,7 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
                            + " vs image " + manifest["height"].astype(str) + "x"
                            + manifest["width"].astype(str) + " "
                            + manifest["mask_error"].fillna(""))
+    checks["decidable"], checks["decide_problem"] = _decidable(manifest, checks["gray8"], profile)
     labels_per_hash = manifest.groupby("content_hash")["label"].transform("nunique")
     checks["labels_for_content"] = labels_per_hash.fillna(1).astype(int)
     checks["clean_mask_empty"] = ~((manifest["label"] == profile.clean_class)
@@ -160,6 +161,7 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
                                         meta={"rule": "class folder is a known class "
                                                       f"({', '.join(label_set)})"}),
         _flag("mask_matches", "mask decodes and has its image's size"),
+        _flag("decidable", DECIDABLE_RULE),
         gxe.ExpectColumnValuesToBeBetween(column="labels_for_content", max_value=1,
                                           meta={"rule": "identical content under two labels"}),
         _flag("clean_mask_empty", "a clean capture's mask has no defect pixels"),
@@ -169,7 +171,8 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
     detail = {"file decodes as an image": dict(zip(checks["path"], checks["error"])),
               "mask decodes and has its image's size": dict(zip(checks["path"], checks["mask_size"])),
               "8-bit single-channel image (set validation.convert_color to convert)":
-                  dict(zip(checks["path"], "mode " + checks["mode"]))}
+                  dict(zip(checks["path"], "mode " + checks["mode"])),
+              DECIDABLE_RULE: dict(zip(checks["path"], checks["decide_problem"]))}
     violations = [Violation(v.file, v.rule, detail[v.rule].get(v.file, v.value))
                   if v.rule in detail else v for v in violations]
     for path, problem in manifest.attrs.get("layout_problems", []):
@@ -188,6 +191,27 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
         notes.append(f"{grey_rgb} capture(s) stored as RGB with equal channels: read as 8-bit grey")
     return ValidationReport("capture manifest", violations,
                             {str(k): int(v) for k, v in counts.sort_index().items()}, notes)
+
+
+DECIDABLE_RULE = "a product brighter than the background, at least 16 px a side (as predict requires)"
+
+
+def _decidable(manifest: pd.DataFrame, readable: pd.Series, profile: Profile) -> tuple[pd.Series, pd.Series]:
+    """Per capture: whether the inference engine could decide it (capture_problem at the
+    profile's background level) and why not. Files that do not decode are other rules' business."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def problem(path: str) -> str:
+        try:
+            return capture_problem(read_gray(path, convert=True), profile.patching.background_level) or ""
+        except CaptureError as exc:
+            return exc.problem
+
+    todo = manifest["decodes"].astype(bool) & readable
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        found = dict(zip(manifest.index[todo], pool.map(problem, manifest.loc[todo, "path"])))
+    problems = pd.Series([found.get(i, "") for i in manifest.index], index=manifest.index)
+    return problems == "", problems
 
 
 def validate_patch_sets(patch_set: PatchSet, training_sets: dict[str, TrainingSet],

@@ -99,11 +99,12 @@ def test_convert_color_accepts_rgb_and_16_bit_and_says_so(good_root, ci_profile)
     from smh_ml.profiles import with_overrides
 
     _colour(good_root / "defect-free" / "colour.png")
-    Image.fromarray(np.full((64, 40), 4000, np.uint16)).save(good_root / "defect-free" / "deep.png")
+    # (a bright part: a uniform 4000 of 65535 would be 16 grey levels, no product above the background)
+    Image.fromarray(np.full((64, 40), 40000, np.uint16)).save(good_root / "defect-free" / "deep.png")
     profile = with_overrides(ci_profile, {"validation.convert_color": True})
     report, _ = _violations(good_root, profile)
     assert report.success and "2 capture(s) converted" in report.notes[0]
-    assert read_gray(good_root / "defect-free" / "deep.png", convert=True).max() == round(4000 / 65535 * 255)
+    assert read_gray(good_root / "defect-free" / "deep.png", convert=True).max() == round(40000 / 65535 * 255)
     with pytest.raises(CaptureError, match="deep.png.*16-bit"):
         read_gray(good_root / "defect-free" / "deep.png")
 
@@ -146,3 +147,53 @@ def test_links_out_of_the_capture_root_are_refused_and_never_read(good_root, ci_
 
     manifest = load_manifest(good_root)
     assert not manifest["path"].str.contains("linked").any()  # neither file was decoded or hashed
+
+
+def _bomb(path, side=12000):
+    """A tiny PNG declaring more pixels than Pillow's decompression-bomb limit allows."""
+    Image.new("L", (side, side), 0).save(path, optimize=True)
+
+
+def test_hostile_and_undecidable_files_are_refused_alike_by_validate_and_predict(good_root, ci_profile,
+                                                                                  tmp_path):
+    from smh_ml.deploy import Engine
+    from smh_ml.export import export_onnx
+    from smh_ml.models import build
+    from smh_ml.patching import Geometry
+
+    clean = good_root / "defect-free"
+    Image.fromarray(np.zeros((200, 120), np.uint8)).save(clean / "black.png")  # no product
+    Image.fromarray(np.full((1, 1), 200, np.uint8)).save(clean / "dot.png")  # 1x1
+    frames = [Image.fromarray(np.full((64, 40), v, np.uint8)) for v in (100, 150)]
+    frames[0].save(clean / "pages.tiff", save_all=True, append_images=frames[1:])
+    Image.fromarray(np.full((64, 40), np.nan, np.float32)).save(clean / "nan.tiff")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 10_000_000  # keep the bomb small on disk and in memory
+    try:
+        _bomb(clean / "bomb.png", side=4500)  # 20 MP: over twice the limit
+        report, found = _violations(good_root, with_overrides_convert(ci_profile))
+        refused = {k[0]: str(v.value) for k, v in found.items()}
+        for name, words in {"black.png": "no product", "dot.png": "too small", "pages.tiff": "frames",
+                            "nan.tiff": "NaN", "bomb.png": "too large"}.items():
+            assert words in refused.get(f"defect-free/{name}", ""), (name, refused)
+        onnx_path = export_onnx(build("baseline_cnn", 2, 16).eval(), tmp_path / "m.onnx", 16,
+                                ["defect-free", "pits"], Geometry(rows=2, cols=1, patch=16).to_dict())
+        engine = Engine(onnx_path)
+        files = [clean / n for n in ("black.png", "dot.png", "pages.tiff", "nan.tiff", "bomb.png")]
+        files.append(next(clean.glob("sim-*.jpg")))
+        results = list(engine.decide_paths(files))
+        assert [r.error is None for r in results] == [False] * 5 + [True]  # the batch goes on
+        for result, (name, words) in zip(results, [("black.png", "no product"), ("dot.png", "too small"),
+                                                    ("pages.tiff", "frames"), ("nan.tiff", "NaN"),
+                                                    ("bomb.png", "too large")]):
+            assert name in result.error and words in result.error
+        with pytest.raises(CaptureError, match="too large"):
+            engine.decide_bytes((clean / "bomb.png").read_bytes(), "row 0")
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def with_overrides_convert(profile):
+    from smh_ml.profiles import with_overrides
+
+    return with_overrides(profile, {"validation.convert_color": True})

@@ -10,7 +10,6 @@ and the MLflow pyfunc (``smh_ml.deploy.pyfunc``). No torch: a line PC installs o
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from smh_ml.captures import CaptureError, read_gray, to_gray8
+from smh_ml.captures import CaptureError, capture_problem, open_image, read_gray, to_gray8
 from smh_ml.decision import decide
 from smh_ml.deploy.runtime import onnx_metadata, onnx_predict, session
 from smh_ml.patching import Geometry, background_bbox, capture_patches, untile
@@ -86,15 +85,23 @@ class Engine:
         return capture_patches(image, self.geometry, self.background_level)
 
     def read(self, path: Path | str) -> np.ndarray:
-        """A capture file as (H, W) uint8; see ``fast_decode``."""
+        """A capture file as (H, W) uint8, refused (CaptureError) when it cannot be decided
+        (smh_ml.captures.capture_problem, the rule validation applies); see ``fast_decode``."""
+        image = None
         if self.fast_decode:
             try:
                 image = self._read_reduced(Path(path))
-                if image is not None:
-                    return image
-            except (OSError, ValueError, SyntaxError):
-                pass  # the full decode below reports the file's problem clearly
-        return read_gray(path, convert=True)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+                image = None  # the full decode below reports the file's problem clearly
+        if image is None:
+            image = read_gray(path, convert=True)
+        return self._checked(image, path)
+
+    def _checked(self, image: np.ndarray, name: Path | str) -> np.ndarray:
+        problem = capture_problem(image, self.background_level)
+        if problem is not None:
+            raise CaptureError(name, problem)
+        return image
 
     def _read_reduced(self, path: Path, margin: float = 2.0) -> np.ndarray | None:
         """One decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the whole frame at
@@ -133,9 +140,9 @@ class Engine:
         return self.decide_probs(self.probabilities(self.patches(image)))
 
     def decide_bytes(self, data: bytes, name: str = "<bytes>") -> Decision:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return self.decide_array(to_gray8(im, name, convert=True))
+        """One encoded capture (a REST request's image), read and checked as files are."""
+        with open_image(data, name) as im:
+            return self.decide_array(self._checked(to_gray8(im, name, convert=True), name))
 
     def decide_paths(self, paths: Iterable[Path | str], overlap: bool = True) -> Iterator[Prediction]:
         """Decide many files in order; with ``overlap`` the next file is decoded and
@@ -165,8 +172,6 @@ class Engine:
             return self.patches(self.read(path))
         except CaptureError as exc:
             return str(exc)
-        except ValueError as exc:  # no product found, ...
-            return f"{path}: {exc}"
 
     def _finish(self, path: Path, loaded: np.ndarray | str) -> Prediction:
         if isinstance(loaded, str):
