@@ -268,7 +268,7 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
     model is the best checkpoint on a validation split of the TRAINING captures, which also
     calibrates its decision threshold; the test captures are used once, at the end.
     """
-    cfg = profile.train
+    cfg = profile.train.for_arch(profile.train.arch)
     patch_set = load_patch_set(patch_dir)
     train = load_training_set(train_dir or patch_dir, cfg.train_set)
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)

@@ -182,6 +182,8 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
 
     if steps is not None and epochs is not None:
         _fail("--steps and --epochs exclude each other")
+    if steps is not None or epochs is not None:  # an explicit budget replaces the per-architecture ones
+        settings = [*settings, "train.arch_budgets=[]"]
     overrides = {k: v for k, v in {"train.arch": arch, "train.steps": 0 if epochs is not None else steps,
                                    "train.epochs": epochs, "train.cv_folds": folds,
                                    "train.train_set": train_set}.items()

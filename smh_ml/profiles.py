@@ -141,9 +141,20 @@ class TrainConfig:
     after recalibration (docs/RESULTS.md)."""
     seed: int = 0
 
+    arch_budgets: tuple[tuple[str, int, int], ...] = ()
+    """(architecture, steps, eval_every) for architectures that need another budget than
+    ``steps``: a network learnt from scratch needs far more steps than a pretrained one."""
+
     def architectures(self) -> list[str]:
         """The candidates the pipeline trains: ``candidates``, or just ``arch``."""
         return list(self.candidates) or [self.arch]
+
+    def for_arch(self, arch: str) -> TrainConfig:
+        """This config for ``arch``, with its own budget from ``arch_budgets`` if it has one."""
+        budget = next((b for b in self.arch_budgets if b[0] == arch), None)
+        if budget is None:
+            return dataclasses.replace(self, arch=arch)
+        return dataclasses.replace(self, arch=arch, steps=int(budget[1]), eval_every=int(budget[2]))
 
 
 @dataclass(frozen=True)
@@ -246,12 +257,12 @@ PROFILES: dict[str, Profile] = {
         name="whole",
         description="CPU, whole captures at 256 px (one tile): for near-square captures whose defects are "
                     "large next to the capture, like magnetic tile. EfficientNet-Lite0 from ImageNet and "
-                    "the Inception-CNN from scratch, 300 steps of 32, 2-fold CV, test-time flips, "
-                    "threshold for 2% false alarms.",
+                    "the Inception-CNN from scratch, 300 steps of 32 (the Inception-CNN 1,500), 2-fold CV, "
+                    "test-time flips, threshold for 2% false alarms.",
         patching=PatchingConfig(patch=256, tiles=1),
         augment=AugmentConfig(ota_target=120, pta_target=120, max_clean_patches=None),
         train=TrainConfig(arch="efficientnet_lite0", candidates=("efficientnet_lite0", "inception_cnn"),
-                          steps=300, eval_every=50, cv_folds=2,
+                          steps=300, eval_every=50, cv_folds=2, arch_budgets=(("inception_cnn", 1500, 250),),
                           **(CPU_RECIPE | {"batch_size": 32, "flip_average": True, "target_false_alarm": 0.02})),
         gan=GanConfig(width=0.25, epochs=6, augment_to=1000, pgan_target=300,
                       checkpoint_every=2, fid_samples=300, domain_epochs=4),

@@ -196,3 +196,14 @@ def test_precision_follows_the_cpu_and_is_never_emulated(monkeypatch):
     monkeypatch.setattr(hardware, "has_native_bf16", lambda: True)
     assert hardware.training_precision("auto") == "bf16" and hardware.training_precision("fp32") == "fp32"
     assert {"cpu", "cores", "avx2", "avx512_vnni", "bf16"} <= set(hardware.describe())
+
+
+def test_an_architecture_gets_its_own_step_budget():
+    from smh_ml.profiles import apply_settings, get_profile
+
+    whole = get_profile("whole").train
+    assert whole.for_arch("efficientnet_lite0").steps == whole.steps == 300
+    inception = whole.for_arch("inception_cnn")
+    assert (inception.arch, inception.steps, inception.eval_every) == ("inception_cnn", 1500, 250)
+    cleared = apply_settings(get_profile("whole"), ["train.arch_budgets=[]", "train.steps=40"]).train
+    assert cleared.for_arch("inception_cnn").steps == 40

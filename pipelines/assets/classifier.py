@@ -97,7 +97,7 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
     tracker = mlflow.tracker()
     summary = {}
     for arch in prof.train.architectures():
-        cfg = dataclasses.replace(prof.train, arch=arch)
+        cfg = prof.train.for_arch(arch)
         model, report = fit_stage(patch_set, train, names, prof, cfg)
         save_fit(_candidate_dir(storage, prof.name, arch), model, report)
         with mlflow.nested_run(context, f"train-{arch}", tags | {"arch": arch},
