@@ -90,8 +90,22 @@ def test_resume_gives_the_same_state(tmp_path):
     assert resumed.history == straight.history
     for (k, a), (_, b) in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().items()):
         assert torch.equal(a, b), k
-    with pytest.raises(ValueError, match="not dcgan"):
-        train_gan(x, "dcgan", _cfg(), checkpoint=tmp_path / "b.pt")
+    other_kind = train_gan(x, "dcgan", _cfg(epochs=2), checkpoint=tmp_path / "b.pt")  # never resumes an sdg
+    assert [h["epoch"] for h in other_kind.history] == [1, 2]
+
+
+def test_a_changed_training_set_or_setting_retrains_from_scratch(tmp_path, caplog):
+    x, _ = toy_set(n_per_class=16, size=16)
+    first = train_gan(x, "sdg", _cfg(), checkpoint=tmp_path / "c.pt")
+    again = train_gan(x, "sdg", _cfg(), checkpoint=tmp_path / "c.pt")  # same inputs: the finished run
+    assert again.history == first.history
+    new_data = x.copy()
+    new_data[0] = 255 - new_data[0]  # a new data version
+    fresh = train_gan(new_data, "sdg", _cfg(), checkpoint=tmp_path / "c.pt")
+    assert [h["epoch"] for h in fresh.history] == [1, 2, 3, 4] and fresh.history != first.history
+    assert "training from scratch" in caplog.text
+    longer = train_gan(new_data, "sdg", _cfg(lr=1e-4), checkpoint=tmp_path / "c.pt")  # a changed setting
+    assert [h["epoch"] for h in longer.history] == [1, 2, 3, 4] and longer.history != fresh.history
 
 
 def test_dcgan_trains_and_generation_is_seeded():

@@ -7,7 +7,9 @@ stopped and resumed ends in exactly the state of an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,9 +67,23 @@ def new_state(kind: str, patch: int, cfg: GanConfig) -> GanState:
                     torch.Generator().manual_seed(cfg.seed))
 
 
-def save_checkpoint(state: GanState, path: Path | str) -> Path:
+TRAINING_FIELDS = ("latent", "width", "epochs", "batch_size", "n_critic", "gp_lambda", "lr", "betas", "seed")
+"""The GanConfig fields that change what training computes (a checkpoint belongs to them)."""
+
+
+def training_inputs_id(arrays: np.ndarray, kind: str, cfg: GanConfig) -> str:
+    """What a GAN checkpoint was computed from: the training patches, the kind and the
+    settings that shape training. A checkpoint with another id is never resumed."""
+    digest = hashlib.sha256()
+    digest.update(f"{kind}|{arrays.shape}|{arrays.dtype}|".encode())
+    digest.update(json.dumps({f: getattr(cfg, f) for f in TRAINING_FIELDS}, sort_keys=True, default=list).encode())
+    digest.update(np.ascontiguousarray(arrays).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def save_checkpoint(state: GanState, path: Path | str, inputs: str = "") -> Path:
     buffer = io.BytesIO()
-    torch.save({"kind": state.kind, "epoch": state.epoch, "history": state.history,
+    torch.save({"kind": state.kind, "epoch": state.epoch, "history": state.history, "inputs": inputs,
                 "generator": state.generator.state_dict(), "critic": state.critic.state_dict(),
                 "opt_g": state.opt_g.state_dict(), "opt_c": state.opt_c.state_dict(),
                 "rng": state.rng.get_state()}, buffer)
@@ -145,7 +161,9 @@ def _epoch_dcgan(state: GanState, data: torch.Tensor, cfg: GanConfig) -> dict:
 def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | str | None = None,
               stop_after: int | None = None, desc: str = "gan",
               on_epoch: Callable[[int, dict], None] | None = None) -> GanState:
-    """Train a GAN on uint8 patches for ``cfg.epochs`` epochs, resuming from ``checkpoint``.
+    """Train a GAN on uint8 patches for ``cfg.epochs`` epochs, resuming from ``checkpoint``
+    only when it was computed from the same patches, kind and training settings
+    (:func:`training_inputs_id`); a new data version or a changed setting starts from scratch.
 
     The checkpoint is written every ``cfg.checkpoint_every`` epochs and at the end;
     ``stop_after`` ends the run early after that many epochs in total (as a crash would).
@@ -155,7 +173,15 @@ def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     patch = arrays.shape[-1]
     ckpt = Path(checkpoint) if checkpoint else None
-    state = load_checkpoint(ckpt, patch, cfg) if ckpt and ckpt.exists() else new_state(kind, patch, cfg)
+    inputs = training_inputs_id(arrays, kind, cfg)
+    state = None
+    if ckpt and ckpt.exists():
+        saved_inputs = torch.load(ckpt, map_location="cpu", weights_only=True).get("inputs")
+        if saved_inputs == inputs:  # an interrupted (or finished) run of the same inputs: resume
+            state = load_checkpoint(ckpt, patch, cfg)
+        else:
+            log.warning("%s: checkpoint was trained on other patches or settings: training from scratch", ckpt)
+    state = state or new_state(kind, patch, cfg)
     if state.kind != kind:
         raise ValueError(f"{ckpt}: checkpoint is a {state.kind} GAN, not {kind}")
     data = to_gan_input(arrays)
@@ -174,7 +200,7 @@ def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | 
         if on_epoch:
             on_epoch(epoch, record)
         if ckpt and (state.epoch % cfg.checkpoint_every == 0 or state.epoch == last):
-            save_checkpoint(state, ckpt)
+            save_checkpoint(state, ckpt, inputs)
     state.generator.eval()
     state.critic.eval()
     return state
