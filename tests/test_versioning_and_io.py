@@ -39,6 +39,33 @@ def test_commit_data_with_real_dvc(tmp_path, sim_root):
         commit_data(tmp_path)
 
 
+def test_a_fresh_clone_pulls_the_committed_data(tmp_path, sim_root):
+    """git clone + dvc pull from the default remote gives back exactly the committed captures."""
+    import filecmp
+    import shutil
+
+    repo, clone = tmp_path / "repo", tmp_path / "clone"
+    repo.mkdir()
+    env = os.environ | {"DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run([*dvc, "init", "-q"], cwd=repo, check=True, env=env)
+    subprocess.run([*dvc, "remote", "add", "-d", "shared", str(tmp_path / "remote")], cwd=repo, check=True, env=env)
+    shutil.copytree(sim_root, repo / "data")
+    version = commit_data(repo)
+    subprocess.run(["git", "add", "data.dvc", ".gitignore", ".dvc/config"], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "data"], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, env=env)
+    assert not (clone / "data").exists()
+    subprocess.run([*dvc, "pull", "-q"], cwd=clone, check=True, env=env)
+    assert data_version(clone / "data.dvc") == version
+    files = sorted(p.relative_to(sim_root) for p in sim_root.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(clone / "data") for p in (clone / "data").rglob("*")
+                                     if p.is_file())
+    assert all(filecmp.cmp(sim_root / f, clone / "data" / f, shallow=False) for f in files)
+
+
 def test_folder_fingerprint_changes_with_content(tmp_path):
     (tmp_path / "a").write_text("1")
     first = folder_fingerprint(tmp_path)
