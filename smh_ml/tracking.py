@@ -311,12 +311,28 @@ def model_signature():
                                   ColSpec("double", "probability")]))
 
 
+def _small_example(path: Path, side: int = 512) -> bytes:
+    """A capture file as the input example, shrunk to ``side`` px at most (a 1 MB line-scan
+    JPEG would be stored in every registered version), still a valid capture."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if max(image.size) <= side:
+            return path.read_bytes()
+        image.thumbnail((side, side))
+        buffer = io.BytesIO()
+        image.convert("L").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+
 def package_model(onnx_path: Path | str, out_dir: Path | str, int8_path: Path | str | None = None,
                   input_example: Path | str | None = None) -> Path:
     """An MLflow model folder a fresh environment can serve: the ``python_function`` flavour
     (raw capture images in, decisions out, by :data:`PYFUNC_LOADER`) with its code
     (``code/smh_ml``), its pip requirements (:func:`deploy_requirements`), a signature and,
-    given a capture file, an input example; the ``onnx`` flavour beside it on the same file
+    given a capture file, an input example (shrunk to 512 px); the ``onnx`` flavour beside it on the same file
     (``data/model.onnx``, tensors in and out). A gated int8 model rides along as
     ``data/model.int8.onnx`` (``smh-ml predict --int8``)."""
     import base64
@@ -332,7 +348,7 @@ def package_model(onnx_path: Path | str, out_dir: Path | str, int8_path: Path | 
     out_dir = Path(out_dir)
     example = None
     if input_example is not None:
-        example = pd.DataFrame({"image": [base64.b64encode(Path(input_example).read_bytes()).decode("ascii")]})
+        example = pd.DataFrame({"image": [base64.b64encode(_small_example(Path(input_example))).decode("ascii")]})
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "model.onnx"
         shutil.copyfile(onnx_path, data)

@@ -64,7 +64,12 @@ def test_the_packaged_model_declares_every_import_its_loader_needs(tmp_path):
 
     onnx_path = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx", 32,
                             ["defect-free", "pits", "scratches"], Geometry(rows=1, cols=2, patch=32).to_dict())
-    folder = package_model(onnx_path, tmp_path / "model")
+    big = np.full((3000, 1400), 8, np.uint8)
+    big[100:2900, 100:1300] = np.random.default_rng(0).integers(60, 200, (2800, 1200))
+    Image.fromarray(big).save(tmp_path / "capture.png")  # about 3 MB: never stored whole in a version
+    folder = package_model(onnx_path, tmp_path / "model", input_example=tmp_path / "capture.png")
+    example = json.loads((folder / "input_example.json").read_text())
+    assert len(json.dumps(example)) < 400_000
     assert (folder / "code" / "smh_ml" / "deploy" / "pyfunc.py").is_file()
     assert "loader_module: smh_ml.deploy.pyfunc" in (folder / "MLmodel").read_text()
     required = {line.split("==")[0].strip().lower() for line in (folder / "requirements.txt").read_text().splitlines()
