@@ -104,7 +104,10 @@ class ClassifierReport:
         path = Path(folder) / REPORT
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no classifier report (run the fit stage first)")
-        data = json.loads(path.read_text())
+        return cls.from_dict(json.loads(path.read_text()), path)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path | str = REPORT) -> ClassifierReport:
         known = {f.name for f in dataclasses.fields(cls)}
         missing = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
                    and f.default_factory is dataclasses.MISSING} - set(data)
@@ -164,8 +167,8 @@ def save_fit(folder: Path | str, model: torch.nn.Module, report: ClassifierRepor
 
 
 def load_fit(folder: Path | str) -> tuple[torch.nn.Module, ClassifierReport]:
-    model, _ = load_classifier(folder)
-    return model, ClassifierReport.load(folder)
+    model, data = load_classifier(folder)
+    return model, ClassifierReport.from_dict(data, Path(folder) / REPORT)
 
 
 def test_stage(folder: Path | str, patch_set, test: tuple[pd.DataFrame, list[np.ndarray]] | None = None,
@@ -173,8 +176,10 @@ def test_stage(folder: Path | str, patch_set, test: tuple[pd.DataFrame, list[np.
     """The held-out ORIGINAL captures, decided by the calibrated threshold rule (the paper's
     arg-max rule beside it). ``test``: :func:`test_patches` of ``patch_set`` when already cut."""
     folder = Path(folder)
-    loaded, report = load_fit(folder)
-    model = model or loaded
+    if model is None:
+        model, report = load_fit(folder)
+    else:  # the caller's fitted model: only the report is read
+        report = ClassifierReport.load(folder)
     start = time.perf_counter()
     captures, groups = test or test_patches(patch_set)
     metrics = evaluate_images(model, captures, groups, report.classes, threshold=report.threshold)

@@ -234,10 +234,15 @@ def save_datasets(out: Path | str, patch_set: PatchSet, pta: TrainingSet, ota: T
     return stats
 
 
+def load_captures(folder: Path | str) -> pd.DataFrame:
+    """The captures table of a patch-set folder (split, label, path), without its arrays."""
+    return pd.read_csv(Path(folder) / "captures.csv")
+
+
 def load_patch_set(folder: Path | str) -> PatchSet:
     folder = Path(folder)
     geometry = Geometry(**json.loads((folder / "geometry.json").read_text()))
-    return PatchSet(geometry, pd.read_csv(folder / "captures.csv"),
+    return PatchSet(geometry, load_captures(folder),
                     load_npy(folder / "patches.npy"), pd.read_csv(folder / "patch_index.csv"),
                     load_npy(folder / "images.npy"))
 

@@ -233,6 +233,11 @@ CPU_RECIPE: dict[str, Any] = {
     "recalibrate_bn": True, "batch_size": 64,
 }
 
+# Small GANs for the CPU profiles (demo, whole, bench): one setting, so GAN runs of one profile
+# on the same patches are reused by another.
+CPU_GAN = GanConfig(width=0.25, epochs=6, augment_to=1000, pgan_target=300, checkpoint_every=2, fid_samples=300,
+                    domain_epochs=4)
+
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
@@ -250,8 +255,7 @@ PROFILES: dict[str, Profile] = {
         simulate=SimulateConfig(count=120),
         train=TrainConfig(arch="efficientnet_lite0", candidates=("efficientnet_lite0", "inception_cnn"),
                           steps=300, eval_every=50, cv_folds=3, **CPU_RECIPE),
-        gan=GanConfig(width=0.25, epochs=6, augment_to=1000, pgan_target=300,
-                      checkpoint_every=2, fid_samples=300, domain_epochs=4),
+        gan=CPU_GAN,
     ),
     "whole": Profile(
         name="whole",
@@ -264,8 +268,7 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(arch="efficientnet_lite0", candidates=("efficientnet_lite0", "inception_cnn"),
                           steps=300, eval_every=50, cv_folds=2, arch_budgets=(("inception_cnn", 1500, 250),),
                           **(CPU_RECIPE | {"batch_size": 32, "flip_average": True, "target_false_alarm": 0.02})),
-        gan=GanConfig(width=0.25, epochs=6, augment_to=1000, pgan_target=300,
-                      checkpoint_every=2, fid_samples=300, domain_epochs=4),
+        gan=CPU_GAN,
     ),
     "bench": Profile(
         name="bench",
@@ -280,8 +283,7 @@ PROFILES: dict[str, Profile] = {
         augment=AugmentConfig(ota_size=(128, 64), ota_target=120, pta_target=150, max_clean_patches=1200),
         train=TrainConfig(steps=600, eval_every=200, cv_folds=2, **CPU_RECIPE),
         # the demo GAN settings exactly, so demo-profile GAN runs on the same patches are reused
-        gan=GanConfig(width=0.25, epochs=6, augment_to=1000, pgan_target=300,
-                      checkpoint_every=2, fid_samples=300, domain_epochs=4),
+        gan=CPU_GAN,
     ),
     "ci": Profile(
         name="ci",

@@ -117,16 +117,23 @@ class Tracker:
         client.set_terminated(parent, "FINISHED")
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float | int | None], step: int | None = None) -> None:
-        """Numeric entries of ``metrics`` (None and non-numbers skipped)."""
-        client = self.client()
-        for key, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                client.log_metric(run_id, key, float(value), step=step or 0)
+        """Numeric entries of ``metrics`` (None and non-numbers skipped), in one request."""
+        self.log_history(run_id, [{"step": step or 0, **metrics}])
 
     def log_history(self, run_id: str, records: Iterable[Mapping], step_key: str = "step") -> None:
-        """Training curves: every numeric field of each record at the record's ``step_key``."""
-        for record in records:
-            self.log_metrics(run_id, {k: v for k, v in record.items() if k != step_key}, step=record[step_key])
+        """Training curves: every numeric field of each record at the record's ``step_key``,
+        sent in batches (MLflow takes at most 1,000 metrics per request)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, int(record[step_key])) for record in records
+                   for key, value in record.items()
+                   if key != step_key and isinstance(value, (int, float)) and not isinstance(value, bool)]
+        client = self.client()
+        for start in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
     def log_dict(self, run_id: str, data: Mapping, name: str) -> None:
         self.client().log_dict(run_id, dict(data), name)

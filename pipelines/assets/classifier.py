@@ -33,7 +33,7 @@ from smh_ml.classifier_experiment import (
     save_fit,
     test_stage,
 )
-from smh_ml.datasets import load_patch_set, load_training_set
+from smh_ml.datasets import load_captures, load_patch_set, load_training_set
 from smh_ml.experiments import test_set_id
 from smh_ml.export import ParityError
 from smh_ml.io import atomic_dir, atomic_write_text, save_npy
@@ -255,7 +255,7 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
     prof = profile.get()
     test = _best(storage, prof.name)
     tracker = mlflow.tracker()
-    captures_df = load_patch_set(storage.path(prof.name, "patch_sets")).captures
+    captures_df = load_captures(storage.path(prof.name, "patch_sets"))
     examples = [Path(p) for p in captures_df.loc[captures_df["split"] == "test", "path"] if Path(p).is_file()]
     outcomes = {}
     # the best candidate last, so its version is the newest and carries the challenger alias
