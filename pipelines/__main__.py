@@ -16,6 +16,7 @@ import dagster as dg
 
 from pipelines import definitions
 from pipelines.partitions import defect_classes
+from pipelines.recovery import recover
 
 
 def _execute(instance: dg.DagsterInstance, factory, tags: dict | None = None) -> dg.JobExecutionResult:
@@ -33,12 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     instance = dg.DagsterInstance.get()
+    resources = definitions.default_resources()
+    failed = recover(instance, resources["mlflow"])
+    if failed["dagster"] or failed["mlflow"]:
+        print(f"[pipelines] marked failed (their process was killed): Dagster runs {failed['dagster']}, "
+              f"MLflow runs {failed['mlflow']}", flush=True)
     if not _execute(instance, definitions.prepare).success:
         return 1
     from smh_ml.datasets import load_patch_set
     from smh_ml.synthetic import defect_classes as classes_of
 
-    resources = definitions.default_resources()
     profile = resources["profile"].get()
     patch_set = load_patch_set(resources["storage"].path(profile.name, "patch_sets"))
     classes = classes_of(patch_set, profile.clean_class)

@@ -43,6 +43,12 @@ def write_synthetic(folder: Path, label: str, arrays: np.ndarray, gan: str) -> p
     return index
 
 
+def missing_synthetic(gan_dir: Path | str, classes: list[str]) -> list[str]:
+    """Defect classes with no synthetic set in ``gan_dir/<class>/synthetic`` (a run killed
+    between training a class's GAN and writing its set, or a class never trained)."""
+    return sorted(c for c in classes if not (Path(gan_dir) / c / "synthetic" / "index.csv").is_file())
+
+
 def read_synthetic(folder: Path | str) -> tuple[np.ndarray, pd.DataFrame]:
     folder = Path(folder)
     index = pd.read_csv(folder / "index.csv")

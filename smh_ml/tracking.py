@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ DEFAULT_UI_URL = "http://127.0.0.1:5000"
 """Where ``mlflow ui`` serves a local store by default: run links point there."""
 PYFUNC_LOADER = "smh_ml.deploy.pyfunc"
 """The module MLflow's ``python_function`` flavour loads a registered classifier with."""
+
+
+def process_tags() -> dict[str, str]:
+    """Which process on which machine owns a run: a run left RUNNING by a killed process is
+    told from a live one by these (:meth:`Tracker.fail_stale_runs`)."""
+    return {"smh.host": socket.gethostname(), "smh.pid": str(os.getpid())}
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -93,7 +100,7 @@ class Tracker:
         if found:
             return found[0].info.run_id
         run = client.create_run(exp, run_name=f"dagster-{group_id[:8]}",
-                                tags={"dagster_run_id": group_id, "role": "parent", **tags})
+                                tags={"dagster_run_id": group_id, "role": "parent", **process_tags(), **tags})
         return run.info.run_id
 
     @contextmanager
@@ -104,7 +111,7 @@ class Tracker:
         parent = self.parent_run(group_id, tags)
         run = client.create_run(self.experiment_id(), run_name=name,
                                 tags={"mlflow.parentRunId": parent, "dagster_run_id": group_id,
-                                      "role": name, **tags})
+                                      "role": name, **process_tags(), **tags})
         run_id = run.info.run_id
         for key, value in (params or {}).items():
             client.log_param(run_id, key, str(value)[:6000])
@@ -172,8 +179,32 @@ class Tracker:
                         mlflow.log_artifact(str(path))
                 return run.info.run_id
 
-        with mlflow.start_run(run_name=name, tags=dict(tags)):
+        with mlflow.start_run(run_name=name, tags={**process_tags(), **tags}):
             yield log_step
+
+    def fail_stale_runs(self, dagster_run_alive: Callable[[str], bool] | None = None) -> list[str]:
+        """Mark FAILED the runs left RUNNING by a killed process; returns their ids.
+
+        A run of a Dagster run (tag ``dagster_run_id``) is stale when ``dagster_run_alive``
+        says that run is no longer in progress; any other run when its owner (tags
+        ``smh.host``/``smh.pid``) was on this machine and is gone. Runs of other machines, and
+        runs whose owner cannot be told, are left alone."""
+        from smh_ml.io import pid_alive
+
+        client, host = self.client(), socket.gethostname()
+        failed = []
+        for run in client.search_runs([self.experiment_id()], "attributes.status = 'RUNNING'", max_results=1000):
+            tags = run.data.tags
+            if "dagster_run_id" in tags:
+                stale = dagster_run_alive is not None and not dagster_run_alive(tags["dagster_run_id"])
+            else:
+                stale = tags.get("smh.host") == host and tags.get("smh.pid", "").isdigit() \
+                    and not pid_alive(int(tags["smh.pid"]))
+            if stale:
+                client.set_terminated(run.info.run_id, "FAILED")
+                client.set_tag(run.info.run_id, "smh.failed_reason", "its process ended without finishing it")
+                failed.append(run.info.run_id)
+        return failed
 
     # --- registry -------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ one stage of it. ``test_report/report.json`` compares the candidates and names t
 
 import dataclasses
 import json
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -36,9 +35,9 @@ from smh_ml.classifier_experiment import (
 from smh_ml.datasets import load_captures, load_patch_set, load_training_set
 from smh_ml.experiments import test_set_id
 from smh_ml.export import ParityError
-from smh_ml.io import atomic_dir, atomic_write_text, save_npy
+from smh_ml.io import atomic_dir, atomic_write_text, save_npy, scratch_dir
 from smh_ml.promotion import accuracy_floor, best_candidate, passes_floor
-from smh_ml.synthetic import build_pgan, defect_classes, read_synthetic
+from smh_ml.synthetic import build_pgan, defect_classes, missing_synthetic, read_synthetic
 from smh_ml.tracking import package_model
 from smh_ml.training import class_names, test_patches
 
@@ -55,11 +54,14 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource,
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     gan_dir = storage.path(prof.name, "gans", GAN_KIND)
     classes = defect_classes(patch_set, prof.clean_class)
-    synthetic = {c: read_synthetic(gan_dir / c / "synthetic") for c in classes
-                 if (gan_dir / c / "synthetic" / "index.csv").exists()}
-    missing = sorted(set(classes) - set(synthetic))
-    if missing:
-        context.log.warning(f"no synthetic patches yet for {missing}: trained on their real patches only")
+    if missing := missing_synthetic(gan_dir, classes):
+        raise dg.Failure(
+            description=f"no synthetic set for defect classes {missing} in {gan_dir}: their GAN runs did not "
+                        "finish. The gans job's runs for them are requested by the gans_after_prepare sensor "
+                        f"(or run: dagster job execute -j gans --partition <class>); {prof.name}/training_set "
+                        "is unchanged.",
+            metadata={"missing": missing})
+    synthetic = {c: read_synthetic(gan_dir / c / "synthetic") for c in classes}
     pgan = build_pgan(patch_set, synthetic, prof)
     out = storage.path(prof.name, "training_set")
     with atomic_dir(out) as tmp:
@@ -70,7 +72,7 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource,
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(out)), "patches": len(pgan.index),
         "per_class": dg.MetadataValue.md(f"```\n{counts.to_string()}\n```"),
-        "classes_without_gan": missing})
+        "classes": classes})
 
 
 
@@ -264,7 +266,7 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
         if ClassifierReport.load(folder).onnx is None:
             context.log.warning(f"{arch}: no exported model (parity failed); not registered")
             continue
-        with tempfile.TemporaryDirectory() as tmp, \
+        with scratch_dir(storage.path(prof.name, "registration")) as tmp, \
                 mlflow.nested_run(context, f"registration-{arch}", run_tags(prof.name, captures.version()),
                                   {"profile": prof.name, "arch": arch}) as run_id:
             int8 = folder / INT8
