@@ -7,6 +7,7 @@ import dagster as dg
 from pipelines.assets import ALL_ASSETS
 from pipelines.assets.data import capture_manifest, patch_sets
 from pipelines.jobs import JOBS
+from pipelines.recovery import stale_runs_sensor
 from pipelines.resources import (
     CaptureDataResource,
     MlflowResource,
@@ -15,7 +16,7 @@ from pipelines.resources import (
     StorageResource,
 )
 from pipelines.schedules import retrain_schedule
-from pipelines.sensors import captures_sensor
+from pipelines.sensors import captures_sensor, classifier_after_gans, gans_after_prepare
 from smh_ml.tracking import DEFAULT_ARTIFACT_ROOT, DEFAULT_MODEL_NAME, DEFAULT_UI_URL, tracking_uri
 
 
@@ -48,7 +49,7 @@ main_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[main_job, *JOBS],
-    sensors=[captures_sensor],
+    sensors=[captures_sensor, gans_after_prepare, classifier_after_gans, stale_runs_sensor],
     schedules=[retrain_schedule],
     resources=default_resources(),
     executor=dg.multiprocess_executor,

@@ -1,0 +1,90 @@
+"""Classifier recipes side by side on a lent GPU, on the simulated default data.
+
+Simulates ``--count`` captures once, cuts one patch set per distinct patching setting, and runs
+the library's fit/test/export stages (what `smh-ml train --no-cv --no-robustness` runs) for
+each variant. Each variant's best validation accuracy (the selection metric, on a split of the
+TRAINING captures) and its held-out test report are appended to ``OUT/results.jsonl`` as soon
+as it ends, so a run cut off by its time limit still returns what it finished.
+
+Great Expectations is left out because the GPU image does not ship it; everything else is
+the code `smh-ml patches` and `smh-ml train` run.
+
+    python benchmarks/device_sweep.py OUT --count 609 \
+        --variant 'eff300=demo;patching.tiles=64;train.steps=300' \
+        --variant 'paper=paper;train.cv_folds=0'
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from smh_ml.captures import load_manifest
+from smh_ml.classifier_experiment import run_classifier
+from smh_ml.datasets import build_ota, build_patch_set, build_pta, data_settings, save_datasets
+from smh_ml.hardware import describe
+from smh_ml.profiles import Profile, apply_settings, get_profile
+from smh_ml.simulate import simulate_captures
+
+
+def parse_variant(text: str) -> tuple[str, Profile]:
+    """``name=profile;section.key=value;...`` -> (name, profile with the settings)."""
+    name, _, spec = text.partition("=")
+    profile_name, *settings = spec.split(";")
+    return name, apply_settings(get_profile(profile_name), settings)
+
+
+def patch_folder(captures: Path, out: Path, profile: Profile) -> Path:
+    """One patch set per distinct data setting, built once."""
+    key = hashlib.md5(json.dumps(data_settings(profile), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    folder = out / f"patches-{key}"
+    if not (folder / "geometry.json").exists():
+        patch_set = build_patch_set(load_manifest(captures), profile)
+        save_datasets(folder, patch_set, build_pta(patch_set, profile), build_ota(patch_set, profile), profile)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--count", type=int, default=609)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--variant", action="append", default=[])
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.out / "results.jsonl"
+    start = time.perf_counter()
+    captures = args.out / "captures"
+    if not captures.exists():
+        simulate_captures(captures, count=args.count, scale=args.scale)
+    head = {"hardware": describe(), "count": args.count, "simulate_s": round(time.perf_counter() - start, 1),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    with results.open("a") as f:
+        f.write(json.dumps(head) + "\n")
+    for text in args.variant:
+        name, profile = parse_variant(text)
+        start = time.perf_counter()
+        patches = patch_folder(captures, args.out, profile)
+        patch_s = time.perf_counter() - start
+        report = run_classifier(patches, args.out / f"run-{name}", profile, cv=False, robustness=False)
+        test = report.test
+        vals = [h.get("val_accuracy") for h in report.final_history if h.get("val_accuracy") is not None]
+        row = {"name": name, "profile": profile.name, "arch": profile.train.arch,
+               "best_val_accuracy": max(vals) if vals else None, "test_accuracy": test["accuracy"],
+               "rule": test["rule"], "n": test["n"], "argmax": test.get("argmax", {}).get("accuracy"),
+               "auroc": test["image"].get("auroc"), "defect_recall": test["image"].get("defect_recall"),
+               "false_alarms": test["image"].get("false_alarm_rate"),
+               "confusion": test["confusion_matrix"], "fit": report.fit,
+               "patch_s": round(patch_s, 1), "seconds": round(time.perf_counter() - start, 1)}
+        print(json.dumps(row, default=str), flush=True)
+        with results.open("a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
