@@ -42,6 +42,10 @@ def calibrate(per_image: Sequence[np.ndarray], labels: Sequence[int], target_fal
     the set at it: ``threshold``, ``target_false_alarm`` and :func:`image_report`'s figures."""
     labels = np.asarray(labels)
     scores = image_defect_scores(per_image, clean_index)
+    if not (labels == clean_index).any():  # a defect-only capture set: nothing to calibrate on
+        return {"threshold": None, "target_false_alarm": target_false_alarm,
+                "note": "no clean validation images: the arg-max rule decides",
+                **image_report(per_image, labels, clean_index)}
     threshold = calibrate_threshold(scores[labels == clean_index], target_false_alarm)
     return {"threshold": threshold, "target_false_alarm": target_false_alarm,
             **image_report(per_image, labels, clean_index, threshold)}

@@ -224,7 +224,7 @@ def fit(model: nn.Module, arrays: np.ndarray, targets: np.ndarray, cfg: TrainCon
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_accuracy']:.3f}",
                         val=f"{record.get('val_accuracy', float('nan')):.3f}")
         log.info("%s step %d/%d %s", desc, step, steps,
-                 " ".join(f"{k} {v:.4g}" for k, v in record.items() if k not in ("step",)))
+                 " ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "step" and v is not None))
         if on_epoch:
             on_epoch(len(history) - 1, record)
     best_step = None
@@ -377,7 +377,8 @@ def validation_captures(patch_set, names: list[str], cfg: TrainConfig) -> Valida
     train = patch_set.captures[patch_set.captures["split"] == "train"]
     chosen = split_by_capture(train, cfg.val_fraction, cfg.seed + 1) == "test"
     captures = train[chosen.to_numpy()].reset_index(drop=True)
-    if captures.empty or (encode(captures["label"], names) == 0).sum() == 0:
+    has_clean = (encode(train["label"], names) == 0).any()  # False for a defect-only capture set
+    if captures.empty or (has_clean and (encode(captures["label"], names) == 0).sum() == 0):
         raise ValueError(f"val_fraction {cfg.val_fraction} leaves no clean validation capture; raise it")
     return ValidationCaptures(captures, capture_groups(patch_set, captures), encode(captures["label"], names))
 

@@ -178,14 +178,27 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
     for path, problem in manifest.attrs.get("layout_problems", []):
         violations.append(Violation(path, "capture folder convention", problem))
     counts = manifest["label"].value_counts()
-    declared = set(label_set) | {profile.clean_class} | set(manifest.attrs.get("class_folders", []))
+    notes = []
+    # A set of defective captures only (common for public defect sets) has its clean class in
+    # the parts of each capture outside the defect mask: allowed when every capture has a mask.
+    defect_only = counts.get(profile.clean_class, 0) == 0 and len(manifest) > 0
+    declared = set(label_set) | set(manifest.attrs.get("class_folders", []))
+    if not defect_only:
+        declared.add(profile.clean_class)
+    else:
+        unmasked = manifest.loc[manifest["mask_path"].isna(), "path"]
+        violations += [Violation(str(path), NO_CLEAN_RULE, "no mask") for path in unmasked]
+        notes.append(f"no {profile.clean_class!r} captures: the {profile.clean_class!r} patches are the parts of "
+                     "defect captures outside their masks, and the image-level test covers the defect classes only "
+                     "(decided by arg-max: no clean captures to calibrate a threshold on)")
     count_frame = pd.DataFrame({"label": sorted(declared)})
     count_frame["captures"] = count_frame["label"].map(counts).fillna(0).astype(int)
     violations += _run(count_frame, [gxe.ExpectColumnValuesToBeBetween(
         column="captures", min_value=1,
-        meta={"rule": "class has at least one capture (clean class included)"})], "label")
-    notes = [f"{int(converted.sum())} capture(s) converted to 8-bit grey"] if (
-        vcfg.convert_color and converted.any()) else []
+        meta={"rule": "class has at least one capture (clean class included unless every capture has a mask)"})],
+        "label")
+    if vcfg.convert_color and converted.any():
+        notes.append(f"{int(converted.sum())} capture(s) converted to 8-bit grey")
     grey_rgb = int((manifest["mode"] == GREY_RGB_MODE).sum())
     if grey_rgb:
         notes.append(f"{grey_rgb} capture(s) stored as RGB with equal channels: read as 8-bit grey")
@@ -193,6 +206,7 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
                             {str(k): int(v) for k, v in counts.sort_index().items()}, notes)
 
 
+NO_CLEAN_RULE = "without clean captures, every capture needs a defect mask (its clean patches come from outside it)"
 DECIDABLE_RULE = "a product brighter than the background, at least 16 px a side (as predict requires)"
 
 

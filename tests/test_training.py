@@ -149,3 +149,40 @@ def test_recalibrated_batchnorm_holds_the_final_weights_statistics():
     expected = torch.cat(seen).mean(dim=(0, 2, 3))  # what the final weights feed this layer
     torch.testing.assert_close(first_bn[True].running_mean, expected, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(first_bn[False].running_mean, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_capture_set_without_clean_captures_learns_its_clean_class_from_outside_the_masks(sim_root, tmp_path):
+    """Public defect sets often hold defective captures only: validation accepts them when
+    every capture has a mask, says what it did, and the image-level test covers the defect
+    classes, decided by arg-max (no clean captures to calibrate a threshold on)."""
+    import shutil
+
+    from smh_ml.captures import load_manifest
+    from smh_ml.classifier_experiment import run_classifier
+    from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
+    from smh_ml.validation import NO_CLEAN_RULE, validate_manifest
+
+    root = tmp_path / "captures"
+    shutil.copytree(sim_root, root, ignore=shutil.ignore_patterns("defect-free"))
+    profile = with_overrides(get_profile("ci"), {"train": dataclasses.replace(
+        get_profile("ci").train, arch="baseline_cnn", steps=20, eval_every=10, cv_folds=0)})
+    manifest = load_manifest(root)
+    report = validate_manifest(manifest, profile)
+    assert report.success, report.format()
+    assert any("outside their masks" in note for note in report.notes)
+    patch_set = build_patch_set(manifest, profile)
+    usable = patch_set.index[patch_set.index["usable"] & (patch_set.index["split"] == "train")]
+    assert (usable["label"] == "defect-free").sum() > 0  # clean patches from defect captures
+    save_datasets(tmp_path / "patches", patch_set, build_pta(patch_set, profile), build_ota(patch_set, profile))
+    result = run_classifier(tmp_path / "patches", tmp_path / "model", profile, robustness=False)
+    assert result.threshold is None and result.test["rule"] != "threshold"
+    assert result.test["image"]["clean_images"] == 0 and result.test["n"] > 0
+    assert result.classes[0] == "defect-free"
+    # a capture without a mask is then refused by name
+    unmasked = next(root.glob("pits/*.mask.png"))
+    unmasked.unlink()
+    refused = validate_manifest(load_manifest(root), profile)
+    assert not refused.success
+    assert [v.file for v in refused.violations if v.rule == NO_CLEAN_RULE] == [
+        str(unmasked).removesuffix(".mask.png") + ".jpg"]
