@@ -186,10 +186,36 @@ def test_rest_serving_of_the_champion_answers_and_rejects(mt_model, tmp_path):
         assert 400 <= status < 500 and "image" in answer.get("message", ""), answer
         status, _ = _post(url, b"{not json")
         assert 400 <= status < 500
+        # the hostile corpus of tests/test_bad_inputs.py, one request each: a 400 with the reason
+        # the engine gives (the same words validate and predict use), never a stack trace
+        for name, data, words in _hostile_corpus(tmp_path / "hostile"):
+            body = json.dumps({"dataframe_split": {"columns": ["image"],
+                                                   "data": [[base64.b64encode(data).decode()]]}}).encode()
+            status, answer = _post(url, body)
+            message = answer.get("message", "")
+            assert 400 <= status < 500 and words in message, (name, status, answer)
+            assert "Traceback" not in json.dumps(answer) and "/site-packages/" not in json.dumps(answer), name
         assert proc.poll() is None  # still serving after bad requests
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def _hostile_corpus(folder) -> list[tuple[str, bytes, str]]:
+    """(name, file bytes, words of the refusal): no product, 1x1, several frames, NaN pixels,
+    a decompression bomb over Pillow's default limit (a small file declaring 182 MP)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((200, 120), np.uint8)).save(folder / "black.png")
+    Image.fromarray(np.full((1, 1), 200, np.uint8)).save(folder / "dot.png")
+    frames = [Image.fromarray(np.full((64, 40), v, np.uint8)) for v in (100, 150)]
+    frames[0].save(folder / "pages.tiff", save_all=True, append_images=frames[1:])
+    Image.fromarray(np.full((64, 40), np.nan, np.float32)).save(folder / "nan.tiff")
+    Image.new("1", (13500, 13500), 0).save(folder / "bomb.png", optimize=True)
+    return [(name, (folder / name).read_bytes(), words) for name, words in
+            [("black.png", "no product"), ("dot.png", "too small"), ("pages.tiff", "frames"),
+             ("nan.tiff", "NaN"), ("bomb.png", "too large")]]
 
 
 def test_fast_decode_reads_big_jpegs_at_reduced_scale_with_nearly_the_same_patches(tmp_path):
