@@ -18,10 +18,10 @@ export DO_NOT_TRACK := 1
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,deploy,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,deploy,dev]'
 	touch $@
 
 demo: setup

@@ -322,9 +322,11 @@ def resolve_model(spec: str | Path, uri: str | None = None, cache: Path | str | 
 
 def deploy_requirements() -> list[str]:
     """The pip requirements of the deploy path: this package's base dependencies and its
-    ``deploy`` extra, as installed (pinned versions), so a served model declares every
-    import it needs."""
-    from importlib.metadata import PackageNotFoundError, requires
+    ``deploy`` extra, pinned to the versions installed here (pyproject.toml declares ranges),
+    so a served model declares every import it needs at the version it was tested with."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
 
     try:
         declared = requires("smh-ml") or []
@@ -335,7 +337,11 @@ def deploy_requirements() -> list[str]:
         requirement, _, marker = item.partition(";")
         marker = marker.replace(" ", "").replace("'", '"')
         if not marker or marker == 'extra=="deploy"':
-            keep.append(requirement.strip())
+            name = Requirement(requirement).name
+            try:
+                keep.append(f"{name}=={version(name)}")
+            except PackageNotFoundError:
+                keep.append(requirement.strip())
     return keep
 
 
