@@ -236,3 +236,27 @@ def test_dagster_dev_lists_the_assets_over_graphql(tmp_path, sim_root):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_capture_set_without_clean_captures_runs_through_the_graph(sim_root, tmp_path):
+    """A defect-only set (masks, no defect-free folder) passes the data checks, trains, and
+    reaches the held-out test with the defect classes only, decided by arg-max. The ci
+    model's skill is not under test: its accuracy check may fail, the report must exist."""
+    root = tmp_path / "captures"
+    shutil.copytree(sim_root, root, ignore=shutil.ignore_patterns("defect-free"))
+    instance = dg.DagsterInstance.ephemeral()
+    resources = _resources(root, tmp_path / "artifacts", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "mlruns",
+                           baseline_margin=-1.0)
+    data = dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=DATA_ASSETS)
+    assert data.success
+    classes = ["imprinted", "pits", "roll-marks", "scratches"]
+    instance.add_dynamic_partitions(defect_classes.name, classes)
+    for label in classes:
+        assert dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=GAN_ASSETS,
+                              partition_key=label).success
+    dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=CLASSIFIER_ASSETS,
+                   raise_on_error=False)
+    report = json.loads((tmp_path / "artifacts" / "ci" / "test_report" / "report.json").read_text())
+    best = report["candidates"][report["best"]]
+    assert best["image"]["clean_images"] == 0 and best["n"] > 0 and best["rule"] != "threshold"
+    assert report["classes"][0] == "defect-free" and set(classes) <= set(report["classes"])
