@@ -230,13 +230,17 @@ class Tracker:
 
     def register(self, run_id: str, model_dir: Path, accuracy: float, test_set: str, margin: float,
                  tags: Mapping[str, str], baseline: float | None = None, baseline_margin: float = 0.02,
-                 contender: bool = True, test_size: int | None = None) -> dict:
+                 contender: bool = True, test_size: int | None = None,
+                 retest: Callable[[str], float] | None = None) -> dict:
         """Log ``model_dir`` (:func:`package_model`) as an MLflow 3 LoggedModel of ``run_id``, with
         the test accuracy as its metric and a description, and register it. A ``contender`` (the best candidate
         of its run) is aliased ``challenger`` and becomes ``champion`` only if it is above the
         trivial ``baseline`` + ``baseline_margin`` and strictly more accurate than the champion
         on the same test set by more than ``margin`` and the noise of ``test_size`` captures
         (smh_ml.promotion); other candidates are registered for the record only.
+        A champion tested on other captures (an earlier data version) is re-tested on this
+        run's test captures by ``retest`` (champion version -> accuracy) when given, so the two
+        are compared on the same captures; without it such a champion is kept for review.
         The decision and the scores are stored as tags on the new version."""
         from mlflow.exceptions import MlflowException
 
@@ -271,9 +275,13 @@ class Tracker:
                 champion = None
             champion_accuracy = float(champion.tags["test_accuracy"]) if champion else None
             same_set = champion is None or champion.tags.get("test_set_id") == test_set
+            retested = not same_set and retest is not None
+            if retested:
+                champion_accuracy, same_set = float(retest(champion.version)), True
             outcome = promotion_decision(accuracy, champion_accuracy, margin, same_set, baseline, baseline_margin,
                                          test_size)
-            outcome |= {"version": int(version), "champion_version": int(champion.version) if champion else None}
+            outcome |= {"version": int(version), "champion_version": int(champion.version) if champion else None,
+                        "champion_retested": retested}
             if outcome["promote"]:
                 client.set_registered_model_alias(self.model_name, "champion", version)
                 outcome["champion_version"] = int(version)

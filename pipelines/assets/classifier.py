@@ -76,6 +76,19 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource,
 
 
 
+def _retest(tracker, version: str, captures_df, cache: Path) -> float:
+    """A registered version's accuracy on this run's held-out captures, decided through the
+    deploy engine as the line would (a class it does not know counts as a miss)."""
+    from smh_ml.deploy import Engine
+    from smh_ml.tracking import resolve_model
+
+    test = captures_df[captures_df["split"] == "test"]
+    engine = Engine(resolve_model(f"models:/{tracker.model_name}/{version}", tracker.uri, cache=cache))
+    decisions = list(engine.decide_paths([Path(p) for p in test["path"]]))
+    return float(sum(d.decision is not None and d.decision.label == label for d, label in zip(decisions, test["label"]))
+                 / max(len(decisions), 1))
+
+
 def _candidate_dir(storage: StorageResource, profile: str, arch: str) -> Path:
     return storage.path(profile, "classifier", arch)
 
@@ -276,7 +289,8 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
                 run_id, model_dir, test["candidates"][arch]["accuracy"], test["test_set_id"],
                 gates.promotion_margin, {"profile": prof.name, "arch": arch, "data_version": captures.version()},
                 baseline=test["majority_baseline"], baseline_margin=gates.baseline_margin,
-                contender=arch == test["best"], test_size=test["candidates"][arch]["n"])
+                contender=arch == test["best"], test_size=test["candidates"][arch]["n"],
+                retest=lambda version: _retest(tracker, version, captures_df, tmp / "champion"))
             outcomes[arch]["run"] = run_id
     outcome = outcomes[test["best"]]
     return dg.MaterializeResult(metadata={
