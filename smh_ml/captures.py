@@ -122,10 +122,6 @@ def open_image(source: Path | str | bytes, name: Path | str | None = None) -> Im
     return image
 
 
-def _open_fully(path: Path) -> Image.Image:
-    return open_image(path)
-
-
 MIN_CAPTURE_SIDE = 16
 """A capture smaller than this on a side cannot be a part's image."""
 
@@ -166,7 +162,7 @@ def grey_of_rgb(image: Image.Image) -> np.ndarray | None:
 def probe_image(path: Path) -> ImageInfo:
     """Decode ``path`` fully and describe it; raises CaptureError when it does not decode.
     Grey stored as RGB is described as one 8-bit channel, mode ``RGB (grey)``."""
-    image = _open_fully(path)
+    image = open_image(path)
     if grey_of_rgb(image) is not None:
         return ImageInfo(image.height, image.width, GREY_RGB_MODE, 1, 8)
     channels, bits = _MODE_INFO.get(image.mode, (len(image.getbands()), 8))
@@ -202,12 +198,12 @@ def to_gray8(image: Image.Image, path: Path | str, convert: bool) -> np.ndarray:
 
 def read_gray(path: Path | str, convert: bool = False) -> np.ndarray:
     """Read a capture as an (H, W) uint8 array."""
-    return to_gray8(_open_fully(Path(path)), path, convert)
+    return to_gray8(open_image(path), path, convert)
 
 
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a mask as an (H, W) bool array, nonzero = defect."""
-    image = _open_fully(Path(path))
+    image = open_image(path)
     array = np.asarray(image)
     if array.ndim == 3:
         array = array.max(axis=2)

@@ -228,6 +228,17 @@ class Tracker:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def version_accuracy(self, version: str, paths: Iterable[Path | str], labels: Iterable[str],
+                         cache: Path | str) -> float:
+        """A registered version's accuracy on labelled capture files, decided through the deploy
+        engine as the line would (a class the version does not know counts as a miss)."""
+        from smh_ml.deploy import Engine
+
+        engine = Engine(resolve_model(f"models:/{self.model_name}/{version}", self.uri, cache=cache))
+        predictions = list(engine.decide_paths(paths))
+        hits = sum(p.decision is not None and p.decision.label == label for p, label in zip(predictions, labels))
+        return hits / max(len(predictions), 1)
+
     def register(self, run_id: str, model_dir: Path, accuracy: float, test_set: str, margin: float,
                  tags: Mapping[str, str], baseline: float | None = None, baseline_margin: float = 0.02,
                  contender: bool = True, test_size: int | None = None,

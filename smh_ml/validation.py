@@ -22,7 +22,14 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 import great_expectations as gx  # noqa: E402
 import great_expectations.expectations as gxe  # noqa: E402
 
-from smh_ml.captures import CLASS_NAME, GREY_RGB_MODE, CaptureError, capture_problem, read_gray  # noqa: E402
+from smh_ml.captures import (  # noqa: E402
+    CLASS_NAME,
+    GREY_RGB_MODE,
+    MIN_CAPTURE_SIDE,
+    CaptureError,
+    capture_problem,
+    read_gray,
+)
 from smh_ml.datasets import PatchSet, TrainingSet  # noqa: E402
 from smh_ml.profiles import Profile  # noqa: E402
 
@@ -207,7 +214,8 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
 
 
 NO_CLEAN_RULE = "without clean captures, every capture needs a defect mask (its clean patches come from outside it)"
-DECIDABLE_RULE = "a product brighter than the background, at least 16 px a side (as predict requires)"
+DECIDABLE_RULE = (f"a product brighter than the background, at least {MIN_CAPTURE_SIDE} px a side "
+                  "(as predict requires)")
 
 
 def _decidable(manifest: pd.DataFrame, readable: pd.Series, profile: Profile) -> tuple[pd.Series, pd.Series]:

@@ -92,7 +92,7 @@ def test_a_new_class_folder_retrains_to_a_version_with_one_more_class(sim_root, 
     client = tracker.client()
 
     daemon.tick()  # first start: everything is new
-    assert [r for r in daemon.runs] == [("prepare", None), *[("gans", c) for c in
+    assert daemon.runs == [("prepare", None), *[("gans", c) for c in
                                         ["imprinted", "pits", "roll-marks", "scratches"]], ("classifier", None)]
     first = max(int(v.version) for v in client.search_model_versions(f"name='{tracker.model_name}'"))
     assert len(_classes_of_version(tracker, first)) == 5

@@ -45,8 +45,7 @@ from pathlib import Path
 from smh_ml.io import atomic_dir, atomic_write_text
 ready, dest, point = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 if point == "file":
-    import smh_ml.io as io, os
-    real = os.replace
+    import os
     def stall(*a):  # killed between writing the temp file and renaming it
         ready.touch(); time.sleep(600)
     os.replace = stall

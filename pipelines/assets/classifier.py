@@ -76,19 +76,6 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource,
 
 
 
-def _retest(tracker, version: str, captures_df, cache: Path) -> float:
-    """A registered version's accuracy on this run's held-out captures, decided through the
-    deploy engine as the line would (a class it does not know counts as a miss)."""
-    from smh_ml.deploy import Engine
-    from smh_ml.tracking import resolve_model
-
-    test = captures_df[captures_df["split"] == "test"]
-    engine = Engine(resolve_model(f"models:/{tracker.model_name}/{version}", tracker.uri, cache=cache))
-    decisions = list(engine.decide_paths([Path(p) for p in test["path"]]))
-    return float(sum(d.decision is not None and d.decision.label == label for d, label in zip(decisions, test["label"]))
-                 / max(len(decisions), 1))
-
-
 def _candidate_dir(storage: StorageResource, profile: str, arch: str) -> Path:
     return storage.path(profile, "classifier", arch)
 
@@ -271,7 +258,8 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
     test = _best(storage, prof.name)
     tracker = mlflow.tracker()
     captures_df = load_captures(storage.path(prof.name, "patch_sets"))
-    examples = [Path(p) for p in captures_df.loc[captures_df["split"] == "test", "path"] if Path(p).is_file()]
+    tests = captures_df[captures_df["split"] == "test"]
+    examples = [Path(p) for p in tests["path"] if Path(p).is_file()]
     outcomes = {}
     # the best candidate last, so its version is the newest and carries the challenger alias
     for arch in sorted(test["candidates"], key=lambda a: a == test["best"]):
@@ -290,7 +278,8 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
                 gates.promotion_margin, {"profile": prof.name, "arch": arch, "data_version": captures.version()},
                 baseline=test["majority_baseline"], baseline_margin=gates.baseline_margin,
                 contender=arch == test["best"], test_size=test["candidates"][arch]["n"],
-                retest=lambda version: _retest(tracker, version, captures_df, tmp / "champion"))
+                retest=lambda version: tracker.version_accuracy(version, tests["path"], tests["label"],
+                                                                tmp / "champion"))
             outcomes[arch]["run"] = run_id
     outcome = outcomes[test["best"]]
     return dg.MaterializeResult(metadata={
