@@ -1,6 +1,7 @@
-"""Classifier recipes side by side on a lent GPU, on the simulated default data.
+"""Classifier recipes side by side on a lent GPU, on the simulated default data or an imported set.
 
-Simulates ``--count`` captures once, cuts one patch set per distinct patching setting, and runs
+Simulates ``--count`` captures once (or imports ``--import KIND:SRC``, e.g.
+``magnetic-tile:.devsite/gpu/mt``), cuts one patch set per distinct patching setting, and runs
 the library's fit/test/export stages (what `smh-ml train --no-cv --no-robustness` runs) for
 each variant. Each variant's best validation accuracy (the selection metric, on a split of the
 TRAINING captures) and its held-out test report are appended to ``OUT/results.jsonl`` as soon
@@ -12,6 +13,9 @@ the code `smh-ml patches` and `smh-ml train` run.
     python benchmarks/device_sweep.py OUT --count 609 \
         --variant 'eff300=demo;patching.tiles=64;train.steps=300' \
         --variant 'paper=paper;train.cv_folds=0'
+
+Each row also carries the held-out captures' class probabilities (``test_probs``, the mean over
+a capture's patches), so seed ensembles can be scored afterwards without the models.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ import torch
 
 from smh_ml.captures import load_manifest
 from smh_ml.classifier_experiment import run_classifier
-from smh_ml.datasets import build_ota, build_patch_set, build_pta, data_settings, save_datasets
+from smh_ml.datasets import build_ota, build_patch_set, build_pta, data_settings, load_patch_set, save_datasets
+from smh_ml.experiments import load_classifier
 from smh_ml.hardware import describe
+from smh_ml.importers import import_dataset
 from smh_ml.profiles import Profile, apply_settings, get_profile
 from smh_ml.simulate import simulate_captures
+from smh_ml.training import predict_groups, test_patches
 
 
 def parse_variant(text: str) -> tuple[str, Profile]:
@@ -49,20 +56,33 @@ def patch_folder(captures: Path, out: Path, profile: Profile) -> Path:
     return folder
 
 
+def test_probabilities(patches: Path, run: Path) -> dict[str, list[float]]:
+    """capture id -> class probabilities (mean over its patches) of the run's saved model."""
+    model, _ = load_classifier(run)
+    captures, groups = test_patches(load_patch_set(patches))
+    probs = predict_groups(model.to("cuda" if torch.cuda.is_available() else "cpu"), groups)
+    return {cid: [round(float(v), 5) for v in p.mean(axis=0)] for cid, p in zip(captures["capture_id"], probs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--count", type=int, default=609)
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--import", dest="source", default=None, help="KIND:SRC instead of simulating")
     parser.add_argument("--variant", action="append", default=[])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = args.out / "results.jsonl"
     start = time.perf_counter()
     captures = args.out / "captures"
-    if not captures.exists():
+    if not captures.exists() and args.source:
+        kind, _, src = args.source.partition(":")
+        import_dataset(kind, src, captures)
+    elif not captures.exists():
         simulate_captures(captures, count=args.count, scale=args.scale)
-    head = {"hardware": describe(), "count": args.count, "simulate_s": round(time.perf_counter() - start, 1),
+    head = {"hardware": describe(), "count": args.count, "source": args.source,
+            "simulate_s": round(time.perf_counter() - start, 1),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     with results.open("a") as f:
         f.write(json.dumps(head) + "\n")
@@ -80,7 +100,8 @@ def main() -> None:
                "auroc": test["image"].get("auroc"), "defect_recall": test["image"].get("defect_recall"),
                "false_alarms": test["image"].get("false_alarm_rate"),
                "confusion": test["confusion_matrix"], "fit": report.fit,
-               "patch_s": round(patch_s, 1), "seconds": round(time.perf_counter() - start, 1)}
+               "patch_s": round(patch_s, 1), "seconds": round(time.perf_counter() - start, 1),
+               "test_probs": test_probabilities(patches, args.out / f"run-{name}")}
         print(json.dumps(row, default=str), flush=True)
         with results.open("a") as f:
             f.write(json.dumps(row, default=str) + "\n")
