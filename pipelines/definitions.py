@@ -42,6 +42,22 @@ def default_resources() -> dict:
     }
 
 
+def executor() -> dg.ExecutorDefinition:
+    """Dagster's multiprocess executor, or with ``SMH_EXECUTOR=celery`` the Celery executor:
+    every step goes to a ``dagster-celery`` worker through the broker ``SMH_CELERY_BROKER``
+    (results over ``SMH_CELERY_BACKEND``, by default the broker), see docs/DEPLOY.md."""
+    kind = os.environ.get("SMH_EXECUTOR", "multiprocess")
+    if kind == "multiprocess":
+        return dg.multiprocess_executor
+    if kind != "celery":
+        raise ValueError(f"SMH_EXECUTOR={kind!r}: expected multiprocess or celery")
+    from dagster_celery import celery_executor  # the [scale] extra
+
+    broker = os.environ.get("SMH_CELERY_BROKER", "redis://127.0.0.1:6379/0")
+    return celery_executor.configured(
+        {"broker": broker, "backend": os.environ.get("SMH_CELERY_BACKEND", broker)}, name="celery")
+
+
 main_job = dg.define_asset_job(
     "main", selection=dg.AssetSelection.assets(capture_manifest, patch_sets),
     description="Validate captures and build patch sets (the first stage; `python -m pipelines` runs all).")
@@ -52,7 +68,7 @@ defs = dg.Definitions(
     sensors=[captures_sensor, gans_after_prepare, classifier_after_gans, stale_runs_sensor],
     schedules=[retrain_schedule],
     resources=default_resources(),
-    executor=dg.multiprocess_executor,
+    executor=executor(),
 )
 
 
