@@ -230,13 +230,14 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
         profile: str = typer.Option("demo"),
         kind: str = typer.Option("sdg", help="sdg (SDG-GAN, WGAN-GP) or dcgan (baseline)."),
         classes: str | None = typer.Option(None, help="Defect classes (default: all)."),
-        epochs: int | None = typer.Option(None, help="Override the profile's GAN epochs."),
+        steps: int | None = typer.Option(None, help="Override the profile's GAN budget (generator steps)."),
         domain_model: Path | None = typer.Option(None, help="'smh-ml train' output folder whose "
                                                             "classifier gives domain FID/KID."),
         inception_weights: Path | None = typer.Option(None, help="Local FID Inception weights "
                                                                  "(pt_inception-2015-12-05)."),
         imagenet: bool = typer.Option(True, help="Also score with EfficientNet-Lite0's ImageNet features "
-                                                 "(imagenet-efficientnet-lite0).")) -> None:
+                                                 "(imagenet-efficientnet-lite0)."),
+        settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Train one GAN per defect class, score it (FID/KID) and write its synthetic patches."""
     from smh_ml.datasets import load_patch_set
     from smh_ml.experiments import load_classifier
@@ -248,9 +249,9 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
     _log_info()
     if kind not in ("sdg", "dcgan"):
         _fail(f"unknown GAN kind {kind!r}; known: sdg, dcgan")
-    prof = _profile(profile)
-    if epochs is not None:
-        prof = with_overrides(prof, {"gan.epochs": epochs})
+    prof = _profile(profile, settings)
+    if steps is not None:
+        prof = with_overrides(prof, {"gan.steps": steps})
     patch_set = load_patch_set(patch_dir)
     labels = _classes(classes) or defect_classes(patch_set, prof.clean_class)
     extractors = {}
@@ -261,14 +262,14 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
         extractors[IMAGENET_NAME] = extractor_for("imagenet")
     if inception_weights is not None:
         extractors["inception"] = extractor_for("inception", inception_weights=inception_weights)
-    table = Table("class", "GAN", "real", "epochs", "train s", *(f"{n} FID" for n in extractors),
+    table = Table("class", "GAN", "real", "steps (best)", "train s", *(f"{n} FID" for n in extractors),
                   *(f"{n} KID x1e3" for n in extractors), "synthetic")
     rows = []
     for label in labels:
         result = run_class_gan(class_patches(patch_set, label), label, kind, out / kind, prof, extractors)
         rows.append(result)
         scores = {s["extractor"]: s for s in result["scores"]}
-        table.add_row(label, kind, str(result["real_patches"]), str(result["epochs"]),
+        table.add_row(label, kind, str(result["real_patches"]), f"{result['steps']} ({result['best_step']})",
                       f"{result['train_seconds']:.0f}", *(f"{scores[n]['fid']:.2f}" for n in extractors),
                       *(f"{1e3 * scores[n]['kid_mean']:.2f} +- {1e3 * scores[n]['kid_std']:.2f}"
                         for n in extractors), str(result["synthetic"]))

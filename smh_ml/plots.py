@@ -94,6 +94,32 @@ def real_vs_generated_png(real: np.ndarray, fake: np.ndarray, path: Path | str, 
     return save_figure(fig, path)
 
 
+def gan_curves_png(history: list[dict], path: Path | str, title: str = "") -> Path:
+    """A GAN's losses over generator steps (left) and its FID checkpoints (right)."""
+    losses = [h for h in history if "generator_loss" in h]
+    scores = [h for h in history if "fid" in h]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for key in ("critic_loss", "generator_loss", "wasserstein"):
+        if losses and key in losses[0]:
+            axes[0].plot([h["step"] for h in losses], [h[key] for h in losses], label=key.replace("_", " "))
+    axes[0].set_xlabel("generator step")
+    axes[0].legend(fontsize=7)
+    axes[0].set_title("losses", fontsize=9)
+    if scores:
+        axes[1].plot([h["step"] for h in scores], [h["fid"] for h in scores], marker="o")
+        best = min(scores, key=lambda h: h["fid"])
+        axes[1].scatter([best["step"]], [best["fid"]], color="red", zorder=3, label=f"best {best['fid']:.2f}")
+        axes[1].legend(fontsize=7)
+        axes[1].set_title(f"FID ({scores[0].get('extractor', '')} features)", fontsize=9)
+    else:
+        axes[1].set_title("no FID checkpoints", fontsize=9)
+    axes[1].set_xlabel("generator step")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def decision_heatmap_png(image: np.ndarray, defect_probability, rows: int, cols: int, path: Path | str,
                          title: str = "", deciding_patch: int | None = None) -> Path:
     """The capture as the model saw it, each patch tinted by its defect probability

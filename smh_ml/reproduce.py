@@ -153,7 +153,7 @@ class Reproduction:
                     stamp(folder, inputs)
                 metrics = {f"{s['extractor']}_{m}": s[m] for s in scores["scores"] for m in ("fid", "kid_mean")}
                 metrics["train_seconds"] = scores["train_seconds"]
-                self._record(f"table6/{kind}/{label}", {"gan": kind, "class": label, "epochs": scores["epochs"],
+                self._record(f"table6/{kind}/{label}", {"gan": kind, "class": label, "steps": scores["steps"],
                                                         "real_patches": scores["real_patches"]},
                              metrics, folder, seconds)
                 rows.append({"gan": kind, "class": label, **metrics, "real_patches": scores["real_patches"],

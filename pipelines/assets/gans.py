@@ -62,23 +62,27 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
                            params) as run_id:
         result = train_class_gan(real, label, GAN_KIND, gan_dir, prof, extractors)
         tracker = mlflow.tracker()
-        tracker.log_history(run_id, result["history"], step_key="epoch")
+        tracker.log_history(run_id, result["history"], step_key="step")
         score = result["scores"][0]
-        scored = result["scores"] + [s | {"extractor": f"real_vs_real_{s['extractor']}"}
-                                     for s in result["real_vs_real"]]
+        scored = result["scores"] + [s | {"extractor": f"{reference}_{s['extractor']}"}
+                                     for reference in ("real_vs_real", "augmented_vs_real")
+                                     for s in result[reference]]
         tracker.log_metrics(run_id, {f"{s['extractor']}_{key}": s[key] for s in scored
-                                     for key in ("fid", "kid_mean", "kid_std")})
-        tracker.log_artifacts(run_id, gan_dir / label / "samples.png")
+                                     for key in ("fid", "kid_mean", "kid_std")}
+                            | {"steps": result["steps"], "best_step": result["best_step"]})
+        for figure in ("samples.png", "curves.png"):
+            tracker.log_artifacts(run_id, gan_dir / label / figure)
     floor = result["real_vs_real"][0]["fid"] if result["real_vs_real"] else None
     relative = None if floor is None else prof.gan.gate_fid_factor * floor
     over_absolute = gates.fid_ceiling is not None and score["fid"] > gates.fid_ceiling
     over_relative = relative is not None and score["fid"] > relative
     yield dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(gan_dir / label)),
-        "real_patches": result["real_patches"], "epochs": result["epochs"],
-        "train_seconds": round(result["train_seconds"], 1),
+        "real_patches": result["real_patches"], "steps": result["steps"], "best_step": result["best_step"],
+        "stopped": result["stopped"], "train_seconds": round(result["train_seconds"], 1),
         "domain_fid": rounded(score["fid"]), "domain_kid": rounded(score["kid_mean"]),
         "samples": picture(gan_dir / label / "samples.png", f"{GAN_KIND} samples of {label}"),
+        "curves": picture(gan_dir / label / "curves.png", f"{GAN_KIND} losses and FID of {label}"),
         "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))})
     # Over the set ceiling (SMH_FID_CEILING) is an ERROR and blocks this class's synthetic set;
     # over gan.gate_fid_factor x the real-vs-real FID (the default) is a WARN: the class's set is

@@ -3,7 +3,8 @@
 Layout under ``gan_dir``: ``<label>.checkpoint.pt`` (kept while training, for resumes);
 ``<label>/`` written atomically when training ends: ``generator.pt`` (state dict),
 ``config.json``, ``history.json``, ``scores.json``, ``samples.png`` (real next to
-generated); and ``<label>/synthetic/`` (PNGs + index), replaced atomically on its own.
+generated), ``curves.png`` (losses and FID over training); and ``<label>/synthetic/``
+(PNGs + index), replaced atomically on its own.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from smh_ml.fid import gan_scores
 from smh_ml.gan.networks import build_gan
 from smh_ml.gan.training import generate, train_gan
 from smh_ml.io import atomic_dir
-from smh_ml.plots import real_vs_generated_png
-from smh_ml.profiles import GanConfig, Profile
+from smh_ml.plots import gan_curves_png, real_vs_generated_png
+from smh_ml.profiles import AugmentConfig, GanConfig, Profile
 from smh_ml.synthetic import write_synthetic
 from smh_ml.synthetic_gate import GateSettings, check_synthetic
 
@@ -33,7 +34,10 @@ log = logging.getLogger(__name__)
 
 def train_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str, profile: Profile,
                     extractors: dict[str, nn.Module] | None = None) -> dict:
-    """Train the ``kind`` GAN ("sdg" or "dcgan") on ``label``'s real TRAIN patches and score it."""
+    """Train the ``kind`` GAN ("sdg" or "dcgan") on ``label``'s real TRAIN patches and score it.
+
+    The first extractor also scores the FID checkpoints over training; the saved generator is
+    the sampled one (the EMA when the profile has one) at its best checkpoint."""
     cfg, aug = profile.gan, profile.augment
     if len(real) == 0:
         raise ValueError(f"class {label!r} has no usable training patches for its GAN")
@@ -41,27 +45,42 @@ def train_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str
     start = time.perf_counter()
     extra, _ = augment_to_count(real, cfg.augment_to, aug.brightness, aug.contrast, cfg.seed)
     data = np.concatenate([real, extra])
-    state = train_gan(data, kind, cfg, checkpoint=gan_dir / f"{label}.checkpoint.pt", desc=f"{kind} {label}")
+    named = list((extractors or {}).items())
+    score = (lambda fake: gan_scores(real, fake, named[0][1], named[0][0], kid_subsets=20)) if named else None
+    state = train_gan(data, kind, cfg, checkpoint=gan_dir / f"{label}.checkpoint.pt", desc=f"{kind} {label}",
+                      score=score)
     train_seconds = time.perf_counter() - start
-    fake = generate(state.generator, cfg.fid_samples, cfg.latent, seed=cfg.seed + 1)
-    scores = [gan_scores(real, fake, extractor, name) for name, extractor in (extractors or {}).items()]
-    # the floor: FID between two halves of the real patches under the same extractors
-    halves = np.random.default_rng(cfg.seed).permutation(len(real))
-    first, second = real[np.sort(halves[: len(real) // 2])], real[np.sort(halves[len(real) // 2:])]
-    floors = [gan_scores(first, second, extractor, name) for name, extractor in (extractors or {}).items()
-              if len(real) >= 4]
+    fake = generate(state.sampler(), cfg.fid_samples, cfg.latent, seed=cfg.seed + 1)
+    scores = [gan_scores(real, fake, extractor, name) for name, extractor in named]
     result = {"label": label, "gan": kind, "real_patches": int(len(real)), "training_patches": int(len(data)),
-              "epochs": state.epoch, "train_seconds": train_seconds, "scores": scores,
-              "real_vs_real": floors, "history": state.history}
+              "steps": state.step, "best_step": state.best["step"] if state.best else state.step,
+              "stopped": state.stopped or "budget", "ema": cfg.ema > 0, "diffaugment": list(cfg.diffaugment),
+              "train_seconds": train_seconds, "scores": scores, **references(real, named, cfg, aug),
+              "history": state.history}
     with atomic_dir(gan_dir / label) as tmp:
-        torch.save({k: v.cpu() for k, v in state.generator.state_dict().items()}, tmp / "generator.pt")
+        torch.save({k: v.cpu() for k, v in state.sampler().state_dict().items()}, tmp / "generator.pt")
         config = {"kind": kind, "patch": int(real.shape[-1]), **dataclasses.asdict(cfg)}
         (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "history.json").write_text(json.dumps(state.history, indent=1) + "\n")
         (tmp / "scores.json").write_text(json.dumps(
             {k: v for k, v in result.items() if k != "history"}, indent=1) + "\n")
         real_vs_generated_png(real, fake, tmp / "samples.png", f"{kind}-{label}: real (top) vs generated")
+        gan_curves_png(state.history, tmp / "curves.png", f"{kind}-{label}")
     return result
+
+
+def references(real: np.ndarray, extractors: list[tuple[str, nn.Module]], cfg: GanConfig,
+               aug: AugmentConfig) -> dict:
+    """The two yardsticks of a GAN's FID/KID, per extractor: ``real_vs_real`` (two halves of
+    the class's real patches: the floor) and ``augmented_vs_real`` (traditionally augmented
+    copies of the real patches against the real ones: what P-TA adds)."""
+    if len(real) < 4:
+        return {"real_vs_real": [], "augmented_vs_real": []}
+    halves = np.random.default_rng(cfg.seed).permutation(len(real))
+    first, second = real[np.sort(halves[: len(real) // 2])], real[np.sort(halves[len(real) // 2:])]
+    copies, _ = augment_to_count(real, len(real) + cfg.fid_samples, aug.brightness, aug.contrast, cfg.seed + 3)
+    return {"real_vs_real": [gan_scores(first, second, e, name) for name, e in extractors],
+            "augmented_vs_real": [gan_scores(real, copies, e, name) for name, e in extractors]}
 
 
 def load_generator(folder: Path | str) -> tuple[nn.Module, dict]:
