@@ -200,8 +200,9 @@ class GanConfig:
     gate: bool = True
     """Synthetic patches enter training only through the quality gate (smh_ml.synthetic_gate)."""
     gate_fid_factor: float = 4.0
-    """Gate: FID to the class's real patches at most this multiple of the real-vs-real FID
-    (two halves of the real patches, same extractor), when an extractor scored the GAN."""
+    """Gate: FID to the class's real patches at most this multiple of the lower of the
+    real-vs-real FID (two halves of the real patches) and the augmented-vs-real FID
+    (traditional copies, what a refused class gets), same extractor, when one scored the GAN."""
     fid_ceiling: float | None = None
     """Gate: an absolute FID ceiling as well (None: only the relative one)."""
     seed: int = 0

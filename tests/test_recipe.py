@@ -127,6 +127,23 @@ def test_blank_or_collapsed_synthetic_patches_are_refused():
     assert check_synthetic(noisy, real, GateSettings(fid_ceiling=100.0), fid=50.0).passed
 
 
+def test_the_relative_fid_ceiling_is_the_lower_yardstick_times_the_factor():
+    """Magnetic tile's blowhole, session 4: a DCGAN without any blowhole in its patches scored
+    1,418, under 4 x the real-vs-real 401 but far over the traditional copies' 173."""
+    import dataclasses
+
+    from smh_ml.gan.experiment import gate_settings, relative_fid_ceiling
+    from smh_ml.profiles import GanConfig
+
+    scores = {"real_vs_real": [{"fid": 400.6}], "augmented_vs_real": [{"fid": 173.1}]}
+    cfg = GanConfig(gate_fid_factor=4.0)
+    assert relative_fid_ceiling(cfg, scores) == pytest.approx(4 * 173.1)
+    assert gate_settings(cfg, scores).fid_ceiling < 1418.1
+    assert relative_fid_ceiling(cfg, {"real_vs_real": [{"fid": 2.0}], "augmented_vs_real": []}) == 8.0
+    assert relative_fid_ceiling(cfg, {}) is None
+    assert gate_settings(dataclasses.replace(cfg, fid_ceiling=100.0), scores).fid_ceiling == 100.0
+
+
 @pytest.mark.slow
 def test_a_refused_gan_class_is_topped_up_by_traditional_augmentation(sim_root, tmp_path, ci_profile):
     import json

@@ -17,7 +17,7 @@ from pipelines.resources import (
 from smh_ml.datasets import load_patch_set
 from smh_ml.experiments import load_classifier, train_domain_extractor
 from smh_ml.fid import IMAGENET_NAME, DomainFeatures, ImageNetFeatures
-from smh_ml.gan.experiment import synthesize_class, train_class_gan
+from smh_ml.gan.experiment import relative_fid_ceiling, synthesize_class, train_class_gan
 from smh_ml.synthetic import class_patches
 
 FID_CHECK = "fid_within_ceiling"
@@ -45,8 +45,9 @@ def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource
 @dg.asset(partitions_def=defect_classes, deps=[patch_sets, domain_extractor], group_name="gan",
           automation_condition=dg.AutomationCondition.on_missing(),
           check_specs=[dg.AssetCheckSpec(FID_CHECK, asset="gan_models", blocking=True,
-                                         description="Domain FID at most gan.gate_fid_factor x the real-vs-real FID "
-                                                     "(WARN), and below SMH_FID_CEILING if set (ERROR)")],
+                                         description="Domain FID at most gan.gate_fid_factor x the lower of "
+                                                     "the real-vs-real and augmented-vs-real FIDs (WARN), "
+                                                     "and below SMH_FID_CEILING if set (ERROR)")],
           description="One SDG-GAN (WGAN-GP) per defect class, trained on that class's real TRAIN "
                       "patches; resumes from its checkpoint.")
 def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
@@ -73,7 +74,8 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
         for figure in ("samples.png", "curves.png"):
             tracker.log_artifacts(run_id, gan_dir / label / figure)
     floor = result["real_vs_real"][0]["fid"] if result["real_vs_real"] else None
-    relative = None if floor is None else prof.gan.gate_fid_factor * floor
+    augmented = result["augmented_vs_real"][0]["fid"] if result["augmented_vs_real"] else None
+    relative = relative_fid_ceiling(prof.gan, result)
     over_absolute = gates.fid_ceiling is not None and score["fid"] > gates.fid_ceiling
     over_relative = relative is not None and score["fid"] > relative
     yield dg.MaterializeResult(metadata={
@@ -85,13 +87,15 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
         "curves": picture(gan_dir / label / "curves.png", f"{GAN_KIND} losses and FID of {label}"),
         "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))})
     # Over the set ceiling (SMH_FID_CEILING) is an ERROR and blocks this class's synthetic set;
-    # over gan.gate_fid_factor x the real-vs-real FID (the default) is a WARN: the class's set is
+    # over gan.gate_fid_factor x the lower of the real-vs-real and augmented-vs-real FIDs (the
+    # default) is a WARN: the class's set is
     # then refused by the synthetic gate and topped up by traditional augmentation instead.
     yield dg.AssetCheckResult(
         check_name=FID_CHECK, passed=not (over_absolute or over_relative),
         severity=dg.AssetCheckSeverity.ERROR if over_absolute else dg.AssetCheckSeverity.WARN,
         metadata={"domain_fid": rounded(score["fid"]), "domain_kid": rounded(score["kid_mean"]),
                   "real_vs_real_fid": "none" if floor is None else rounded(floor),
+                  "augmented_vs_real_fid": "none" if augmented is None else rounded(augmented),
                   "relative_ceiling": "none" if relative is None else rounded(relative),
                   "ceiling": "none" if gates.fid_ceiling is None else gates.fid_ceiling})
 

@@ -71,6 +71,9 @@ class GanState:
     """The FID checkpoint with the lowest FID so far: step, fid and the sampled weights."""
     stopped: str = ""
     """Why training ended early ("plateau"), or ""."""
+    pending: dict[str, float] = field(default_factory=dict)
+    """Loss sums of the steps since the last history record (checkpointed, so a resumed run
+    logs the same means as an uninterrupted one)."""
 
     def sampler(self) -> nn.Module:
         """The network that draws samples: the EMA generator when there is one."""
@@ -118,7 +121,8 @@ def save_checkpoint(state: GanState, path: Path | str, inputs: str = "") -> Path
                 "generator": state.generator.state_dict(), "critic": state.critic.state_dict(),
                 "ema": state.ema.state_dict() if state.ema is not None else None,
                 "opt_g": state.opt_g.state_dict(), "opt_c": state.opt_c.state_dict(),
-                "best": state.best, "stopped": state.stopped, "rng": state.rng.get_state()}, buffer)
+                "best": state.best, "stopped": state.stopped, "pending": state.pending,
+                "rng": state.rng.get_state()}, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -133,7 +137,7 @@ def load_checkpoint(path: Path | str, patch: int, cfg: GanConfig) -> GanState:
     state.opt_c.load_state_dict(saved["opt_c"])
     state.rng.set_state(saved["rng"])
     state.step, state.history = int(saved["step"]), list(saved["history"])
-    state.best, state.stopped = saved["best"], saved["stopped"]
+    state.best, state.stopped, state.pending = saved["best"], saved["stopped"], dict(saved["pending"])
     return state
 
 
@@ -257,7 +261,6 @@ def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | 
     patience_left = cfg.patience
     if evaluating and state.best is not None:  # a resumed run: checkpoints since the best count
         patience_left -= sum(1 for h in state.history if "fid" in h and h["step"] > state.best["step"])
-    sums: dict[str, float] = {}
     bar = tqdm(range(state.step, last), desc=desc, leave=False, disable=None)
     for _ in bar:
         if state.stopped:
@@ -265,14 +268,15 @@ def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | 
         state.generator.train()
         state.critic.train()
         for key, value in one_step(state, data, cfg).items():
-            sums[key] = sums.get(key, 0.0) + value
+            state.pending[key] = state.pending.get(key, 0.0) + value
         if state.ema is not None:
             update_ema(state.ema, state.generator, cfg.ema)
         state.step += 1
         if state.step % log_every == 0 or state.step == total:
-            record = {"step": state.step, **{k: v / log_every for k, v in sums.items()}}
+            steps_summed = state.step - max((h["step"] for h in state.history if "generator_loss" in h), default=0)
+            record = {"step": state.step, **{k: v / steps_summed for k, v in state.pending.items()}}
             state.history.append(record)
-            sums = {}
+            state.pending = {}
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"})
             log.info("%s step %d/%d %s", desc, state.step, total,
                      " ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "step"))
