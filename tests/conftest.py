@@ -1,4 +1,5 @@
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,13 @@ def mt_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("mt") / "captures"
     import_dataset("magnetic-tile", MAGNETIC_TILE, root)
     return root
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def toy_set(n_per_class=32, size=16, seed=0):

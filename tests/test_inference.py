@@ -4,7 +4,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from conftest import free_port
 from typer.testing import CliRunner
 
 from smh_ml.cli import app
@@ -108,12 +108,6 @@ def test_int8_gate_accepts_within_tolerance_and_refuses_outside(mt_model, tmp_pa
         gated_int8(onnx_path, patch_set, "defect-free", tolerance=-0.1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: bytes) -> tuple[int, dict]:
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     try:
@@ -150,7 +144,7 @@ def test_rest_serving_of_the_champion_answers_and_rejects(mt_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="int8"):  # this champion has no gated int8 model
         resolve_model("models:/serve-test@champion", tracking, cache=tmp_path / "cache", int8=True)
 
-    port = _free_port()
+    port = free_port()
     # mlflow execs `uvicorn` by name: the venv's bin must be on PATH (CI does not activate it)
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking, "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": path}

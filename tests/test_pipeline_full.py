@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import urllib.request
 
 import dagster as dg
 import pytest
+from conftest import free_port
 
 from pipelines.assets import ALL_ASSETS, CLASSIFIER_ASSETS, DATA_ASSETS, GAN_ASSETS
 from pipelines.partitions import defect_classes
@@ -26,12 +26,6 @@ from pipelines.resources import (
 from pipelines.sensors import captures_sensor
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout: float = 90) -> None:
@@ -48,7 +42,7 @@ def _wait_http(url: str, timeout: float = 90) -> None:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -207,7 +201,7 @@ def test_sensor_adds_a_partition_for_a_new_defect_class(sim_root, tmp_path):
 def test_dagster_dev_lists_the_assets_over_graphql(tmp_path, sim_root):
     from conftest import REPO
 
-    port = _free_port()
+    port = free_port()
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

@@ -11,7 +11,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,17 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["imprinted", "pits", "roll-marks", "scratches"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _binary(name: str) -> str | None:
@@ -92,7 +86,7 @@ def postgres(scale_env):
     made = subprocess.run([*as_user, _binary("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                            "--no-sync"], capture_output=True, text=True)
     assert made.returncode == 0, made.stdout + made.stderr
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([*as_user, _binary("postgres"), "-D", str(data), "-p", str(port),
                              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}",
                              "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -116,7 +110,7 @@ def postgres(scale_env):
 def redis_url(scale_env):
     import redis
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -88,8 +88,8 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
         "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))})
     # Over the set ceiling (SMH_FID_CEILING) is an ERROR and blocks this class's synthetic set;
     # over gan.gate_fid_factor x the lower of the real-vs-real and augmented-vs-real FIDs (the
-    # default) is a WARN: the class's set is
-    # then refused by the synthetic gate and topped up by traditional augmentation instead.
+    # default) is a WARN: the class's set is then refused by the synthetic gate and topped up
+    # by traditional augmentation instead.
     yield dg.AssetCheckResult(
         check_name=FID_CHECK, passed=not (over_absolute or over_relative),
         severity=dg.AssetCheckSeverity.ERROR if over_absolute else dg.AssetCheckSeverity.WARN,

@@ -15,8 +15,6 @@ from collections.abc import Sequence
 
 import torch
 
-POLICIES = ("color", "translation", "cutout")
-
 
 def _uniform(n: int, rng: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return torch.rand(n, 1, 1, 1, generator=rng).to(device)
@@ -57,6 +55,7 @@ def cutout(x: torch.Tensor, rng: torch.Generator | None, ratio: float = 0.5) -> 
 
 
 OPS = {"color": color, "translation": translation, "cutout": cutout}
+POLICIES = tuple(OPS)
 
 
 def check_policy(policy: Sequence[str]) -> tuple[str, ...]:
