@@ -434,6 +434,10 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
               classes: str | None = typer.Option(None, help="Defect classes for Table 6 (default: all)."),
               inception_weights: Path | None = typer.Option(None, help="Local FID Inception weights for "
                                                                        "Inception FID/KID in Table 6."),
+              imagenet: bool = typer.Option(True, help="Also score Table 6's GANs with EfficientNet-Lite0's "
+                                                       "ImageNet features (imagenet-efficientnet-lite0)."),
+              seeds: str | None = typer.Option(None, help="Classifier seeds for Table 8's patch sets, e.g. "
+                                                          "0,1,2 (default: the profile's seed)."),
               tracking_uri: str = typer.Option(DEFAULT_TRACKING_URI, envvar="MLFLOW_TRACKING_URI"),
               artifact_root: Path = typer.Option(Path(DEFAULT_ARTIFACT_ROOT)),
               experiment: str = typer.Option("smh-reproduce", help="MLflow experiment name."),
@@ -448,6 +452,10 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
     _log_info()
     prof = _profile(profile, settings)
     chosen = _classes(experiments) or []
+    try:
+        seed_list = [int(s) for s in _classes(seeds) or []]
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2")
     run_context = contextlib.nullcontext()
     if track:
         from smh_ml.tracking import Tracker
@@ -456,8 +464,9 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
             f"reproduce-{prof.name}", {"role": "reproduce", "patch_dir": str(patch_dir)})
     try:
         with run_context as tracker:
-            repro = Reproduction(patch_dir, out, prof, tracker, inception_weights)
-            results = repro.run(chosen, _classes(archs) or list(ARCHITECTURES), _classes(classes))
+            repro = Reproduction(patch_dir, out, prof, tracker, inception_weights, imagenet)
+            results = repro.run(chosen, _classes(archs) or list(ARCHITECTURES), _classes(classes),
+                                seed_list)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     table = Table("step", "key figures", "wall s", "MLflow run")

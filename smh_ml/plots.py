@@ -94,6 +94,31 @@ def real_vs_generated_png(real: np.ndarray, fake: np.ndarray, path: Path | str, 
     return save_figure(fig, path)
 
 
+def gan_comparison_png(rows: dict[str, dict[str, np.ndarray]], path: Path | str, per_group: int = 6,
+                       seed: int = 0, title: str = "") -> Path:
+    """One row per class, groups side by side (e.g. real | SDG-GAN | DCGAN), ``per_group``
+    random patches of each, so a person can judge which generator draws the class."""
+    rng = np.random.default_rng(seed)
+    groups = list(next(iter(rows.values())))
+    columns = len(groups) * per_group
+    fig, axes = plt.subplots(len(rows), columns, squeeze=False, figsize=(columns * 0.75, len(rows) * 0.95))
+    for r, (label, by_group) in enumerate(rows.items()):
+        for g, group in enumerate(groups):
+            arrays = by_group.get(group, np.zeros((0, 1, 1), np.uint8))
+            picks = rng.choice(len(arrays), min(per_group, len(arrays)), replace=False) if len(arrays) else []
+            for c in range(per_group):
+                ax = axes[r][g * per_group + c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c < len(picks):
+                    ax.imshow(arrays[picks[c]], cmap="gray", vmin=0, vmax=255)
+                if c == 0:
+                    ax.set_title(f"{label}: {group}" if g == 0 else group, fontsize=7, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
 def gan_curves_png(history: list[dict], path: Path | str, title: str = "") -> Path:
     """A GAN's losses over generator steps (left) and its FID checkpoints (right)."""
     losses = [h for h in history if "generator_loss" in h]

@@ -31,7 +31,7 @@ from pathlib import Path
 from smh_ml.datasets import check_built_with, load_patch_set, patch_set_id, training_set_id
 from smh_ml.io import atomic_write_text, files_digest
 from smh_ml.models import ARCHITECTURES
-from smh_ml.profiles import Profile, with_overrides
+from smh_ml.profiles import Profile
 from smh_ml.step_cache import current, stamp, stamped
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,9 @@ def check_profile(profile: Profile, experiments: Sequence[str] = EXPERIMENTS,
 
 class Reproduction:
     def __init__(self, patch_dir: Path | str, out: Path | str, profile: Profile, track: Tracker | None = None,
-                 inception_weights: Path | str | None = None):
+                 inception_weights: Path | str | None = None, imagenet: bool = True):
         self.patch_dir, self.out, self.profile = Path(patch_dir), Path(out), profile
-        self.track, self.inception_weights = track, inception_weights
+        self.track, self.inception_weights, self.imagenet = track, inception_weights, imagenet
         self.out.mkdir(parents=True, exist_ok=True)
         self.results_path = self.out / "results.json"
         self.results: dict = json.loads(self.results_path.read_text()) if self.results_path.is_file() else {}
@@ -127,13 +127,17 @@ class Reproduction:
 
     def table6(self, classes: Sequence[str] | None = None) -> list[dict]:
         from smh_ml.experiments import load_classifier
-        from smh_ml.fid import extractor_for
-        from smh_ml.gan.experiment import run_class_gan
+        from smh_ml.fid import IMAGENET_NAME, extractor_for
+        from smh_ml.gan.experiment import relative_fid_ceiling, run_class_gan
+        from smh_ml.models.efficientnet_lite import imagenet_weights_path
         from smh_ml.synthetic import class_patches, defect_classes
 
         domain = self.domain_extractor()
         extractors = {"domain": extractor_for("domain", load_classifier(domain)[0])}
         extractor_ids = {"domain": files_digest([domain / "model.pt"])}
+        if self.imagenet:
+            extractors[IMAGENET_NAME] = extractor_for("imagenet")
+            extractor_ids[IMAGENET_NAME] = files_digest([imagenet_weights_path()])
         if self.inception_weights:
             extractors["inception"] = extractor_for("inception", inception_weights=self.inception_weights)
             extractor_ids["inception"] = files_digest([self.inception_weights])
@@ -152,51 +156,75 @@ class Reproduction:
                     seconds = time.perf_counter() - t0
                     stamp(folder, inputs)
                 metrics = {f"{s['extractor']}_{m}": s[m] for s in scores["scores"] for m in ("fid", "kid_mean")}
-                metrics["train_seconds"] = scores["train_seconds"]
+                for yardstick in ("real_vs_real", "augmented_vs_real"):
+                    metrics |= {f"{s['extractor']}_{yardstick}_fid": s["fid"] for s in scores.get(yardstick, [])}
+                ceiling = relative_fid_ceiling(self.profile.gan, scores)
+                if ceiling is not None:
+                    metrics["gate_fid_ceiling"] = ceiling
+                gate = json.loads((folder / "synthetic" / "gate.json").read_text())
+                metrics |= {"train_seconds": scores["train_seconds"], "synthetic": gate["written"]}
                 self._record(f"table6/{kind}/{label}", {"gan": kind, "class": label, "steps": scores["steps"],
-                                                        "real_patches": scores["real_patches"]},
+                                                        "best_step": scores.get("best_step"),
+                                                        "real_patches": scores["real_patches"],
+                                                        "refused": gate["refused"], "gate": "; ".join(gate["reasons"])},
                              metrics, folder, seconds)
                 rows.append({"gan": kind, "class": label, **metrics, "real_patches": scores["real_patches"],
                              "wall_seconds": self.results["steps"][f"table6/{kind}/{label}"].get("wall_seconds")})
         return rows
 
-    def _pgan_dir(self) -> Path | None:
-        """P-GAN from the SDG-GAN synthetic sets (Table 6's GANs), when they exist."""
-        from smh_ml.synthetic import write_pgan
+    def _pgan_dir(self, ungated: bool = False) -> Path | None:
+        """P-GAN from the SDG-GAN synthetic sets (Table 6's GANs), when they exist: the folder
+        holding ``pgan/``. ``ungated``: every class gets its GAN's patches whether or not they
+        pass the quality gate (``<class>/synthetic-ungated``, sampled from the saved generator),
+        so Table 8 can show what the gate keeps out; this P-GAN lives under ``ungated/``."""
+        from smh_ml.gan.experiment import synthesize_class
+        from smh_ml.synthetic import class_patches, write_pgan
 
         gans = self.out / "gans" / "sdg"
-        synthetic = sorted(gans.glob("*/synthetic"))
-        if not synthetic:
+        labels = sorted(p.parent.name for p in gans.glob("*/synthetic"))
+        if not labels:
             return None
-        folder = self.out / "pgan"
+        name, root = ("synthetic-ungated", self.out / "ungated") if ungated else ("synthetic", self.out)
+        if ungated:
+            cfg = dataclasses.replace(self.profile.gan, gate=False)
+            for label in labels:  # a retrained GAN replaces its whole class folder, this set with it
+                if not (gans / label / name / "index.csv").is_file():
+                    synthesize_class(label, gans, class_patches(self.patch_set, label), cfg, into=name)
+        synthetic = [gans / label / name for label in labels]
+        folder = root / "pgan"
         inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
                   "augment": dataclasses.asdict(self.profile.augment), "pgan_target": self.profile.gan.pgan_target,
-                  "synthetic": files_digest(f for s in synthetic for f in s.iterdir() if f.is_file())}
+                  "synthetic": files_digest(f for s in synthetic for f in sorted(s.iterdir()) if f.is_file())}
         if not (folder / "arrays.npy").is_file() or not stamped(folder, inputs):
-            write_pgan(self.patch_dir, gans, self.out, self.profile)
+            write_pgan(self.patch_dir, gans, root, self.profile, synthetic_name=name)
             stamp(folder, inputs)
-        return self.out
+        return root
 
     def _classifier(self, step: str, folder: Path, arch: str, train_set: str, train_dir: Path | None,
-                    cv: bool, robustness: bool) -> dict:
+                    cv: bool, robustness: bool, seed: int | None = None) -> dict:
         from smh_ml.classifier_experiment import run_classifier
 
-        inputs = {"train": {**dataclasses.asdict(self.profile.train), "arch": arch, "train_set": train_set},
-                  "patch_set": self.patch_set_id, train_set: training_set_id(train_dir or self.patch_dir, train_set)}
+        seed = self.profile.train.seed if seed is None else seed
+        train = dataclasses.replace(self.profile.train, arch=arch, train_set=train_set, seed=seed)
+        inputs = {"train": dataclasses.asdict(train), "patch_set": self.patch_set_id,
+                  train_set: training_set_id(train_dir or self.patch_dir, train_set)}
         report, seconds = current(folder, inputs), None
         if report is None or (cv and not report.get("cv")) or (robustness and not report.get("robustness")):
-            profile = with_overrides(self.profile, {"train.arch": arch, "train.train_set": train_set})
+            profile = dataclasses.replace(self.profile, train=train)
             t0 = time.perf_counter()
             report = run_classifier(self.patch_dir, folder, profile, cv=cv, robustness=robustness,
                                     train_dir=train_dir).to_dict()
             seconds = time.perf_counter() - t0
             stamp(folder, inputs)
-        self._record(step, {"arch": arch, "train_set": train_set, "cv": cv,
-                            "epochs": self.profile.train.epochs, "folds": self.profile.train.cv_folds},
+        self._record(step, {"arch": arch, "train_set": train_set, "cv": cv, "seed": seed, "steps": train.steps,
+                            "epochs": train.epochs, "folds": train.cv_folds, "train_dir": str(train_dir or "")},
                      _metric_summary(report), folder, seconds)
         return report
 
-    def table8(self) -> dict[str, dict]:
+    def table8(self, seeds: Sequence[int] | None = None) -> dict[str, dict]:
+        """O-TA, P-TA, P-GAN and P-GAN without the gate, each patch set trained once per seed
+        (the profile's seed first; the O-TA row with it only). Step names carry ``/seed<N>``
+        for the other seeds."""
         from smh_ml.experiments import run_whole_image_classifier
 
         out: dict[str, dict] = {}
@@ -212,14 +240,17 @@ class Reproduction:
         self._record("table8/ota", {"arch": "baseline_cnn", "train_set": "ota"}, _metric_summary(report), folder,
                      seconds)
         out["ota"] = report
-        out["pta"] = self._classifier("table8/pta", self.out / "table8" / "pta", "baseline_cnn", "pta", None,
-                                      cv=False, robustness=False)
-        pgan = self._pgan_dir()
-        if pgan is not None:
-            out["pgan"] = self._classifier("table8/pgan", self.out / "table8" / "pgan", "baseline_cnn", "pgan",
-                                           pgan, cv=False, robustness=False)
-        else:
-            log.warning("table8: no SDG-GAN synthetic sets under %s; P-GAN row skipped (run table6)", self.out)
+        pgan, ungated = self._pgan_dir(), self._pgan_dir(ungated=True)
+        if pgan is None:
+            log.warning("table8: no SDG-GAN synthetic sets under %s; P-GAN rows skipped (run table6)", self.out)
+        sets = [("pta", "pta", None)] + ([("pgan", "pgan", pgan), ("pgan_ungated", "pgan", ungated)] if pgan else [])
+        base = self.profile.train.seed
+        for seed in [base, *[s for s in seeds or () if s != base]]:
+            suffix = "" if seed == base else f"/seed{seed}"
+            for name, train_set, train_dir in sets:
+                step = f"table8/{name}{suffix}"
+                out[f"{name}{suffix}"] = self._classifier(step, self.out / step, "baseline_cnn", train_set,
+                                                          train_dir, cv=False, robustness=False, seed=seed)
         return out
 
     def tables9_10(self, archs: Sequence[str] = ARCHITECTURES, robustness_for: Sequence[str] = ()) -> dict:
@@ -230,7 +261,7 @@ class Reproduction:
                 for arch in archs}
 
     def run(self, experiments: Sequence[str] = EXPERIMENTS, archs: Sequence[str] = ARCHITECTURES,
-            classes: Sequence[str] | None = None) -> dict:
+            classes: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> dict:
         unknown = set(experiments) - set(EXPERIMENTS)
         if unknown:
             raise ValueError(f"unknown experiments {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
@@ -245,7 +276,7 @@ class Reproduction:
         if "table6" in experiments:
             self.table6(classes)
         if "table8" in experiments:
-            self.table8()
+            self.table8(seeds)
         if "tables9_10" in experiments or "fig13" in experiments:
             chosen = list(archs) if "tables9_10" in experiments else ["inception_cnn"]
             self.tables9_10(chosen, robustness_for=["inception_cnn"] if "fig13" in experiments else [])
@@ -271,6 +302,85 @@ def _wall(entry: dict) -> str:
     return "reused" if seconds is None else f"{seconds:.0f}"
 
 
+def _table6_lines(steps: dict) -> list[str]:
+    gans = {k.split("/", 1)[1]: v for k, v in steps.items() if k.startswith("table6/")}
+    if not gans:
+        return []
+    extractors = sorted({k[: -len("_fid")] for v in gans.values() for k in v["metrics"]
+                         if k.endswith("_fid") and "_vs_real" not in k and k != "gate_fid"})
+    lines = ["### Table 6: SDG-GAN vs DCGAN, FID / KID per class and feature extractor", "",
+             "FID of the GAN's samples to the class's real patches, with the two yardsticks in brackets "
+             "(real half vs real half / traditionally augmented vs real). The gate's ceiling is on the "
+             "domain extractor's FID (the first one).", "",
+             "| class | GAN | " + " | ".join(f"{e} FID (real / augmented) | {e} KID" for e in extractors)
+             + " | steps (best) | train s | gate |",
+             "|---|---|" + "---|---|" * len(extractors) + "---|---|---|"]
+    for key in sorted(gans, key=lambda k: (k.split("/")[1], k.split("/")[0] != "sdg")):
+        kind, label = key.split("/")
+        m, p = gans[key]["metrics"], gans[key]["params"]
+
+        def fmt(name: str, m: dict = m) -> str:
+            return f"{m[name]:.1f}" if name in m else "-"
+        cells = [f"{fmt(e + '_fid')} ({fmt(e + '_real_vs_real_fid')} / {fmt(e + '_augmented_vs_real_fid')}) "
+                 f"| {m[e + '_kid_mean']:.3g}" if e + "_kid_mean" in m else "- | -" for e in extractors]
+        gate = ("refused" if p.get("refused") else "passed") if "refused" in p else "-"
+        if "gate_fid_ceiling" in m:
+            gate += f" (ceiling {m['gate_fid_ceiling']:.1f})"
+        lines.append(f"| {label} | {'SDG-GAN' if kind == 'sdg' else 'DCGAN'} | " + " | ".join(cells)
+                     + f" | {p.get('steps', '-')} ({p.get('best_step', '-')}) | {fmt('train_seconds')} | {gate} |")
+    lines += ["", "MLflow runs: " + ", ".join(f"{k} `{v.get('run_id')}`" for k, v in sorted(gans.items())), ""]
+    return lines
+
+
+def _mean_std(values: list[float]) -> str:
+    """Percent mean +- sample standard deviation (0 for one value)."""
+    import numpy as np
+
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{100 * float(np.mean(values)):.2f} ± {100 * std:.2f}"
+
+
+def _table8_lines(steps: dict, clean_class: str) -> list[str]:
+    table8 = {k.split("/", 1)[1]: v for k, v in steps.items() if k.startswith("table8/")}
+    if not table8:
+        return []
+    lines = ["### Table 8: baseline CNN by training set, held-out captures", "",
+             "| training set | ours: accuracy % (threshold / arg-max) | paper % | per-class F1 (ours) | wall s "
+             "| MLflow run |", "|---|---|---|---|---|---|"]
+    reports = {name: json.loads((Path(entry["folder"]) / "report.json").read_text())
+               for name, entry in table8.items()}
+    for name in [n for n in TRAIN_SET_NAMES if n in table8]:
+        report = reports[name]
+        f1 = ", ".join(f"{c} {m['f1']:.2f}" for c, m in report["test"]["per_class"].items())
+        argmax = report["test"].get("argmax", {}).get("accuracy")
+        paper = PAPER_TABLE8.get(name)
+        lines.append(f"| {TRAIN_SET_NAMES[name]} | {_pct(report['test']['accuracy'])} / {_pct(argmax)} "
+                     f"| {'-' if paper is None else f'{paper:.2f}'} | {f1} | {_wall(table8[name])} "
+                     f"| `{table8[name].get('run_id')}` |")
+    lines.append("")
+    by_set: dict[str, list[dict]] = {}
+    for name, report in reports.items():
+        by_set.setdefault(name.split("/")[0], []).append(report)
+    if any(len(v) > 1 for v in by_set.values()):
+        defects = [c for c in next(iter(reports.values()))["classes"] if c != clean_class]
+        lines += ["#### Table 8 over seeds (classifier seeds; the same training sets)", "",
+                  "Mean ± sample standard deviation over the seeds; recall per defect class on the "
+                  "held-out captures.", "",
+                  "| training set | seeds | accuracy % (threshold) | accuracy % (arg-max) | "
+                  + " | ".join(f"{c} recall %" for c in defects) + " | clean recall % |",
+                  "|---|---|---|---|" + "---|" * (len(defects) + 1)]
+        for name in [n for n in TRAIN_SET_NAMES if n in by_set and n != "ota"]:
+            runs = by_set[name]
+            recall = [_mean_std([r["test"]["per_class"][c]["recall"] for r in runs])
+                      for c in [*defects, clean_class]]
+            argmax = [r["test"]["argmax"]["accuracy"] for r in runs if "argmax" in r["test"]]
+            accuracy = _mean_std([r["test"]["accuracy"] for r in runs])
+            lines.append(f"| {TRAIN_SET_NAMES[name]} | {len(runs)} | {accuracy} "
+                         f"| {_mean_std(argmax) if argmax else '-'} | " + " | ".join(recall) + " |")
+        lines.append("")
+    return lines
+
+
 def render_report(out: Path | str) -> str:
     """Markdown tables of a reproduction folder (``results.json`` and the step reports),
     ours beside the paper's, with wall times and MLflow run ids."""
@@ -278,34 +388,7 @@ def render_report(out: Path | str) -> str:
     results = json.loads((out / "results.json").read_text())
     steps = results["steps"]
     lines = [f"Profile `{results['profile']['name']}`: {results['profile']['description']}", ""]
-    gans = {k.split("/", 1)[1]: v for k, v in steps.items() if k.startswith("table6/")}
-    if gans:
-        labels = sorted({k.split("/")[1] for k in gans})
-        lines += ["### Table 6: SDG-GAN vs DCGAN, domain FID / KID per class", "",
-                  "| class | SDG-GAN FID | DCGAN FID | SDG-GAN KID | DCGAN KID | SDG-GAN train s | DCGAN train s |",
-                  "|---|---|---|---|---|---|---|"]
-        for label in labels:
-            s, d = gans.get(f"sdg/{label}", {}).get("metrics", {}), gans.get(f"dcgan/{label}", {}).get("metrics", {})
-
-            def fmt(m: dict, key: str) -> str:
-                return f"{m[key]:.1f}" if key in m else "-"
-            lines.append(f"| {label} | {fmt(s, 'domain_fid')} | {fmt(d, 'domain_fid')} | {fmt(s, 'domain_kid_mean')} "
-                         f"| {fmt(d, 'domain_kid_mean')} | {fmt(s, 'train_seconds')} | {fmt(d, 'train_seconds')} |")
-        lines += ["", "MLflow runs: " + ", ".join(f"{k} `{v.get('run_id')}`" for k, v in sorted(gans.items())), ""]
-    table8 = {k.split("/", 1)[1]: v for k, v in steps.items() if k.startswith("table8/")}
-    if table8:
-        lines += ["### Table 8: baseline CNN by training set, held-out captures", "",
-                  "| training set | ours: accuracy % | paper % | per-class F1 (ours) | wall s | MLflow run |",
-                  "|---|---|---|---|---|---|"]
-        for name in TRAIN_SET_NAMES:
-            if name not in table8:
-                continue
-            report = json.loads((Path(table8[name]["folder"]) / "report.json").read_text())
-            f1 = ", ".join(f"{c} {m['f1']:.2f}" for c, m in report["test"]["per_class"].items())
-            lines.append(f"| {TRAIN_SET_NAMES[name]} "
-                         f"| {_pct(report['test']['accuracy'])} | {PAPER_TABLE8[name]:.2f} | {f1} "
-                         f"| {_wall(table8[name])} | `{table8[name].get('run_id')}` |")
-        lines.append("")
+    lines += _table6_lines(steps) + _table8_lines(steps, results["profile"]["clean_class"])
     archs = {k.split("/", 1)[1]: v for k, v in steps.items() if k.startswith("tables9_10/")}
     if archs:
         lines += ["### Tables 9-10: k-fold CV and held-out test by architecture", "",

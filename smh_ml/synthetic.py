@@ -85,13 +85,14 @@ def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.Da
     return TrainingSet(np.concatenate(parts), pd.concat(frames, ignore_index=True))
 
 
-def write_pgan(patch_dir: Path | str, gan_dir: Path | str, out: Path | str, profile: Profile) -> TrainingSet:
-    """Assemble P-GAN from a patch set and one GAN kind's ``<class>/synthetic`` folders and
-    write it as ``out/pgan`` (a training set :func:`smh_ml.datasets.load_training_set` reads)."""
+def write_pgan(patch_dir: Path | str, gan_dir: Path | str, out: Path | str, profile: Profile,
+               synthetic_name: str = "synthetic") -> TrainingSet:
+    """Assemble P-GAN from a patch set and one GAN kind's ``<class>/<synthetic_name>`` folders
+    and write it as ``out/pgan`` (a training set :func:`smh_ml.datasets.load_training_set` reads)."""
     gan_dir = Path(gan_dir)
-    synthetic = {p.parent.name: read_synthetic(p) for p in sorted(gan_dir.glob("*/synthetic"))}
+    synthetic = {p.parent.name: read_synthetic(p) for p in sorted(gan_dir.glob(f"*/{synthetic_name}"))}
     if not synthetic:
-        raise FileNotFoundError(f"{gan_dir}: no <class>/synthetic folders (train the GANs first)")
+        raise FileNotFoundError(f"{gan_dir}: no <class>/{synthetic_name} folders (train the GANs first)")
     pgan_set = build_pgan(load_patch_set(patch_dir), synthetic, profile)
     with atomic_dir(Path(out) / "pgan") as tmp:
         save_npy(tmp / "arrays.npy", pgan_set.arrays)

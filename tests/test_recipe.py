@@ -171,6 +171,14 @@ def test_a_refused_gan_class_is_topped_up_by_traditional_augmentation(sim_root, 
     pits = pgan.index[pgan.index["label"] == "pits"]
     assert len(pits) == 30 and (pits["origin"] == "augmented").sum() == 30 - len(real)
     assert not (pgan.index["origin"] == "synthetic").any()
+    # with the gate off (reproduce's "P-GAN without the gate") the same patches go in anyway,
+    # beside the gated set, and the verdict is still on record
+    ungated = synthesize_class("pits", gan_dir, real, dataclasses.replace(profile.gan, gate=False),
+                               into="synthetic-ungated")
+    assert not ungated["refused"] and ungated["synthetic"] == 30 - len(real)
+    verdict = json.loads((gan_dir / "pits" / "synthetic-ungated" / "gate.json").read_text())
+    assert verdict["passed"] is False and verdict["enforced"] is False and verdict["reasons"]
+    assert read_synthetic(gan_dir / "pits" / "synthetic")[1].empty  # the gated set is untouched
 
 
 @pytest.mark.parametrize("root_fixture", ["sim_root", "mt_root"])

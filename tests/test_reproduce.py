@@ -26,17 +26,32 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
 
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["reproduce", str(ci_patches), str(tmp_path / "results"), "--profile", "ci",
-            "--archs", "inception_cnn,baseline_cnn", "--classes", "pits,scratches",
+            "--archs", "inception_cnn,baseline_cnn", "--classes", "pits,scratches", "--seeds", "0,1",
             "--tracking-uri", tracking, "--artifact-root", str(tmp_path / "artifacts")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     steps = results["steps"]
     assert {"table6/sdg/pits", "table6/dcgan/scratches", "table8/ota", "table8/pta", "table8/pgan",
+            "table8/pgan_ungated", "table8/pta/seed1", "table8/pgan/seed1", "table8/pgan_ungated/seed1",
             "tables9_10/inception_cnn", "tables9_10/baseline_cnn"} <= set(steps)
-    assert "domain_fid" in steps["table6/sdg/pits"]["metrics"]
-    for step in ("table8/ota", "table8/pta", "table8/pgan", "tables9_10/inception_cnn"):
+    assert "table8/ota/seed1" not in steps  # O-TA: one seed
+    gan = steps["table6/sdg/pits"]
+    for metric in ("domain_fid", "imagenet-efficientnet-lite0_fid", "domain_real_vs_real_fid",
+                   "imagenet-efficientnet-lite0_augmented_vs_real_fid", "gate_fid_ceiling"):
+        assert metric in gan["metrics"], metric
+    assert isinstance(gan["params"]["refused"], bool)
+    for step in ("table8/ota", "table8/pta", "table8/pgan", "table8/pgan_ungated/seed1", "tables9_10/inception_cnn"):
         assert 0.0 <= steps[step]["metrics"]["test_accuracy"] <= 1.0
+    assert steps["table8/pta/seed1"]["params"]["seed"] == 1 and steps["table8/pta"]["params"]["seed"] == 0
+    # the ungated P-GAN holds every class's GAN patches, whatever the gate said of them
+    from smh_ml.datasets import load_training_set
+
+    ungated = load_training_set(tmp_path / "results" / "ungated", "pgan").index
+    assert set(ungated.loc[ungated["origin"] == "synthetic", "label"]) == {"pits", "scratches"}
+    gated = load_training_set(tmp_path / "results", "pgan").index
+    refused = {c for c in ("pits", "scratches") if steps[f"table6/sdg/{c}"]["params"]["refused"]}
+    assert set(gated.loc[gated["origin"] == "synthetic", "label"]) == {"pits", "scratches"} - refused
     assert "cv_real_only_mean" in steps["tables9_10/baseline_cnn"]["metrics"]
     assert steps["tables9_10/inception_cnn"]["params"]["train_set"] == "pgan"  # the paper's setting
     report = json.loads((tmp_path / "results" / "tables9_10" / "inception_cnn" / "report.json").read_text())
@@ -44,7 +59,7 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     ota = json.loads((tmp_path / "results" / "table8" / "ota" / "report.json").read_text())
     assert ota["input_size"] == [128, 64] and ota["train_set"] == "ota"
     report_md = (tmp_path / "results" / "REPORT.md").read_text()
-    for heading in ("Table 6", "Table 8", "Tables 9-10", "Fig. 13"):
+    for heading in ("Table 6", "Table 8", "Table 8 over seeds", "Tables 9-10", "Fig. 13"):
         assert heading in report_md
     assert steps["table8/pgan"]["run_id"] in report_md
 

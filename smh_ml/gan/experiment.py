@@ -110,10 +110,12 @@ def gate_settings(cfg: GanConfig, scores: dict) -> GateSettings:
     return GateSettings(fid_ceiling=min(ceilings) if ceilings else None)
 
 
-def synthesize_class(label: str, gan_dir: Path | str, real: np.ndarray, cfg: GanConfig) -> dict:
-    """Write ``pgan_target - len(real)`` synthetic patches of ``label`` (never fewer than 0),
-    when they pass the quality gate; a refused class gets none (training tops it up by
-    traditional augmentation) and ``synthetic/gate.json`` says why."""
+def synthesize_class(label: str, gan_dir: Path | str, real: np.ndarray, cfg: GanConfig,
+                     into: str = "synthetic") -> dict:
+    """Write ``pgan_target - len(real)`` synthetic patches of ``label`` (never fewer than 0)
+    into ``<label>/<into>``, when they pass the quality gate; a refused class gets none (training
+    tops it up by traditional augmentation) and ``gate.json`` there says why. With ``cfg.gate``
+    off they are written whatever the gate says (``gate.json`` still records its verdict)."""
     folder = Path(gan_dir) / label
     generator, config = load_generator(folder)
     count = max(0, cfg.pgan_target - len(real))
@@ -123,7 +125,7 @@ def synthesize_class(label: str, gan_dir: Path | str, real: np.ndarray, cfg: Gan
     gate = check_synthetic(probe, real, gate_settings(cfg, scores), fid)
     refused = cfg.gate and not gate.passed
     arrays = probe[:count] if count and not refused else np.zeros((0, config["patch"], config["patch"]), np.uint8)
-    with atomic_dir(folder / "synthetic") as tmp:
+    with atomic_dir(folder / into) as tmp:
         write_synthetic(tmp, label, arrays, config["kind"])
         (tmp / "gate.json").write_text(json.dumps(gate.to_dict() | {"enforced": cfg.gate, "refused": refused,
                                                                    "wanted": count, "written": len(arrays)},
