@@ -1,9 +1,11 @@
 """The paper's experiments on one patch set, step by step and resumable (issue 6).
 
-    table6      SDG-GAN vs DCGAN per defect class: domain (and, with local weights,
-                Inception) FID / KID, wall time
-    table8      baseline CNN on O-TA (whole images), P-TA and P-GAN: held-out accuracy and
-                per-class precision / recall / F1
+    table6      SDG-GAN vs DCGAN per defect class: domain and ImageNet (EfficientNet-Lite0;
+                with local weights, also Inception) FID / KID beside the real-vs-real and
+                augmented-vs-real yardsticks, the gate's verdict, wall time
+    table8      baseline CNN on O-TA (whole images), P-TA, P-GAN and P-GAN without the gate:
+                held-out accuracy and per-class precision / recall / F1, over one or more
+                classifier seeds (mean +- std)
     tables9_10  k-fold CV and held-out accuracy, parameter count, for each architecture
     fig13       Inception-CNN accuracy under blur, noise, light and scratches
 
@@ -248,8 +250,8 @@ class Reproduction:
         for seed in [base, *[s for s in seeds or () if s != base]]:
             suffix = "" if seed == base else f"/seed{seed}"
             for name, train_set, train_dir in sets:
-                step = f"table8/{name}{suffix}"
-                out[f"{name}{suffix}"] = self._classifier(step, self.out / step, "baseline_cnn", train_set,
+                folder = self.out / "table8" / (name if seed == base else f"seed{seed}/{name}")
+                out[f"{name}{suffix}"] = self._classifier(f"table8/{name}{suffix}", folder, "baseline_cnn", train_set,
                                                           train_dir, cv=False, robustness=False, seed=seed)
         return out
 
@@ -397,9 +399,10 @@ def render_report(out: Path | str) -> str:
         for arch, entry in archs.items():
             m = entry["metrics"]
             cv = f"{_pct(m.get('cv_all_mean'))} ± {_pct(m.get('cv_all_std'))} / {_pct(m.get('cv_real_only_mean'))}"
-            paper_test, paper_params = PAPER_TABLE10[arch]
-            lines.append(f"| {arch} | {m.get('parameters', 0) / 1e6:.2f} | {cv} | {PAPER_TABLE9_CV[arch]:.2f} "
-                         f"| {_pct(m['test_accuracy'])} | {paper_test:.2f} ({paper_params:.2f}) | {_wall(entry)} "
+            paper_cv, paper = PAPER_TABLE9_CV.get(arch), PAPER_TABLE10.get(arch)  # not in the paper: "-"
+            lines.append(f"| {arch} | {m.get('parameters', 0) / 1e6:.2f} | {cv} "
+                         f"| {'-' if paper_cv is None else f'{paper_cv:.2f}'} | {_pct(m['test_accuracy'])} "
+                         f"| {'-' if paper is None else f'{paper[0]:.2f} ({paper[1]:.2f})'} | {_wall(entry)} "
                          f"| `{entry.get('run_id')}` |")
         lines.append("")
         inception = archs.get("inception_cnn")
