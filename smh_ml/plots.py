@@ -14,6 +14,20 @@ import pandas as pd  # noqa: E402
 from smh_ml.io import atomic_write_bytes  # noqa: E402
 
 
+def _show_random(axes, arrays: np.ndarray, rng: np.random.Generator, frame: bool = False) -> None:
+    """Draw up to ``len(axes)`` patches picked at random (without repeats) from ``arrays``,
+    one per axis; leftover axes stay empty. ``frame`` keeps a thin border around each."""
+    picks = rng.choice(len(arrays), min(len(axes), len(arrays)), replace=False) if len(arrays) else []
+    for c, ax in enumerate(axes):
+        if frame:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        else:
+            ax.axis("off")
+        if c < len(picks):
+            ax.imshow(arrays[picks[c]], cmap="gray", vmin=0, vmax=255)
+
+
 def sample_grid(arrays: np.ndarray, labels: pd.Series, path: Path | str, per_class: int = 8,
                 seed: int = 0, title: str = "") -> Path:
     """Save a PNG with one row of up to ``per_class`` random samples for each class."""
@@ -23,12 +37,7 @@ def sample_grid(arrays: np.ndarray, labels: pd.Series, path: Path | str, per_cla
                              figsize=(per_class * 1.2, len(classes) * 1.3))
     for r, label in enumerate(classes):
         rows = np.flatnonzero(labels.to_numpy() == label)
-        picks = rng.choice(rows, min(per_class, len(rows)), replace=False) if len(rows) else []
-        for c in range(per_class):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c < len(picks):
-                ax.imshow(arrays[picks[c]], cmap="gray", vmin=0, vmax=255)
+        _show_random(axes[r], arrays[rows], rng)
         axes[r][0].set_title(f"{label} ({len(rows)})", fontsize=8, loc="left")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -83,12 +92,7 @@ def real_vs_generated_png(real: np.ndarray, fake: np.ndarray, path: Path | str, 
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(2, per_row, figsize=(per_row * 1.1, 2.6), squeeze=False)
     for row, arrays in enumerate((real, fake)):
-        picks = rng.choice(len(arrays), min(per_row, len(arrays)), replace=False) if len(arrays) else []
-        for c in range(per_row):
-            ax = axes[row][c]
-            ax.axis("off")
-            if c < len(picks):
-                ax.imshow(arrays[picks[c]], cmap="gray", vmin=0, vmax=255)
+        _show_random(axes[row], arrays, rng)
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
@@ -104,16 +108,9 @@ def gan_comparison_png(rows: dict[str, dict[str, np.ndarray]], path: Path | str,
     fig, axes = plt.subplots(len(rows), columns, squeeze=False, figsize=(columns * 0.75, len(rows) * 0.95))
     for r, (label, by_group) in enumerate(rows.items()):
         for g, group in enumerate(groups):
-            arrays = by_group.get(group, np.zeros((0, 1, 1), np.uint8))
-            picks = rng.choice(len(arrays), min(per_group, len(arrays)), replace=False) if len(arrays) else []
-            for c in range(per_group):
-                ax = axes[r][g * per_group + c]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if c < len(picks):
-                    ax.imshow(arrays[picks[c]], cmap="gray", vmin=0, vmax=255)
-                if c == 0:
-                    ax.set_title(f"{label}: {group}" if g == 0 else group, fontsize=7, loc="left")
+            row = axes[r][g * per_group:(g + 1) * per_group]
+            _show_random(row, by_group.get(group, np.zeros((0, 1, 1), np.uint8)), rng, frame=True)
+            row[0].set_title(f"{label}: {group}" if g == 0 else group, fontsize=7, loc="left")
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)

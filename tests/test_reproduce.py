@@ -61,6 +61,7 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     report_md = (tmp_path / "results" / "REPORT.md").read_text()
     for heading in ("Table 6", "Table 8", "Table 8 over seeds", "Tables 9-10", "Fig. 13"):
         assert heading in report_md
+    assert "Majority-class baseline on the held-out captures: **" in report_md
     assert "| efficientnet_lite0 |" in report_md  # a network the paper did not test: its columns say "-"
     assert steps["table8/pgan"]["run_id"] in report_md
 
