@@ -46,22 +46,22 @@ def load_classifier(folder: Path | str) -> tuple[torch.nn.Module, dict]:
     return model.eval(), report
 
 
-def train_domain_extractor(patch_dir: Path | str, out: Path | str, profile: Profile,
-                           epochs: int | None = None) -> dict:
+def train_domain_extractor(patch_dir: Path | str, out: Path | str, profile: Profile) -> dict:
     """A patch classifier trained on REAL patches (P-TA) whose penultimate layer gives the
     ``domain`` FID/KID features. Saved like :func:`run_classifier` output (no test). It is
     the paper's Inception-CNN (its 64-d penultimate layer) whatever the profile ships, trained
-    for ``epochs`` passes with the profile's recipe, last checkpoint."""
+    with the profile's recipe for ``gan.domain_steps`` steps (or ``gan.domain_epochs`` passes),
+    last checkpoint."""
     arch = profile.train.arch if profile.train.arch in ("inception_cnn", "baseline_cnn") else "inception_cnn"
-    cfg = dataclasses.replace(profile.train, arch=arch, epochs=epochs or profile.train.epochs, steps=0,
-                              val_fraction=0.0, flip_average=False)
+    cfg = dataclasses.replace(profile.train, arch=arch, epochs=profile.gan.domain_epochs,
+                              steps=profile.gan.domain_steps, val_fraction=0.0, flip_average=False)
     patch_set = load_patch_set(patch_dir)
     pta = load_training_set(patch_dir, "pta")
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
     fitted = train_final(pta.arrays, pta.index, names, cfg, patch_set.geometry.patch)
     report = {"arch": cfg.arch, "classes": names, "geometry": patch_set.geometry.to_dict(),
               "purpose": "domain feature extractor for FID/KID", "train_set": "pta",
-              "history": fitted.history}
+              "steps": fitted.steps, "history": fitted.history}
     save_classifier(out, fitted.model, report)
     return report
 

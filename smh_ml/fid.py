@@ -12,6 +12,7 @@ KID (unbiased) is the better measure when a class has a few dozen real patches.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,15 @@ class GreyToInception(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.repeat(1, 3, 1, 1))[0].reshape(x.shape[0], -1)
+
+
+def extractor_id(name: str, extractor: nn.Module) -> str:
+    """An extractor's name and a digest of its weights: which features a FID was computed in."""
+    digest = hashlib.sha256(name.encode())
+    for key, value in extractor.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return f"{name}:{digest.hexdigest()[:16]}"
 
 
 def _batches(arrays: np.ndarray, as_float: bool, batch: int = 128):

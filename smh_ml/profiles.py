@@ -196,7 +196,12 @@ class GanConfig:
     fid_samples: int = 500
     """Generated patches compared with the class's real patches for FID/KID."""
     domain_epochs: int = 20
-    """Epochs of the domain feature extractor (a classifier on real patches) for FID/KID."""
+    """Epochs of the domain feature extractor (a classifier on real patches) for FID/KID,
+    used when ``domain_steps`` is 0."""
+    domain_steps: int = 0
+    """Optimiser steps of the domain feature extractor (0: ``domain_epochs`` passes). Sized in
+    steps because a few epochs of a small P-TA are few steps: bench's 4 epochs on magnetic tile
+    were about 140 steps, after which the extractor classified 39% of its own training patches."""
     gate: bool = True
     """Synthetic patches enter training only through the quality gate (smh_ml.synthetic_gate)."""
     gate_fid_factor: float = 4.0
@@ -217,9 +222,10 @@ class DeployConfig:
     calibration_patches: int = 512
     """Real training patches, stratified by class, that calibrate int8 activation ranges."""
     per_channel: bool = False
-    """Per-tensor weight scales by default: on this AVX2 CPU (no VNNI) per-channel int8 agreed
+    """Per-tensor weight scales by default: on an AVX2 CPU (no VNNI) per-channel int8 agreed
     with fp32 on 97% of patches against 98% per-tensor and lost 4 points of image accuracy on
-    magnetic tile where per-tensor lost none (docs/DEPLOY.md)."""
+    magnetic tile where per-tensor lost none. EfficientNet-Lite0 loses far more in either form,
+    with VNNI too, and its int8 model is refused (docs/DEPLOY.md)."""
     threads: int | None = None
     """onnxruntime intra-op threads; None = every core."""
 
@@ -255,14 +261,15 @@ CPU_RECIPE: dict[str, Any] = {
 # GANs that learn on a CPU (docs/GAN.md): a budget of generator steps, two time-scale rates (the
 # critic's 4x the generator's; with equal rates the small critic fell behind and the Wasserstein
 # estimate turned negative), DiffAugment on everything the critic sees, an EMA of the generator
-# for sampling, and FID checkpoints that keep the best weights and stop on a plateau. 1,800
+# for sampling, and FID checkpoints that keep the best weights and stop on a plateau. The domain
+# extractor scoring them gets the bench classifier's 600 steps (about a minute at 64 px). 1,800
 # steps of 32 at 64 px take about 9-10 minutes per class on 2 cores (0.30 s a step, plus the
 # checkpoints). FID over training is noisy (blowhole: 2,803 / 2,478 / 2,076 / 2,410 / 1,804 every
 # 500 steps), so a plateau needs three worse checkpoints in a row: with two, the first run
 # stopped at step 900 with its best at step 300.
 CPU_GAN = GanConfig(width=0.25, steps=1800, batch_size=32, lr=1e-4, critic_lr=4e-4,
                     diffaugment=("translation", "cutout"), ema=0.99, eval_every=300, patience=3,
-                    augment_to=1000, pgan_target=300, checkpoint_every=100, fid_samples=300, domain_epochs=4)
+                    augment_to=1000, pgan_target=300, checkpoint_every=100, fid_samples=300, domain_steps=600)
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(

@@ -128,6 +128,28 @@ def test_a_changed_training_set_or_setting_retrains_from_scratch(tmp_path, caplo
     assert [h["step"] for h in longer.history] == [1, 2, 3, 4] and longer.history != fresh.history
 
 
+def test_a_checkpoint_scored_by_another_extractor_is_not_resumed(tmp_path, caplog):
+    """FID checkpoints pick the kept weights and the plateau: a run scored in other features
+    (a retrained domain extractor) starts again instead of mixing two FID scales."""
+    from smh_ml.fid import extractor_id
+
+    x, _ = toy_set(n_per_class=16, size=16)
+    cfg = _cfg(steps=6, eval_every=2, patience=10)
+    one, two = nn.Linear(3, 2), nn.Linear(3, 2)
+    assert extractor_id("domain", one) == extractor_id("domain", one) != extractor_id("domain", two)
+
+    def run(extractor: nn.Module, stop_after: int):
+        return train_gan(x, "sdg", cfg, checkpoint=tmp_path / "s.pt", stop_after=stop_after, score=_mean_gap(x),
+                         score_id=extractor_id("domain", extractor))
+
+    run(one, 4)  # "crashes" after step 4
+    run(one, 5)
+    assert "training from scratch" not in caplog.text  # the same scorer: resumed
+    other = run(two, 5)
+    assert "training from scratch" in caplog.text
+    assert other.step == 5 and [h["step"] for h in other.history if "fid" in h] == [2, 4]
+
+
 def test_dcgan_trains_and_generation_is_seeded():
     x, _ = toy_set(n_per_class=16, size=16)
     state = train_gan(x, "dcgan", _cfg(steps=4, diffaugment=("translation",)))

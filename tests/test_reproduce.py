@@ -62,6 +62,7 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     for heading in ("Table 6", "Table 8", "Table 8 over seeds", "Tables 9-10", "Fig. 13"):
         assert heading in report_md
     assert "Majority-class baseline on the held-out captures: **" in report_md
+    assert "| training set | seeds | validation % |" in report_md  # what a choice between the sets could use
     assert "| efficientnet_lite0 |" in report_md  # a network the paper did not test: its columns say "-"
     assert steps["table8/pgan"]["run_id"] in report_md
 
@@ -141,3 +142,28 @@ def test_a_changed_training_set_reruns_its_step_and_logs_it_anew(ci_patches, tmp
     assert third["table8/pta"]["run_id"] == "run-3" != first["table8/pta"]["run_id"]
     report = json.loads((tmp_path / "out" / "table8" / "pta" / "report.json").read_text())
     assert report["train_size"] == int(keep.sum()) < len(pta.arrays)
+
+
+def test_the_ungated_pgan_is_trained_only_when_the_gate_refused_a_class(tmp_path):
+    from smh_ml.reproduce import any_refused
+
+    for label, refused in (("pits", False), ("scratches", False)):
+        (tmp_path / label / "synthetic").mkdir(parents=True)
+        (tmp_path / label / "synthetic" / "gate.json").write_text(json.dumps({"refused": refused}))
+    assert not any_refused(tmp_path)  # every class passed: P-GAN without the gate is P-GAN
+    (tmp_path / "pits" / "synthetic" / "gate.json").write_text(json.dumps({"refused": True}))
+    assert any_refused(tmp_path)
+
+
+def test_domain_extractor_is_sized_in_optimiser_steps(ci_patches, tmp_path):
+    """A few epochs of a small P-TA are few optimiser steps (bench's 4 on magnetic tile: about
+    140, and an extractor that knew 39% of its own training patches), so the profile names steps."""
+    from smh_ml.experiments import train_domain_extractor
+
+    profile = with_overrides(get_profile("ci"), {"gan.domain_steps": 7, "gan.domain_epochs": 50})
+    report = train_domain_extractor(ci_patches, tmp_path / "domain", profile)
+    assert report["steps"] == 7 and report["history"][-1]["step"] == 7
+    assert (tmp_path / "domain" / "model.pt").is_file()
+    by_epochs = train_domain_extractor(ci_patches, tmp_path / "domain-epochs",
+                                       with_overrides(profile, {"gan.domain_steps": 0, "gan.domain_epochs": 1}))
+    assert by_epochs["steps"] > 0 and by_epochs["steps"] != 7  # one pass over P-TA

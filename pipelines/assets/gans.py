@@ -32,9 +32,9 @@ def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource
     prof = profile.get()
     out = storage.path(prof.name, "domain_extractor")
     with mlflow.nested_run(context, "domain_extractor", run_tags(prof.name, captures.version()),
-                           {"arch": prof.train.arch, "epochs": prof.gan.domain_epochs}) as run_id:
-        report = train_domain_extractor(storage.path(prof.name, "patch_sets"), out, prof,
-                                        epochs=prof.gan.domain_epochs)
+                           {"arch": prof.train.arch, "epochs": prof.gan.domain_epochs,
+                            "steps": prof.gan.domain_steps}) as run_id:
+        report = train_domain_extractor(storage.path(prof.name, "patch_sets"), out, prof)
         tracker = mlflow.tracker()
         tracker.log_history(run_id, [{"step": r["step"], "train_loss": r["loss"]} for r in report["history"]])
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)),

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from smh_ml.augment import augment_to_count
-from smh_ml.fid import gan_scores
+from smh_ml.fid import extractor_id, gan_scores
 from smh_ml.gan.networks import build_gan
 from smh_ml.gan.training import generate, train_gan
 from smh_ml.io import atomic_dir
@@ -48,7 +48,7 @@ def train_class_gan(real: np.ndarray, label: str, kind: str, gan_dir: Path | str
     named = list((extractors or {}).items())
     score = (lambda fake: gan_scores(real, fake, named[0][1], named[0][0], kid_subsets=20)) if named else None
     state = train_gan(data, kind, cfg, checkpoint=gan_dir / f"{label}.checkpoint.pt", desc=f"{kind} {label}",
-                      score=score)
+                      score=score, score_id=extractor_id(*named[0]) if named else "")
     train_seconds = time.perf_counter() - start
     fake = generate(state.sampler(), cfg.fid_samples, cfg.latent, seed=cfg.seed + 1)
     scores = [gan_scores(real, fake, extractor, name) for name, extractor in named]

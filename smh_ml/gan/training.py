@@ -105,11 +105,14 @@ def total_steps(cfg: GanConfig, n: int, kind: str) -> int:
     return max(1, batches // (cfg.n_critic if kind == "sdg" else 1))
 
 
-def training_inputs_id(arrays: np.ndarray, kind: str, cfg: GanConfig) -> str:
-    """What a GAN checkpoint was computed from: the training patches, the kind and the
-    settings that shape training. A checkpoint with another id is never resumed."""
+def training_inputs_id(arrays: np.ndarray, kind: str, cfg: GanConfig, score_id: str = "") -> str:
+    """What a GAN checkpoint was computed from: the training patches, the kind, the settings
+    that shape training and, with FID checkpoints, the extractor that scores them (its FIDs pick
+    the kept weights and the plateau). A checkpoint with another id is never resumed."""
     digest = hashlib.sha256()
     digest.update(f"{kind}|{arrays.shape}|{arrays.dtype}|".encode())
+    if score_id:
+        digest.update(f"score:{score_id}|".encode())
     digest.update(json.dumps({f: getattr(cfg, f) for f in TRAINING_FIELDS}, sort_keys=True, default=list).encode())
     digest.update(np.ascontiguousarray(arrays).tobytes())
     return digest.hexdigest()[:24]
@@ -225,7 +228,7 @@ def _evaluate(state: GanState, cfg: GanConfig, score: Callable[[np.ndarray], dic
 
 def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | str | None = None,
               stop_after: int | None = None, desc: str = "gan",
-              score: Callable[[np.ndarray], dict] | None = None) -> GanState:
+              score: Callable[[np.ndarray], dict] | None = None, score_id: str = "") -> GanState:
     """Train a GAN on uint8 patches for :func:`total_steps` generator steps.
 
     - Resumes from ``checkpoint`` only when it was computed from the same patches, kind and
@@ -235,13 +238,14 @@ def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | 
     - With ``score`` (uint8 samples -> {"fid", "kid_mean", "extractor"}) and ``cfg.eval_every``,
       the sampled generator is scored every ``eval_every`` steps. The weights of the best FID
       are kept and become the result's sampler. Training stops early after ``cfg.patience``
-      checkpoints in a row without a better FID (a plateau).
+      checkpoints in a row without a better FID (a plateau). ``score_id`` names the scorer
+      (:func:`smh_ml.fid.extractor_id`): a checkpoint scored by another one is not resumed.
     """
     if torch.cuda.is_available():
         log.info("CUDA is present but GAN training here runs on the CPU for exact resumes")
     patch = arrays.shape[-1]
     ckpt = Path(checkpoint) if checkpoint else None
-    inputs = training_inputs_id(arrays, kind, cfg)
+    inputs = training_inputs_id(arrays, kind, cfg, score_id if score is not None and cfg.eval_every > 0 else "")
     state = None
     if ckpt and ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
