@@ -6,6 +6,9 @@ TRAIN patches the GAN learnt from. Not a test: it writes a picture for people to
 
     python benchmarks/gan_figure.py PATCH_DIR GAN_ROOT OUT.png [--per 6] [--classes a,b]
 
+The defect classes are every class but the clean one the patch set was cut with (its
+``profile.json``; ``--clean-class`` overrides it).
+
 GAN_ROOT holds ``sdg/<class>/`` and ``dcgan/<class>/`` (``smh-ml gan`` or ``smh-ml reproduce``'s
 ``gans/`` folder).
 """
@@ -13,6 +16,7 @@ GAN_ROOT holds ``sdg/<class>/`` and ``dcgan/<class>/`` (``smh-ml gan`` or ``smh-
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from smh_ml.datasets import load_patch_set
@@ -31,10 +35,15 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--per", type=int, default=6, help="patches per group and class")
     parser.add_argument("--classes", default=None)
+    parser.add_argument("--clean-class", default=None, help="default: the patch set's profile's clean class")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     patch_set = load_patch_set(args.patch_dir)
-    labels = args.classes.split(",") if args.classes else defect_classes(patch_set, "defect-free")
+    record = args.patch_dir / "profile.json"
+    if args.clean_class is None and not record.is_file():
+        raise SystemExit(f"{record}: no profile record to read the clean class from; pass --clean-class")
+    clean = args.clean_class or json.loads(record.read_text())["clean_class"]
+    labels = args.classes.split(",") if args.classes else defect_classes(patch_set, clean)
     rows = {}
     for label in labels:
         rows[label] = {"real": class_patches(patch_set, label)}

@@ -1,25 +1,31 @@
 """End-to-end decision speed: image files on disk -> Algorithm 1 decisions (issue 7).
 
-Not a test: it prints figures. Every variant runs in its own subprocess (a clean peak-memory
-reading, no warm caches shared), on the same JPEG captures 3584 px high (simulated line-scan
-frames, 1700 px camera field, products of several widths), with the paper-profile
-Inception-CNN (16 patches of 256 px: the 8 x 2 grid of a 2048 x 512 resize; ``--patch 64``
-gives the same network at the demo profile's 64 px):
+Not a test: it prints figures, with the CPU's features (AVX-512, VNNI, bf16) beside them.
+Every variant runs in its own subprocess (a clean peak-memory reading, no warm caches
+shared), on the same capture files:
 
   torch-fp32           decode, crop/resize/tile, torch eager, Algorithm 1, one after another
-  ort-fp32             the same through onnxruntime (smh_ml.inference.Engine)
+  ort-fp32             the same through onnxruntime (smh_ml.deploy.Engine)
   ort-fp32-overlap     ... decoding the next file on a second thread while the model runs
-  ort-int8             int8 static quantization (smh_ml.quantization), sequential
+  ort-int8             int8 static quantization (smh_ml.quantization), per-tensor weight scales
   ort-int8-overlap     int8 with the overlap
+  ort-int8-pc          int8 with per-channel weight scales
   ort-fp32-draft       fp32, JPEGs decoded at a reduced DCT scale where the patch grid allows
   ort-fp32-draft-overlap  ... with the overlap
 
-Weights: random (speed only; said in the output) unless --model-dir names an
-``smh-ml train`` folder of the paper profile. Accuracy: with --accuracy-model-dir and
---patch-dir, each precision is also scored on that set's held-out test captures (torch,
-ORT fp32, ORT int8 through the same Algorithm 1).
+The model: ``--model-dir``, any ``smh-ml train`` folder (the model that ships: its own
+``model.onnx`` with the threshold and preprocessing it was trained with), or else the
+paper-profile Inception-CNN with random weights (speed only; ``--patch 64`` gives the same
+network at 64 px). The files: ``--captures PATCH_DIR``, that patch set's held-out capture
+files (real data), or else simulated JPEG captures 3584 px high (1700-px camera field,
+products of several widths). int8 is calibrated on ``--patch-dir``'s stratified training
+patches when given (as the pipeline does), else on the first files' patches.
 
-    python benchmarks/inference_speed.py [--images 24] [--threads 2] [--json out.json]
+Accuracy: with ``--model-dir`` and ``--patch-dir``, each precision is also scored on that
+set's held-out test captures through the same Algorithm 1 and the model's decision rule.
+
+    python benchmarks/inference_speed.py [--model-dir RUN] [--patch-dir P] [--captures P]
+        [--images 24] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ import numpy as np
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-VARIANTS = ("torch-fp32", "ort-fp32", "ort-fp32-overlap", "ort-int8", "ort-int8-overlap", "ort-fp32-draft",
-            "ort-fp32-draft-overlap")
+VARIANTS = ("torch-fp32", "ort-fp32", "ort-fp32-overlap", "ort-int8", "ort-int8-overlap", "ort-int8-pc",
+            "ort-fp32-draft", "ort-fp32-draft-overlap")
+INT8 = {"ort-int8": "int8", "ort-int8-pc": "int8_pc"}
+"""int8 variant (without "-overlap") -> its model file's key."""
 CLASSES = ["defect-free", "blowhole", "break", "crack", "fray", "uneven"]
 
 
@@ -67,8 +75,27 @@ def make_captures(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def make_models(folder: Path, model_dir: Path | None, calibration_files: list[Path], threads: int,
-                patch: int = 256) -> dict:
+def held_out_files(patch_dir: Path, count: int) -> list[Path]:
+    """``count`` held-out capture files of a patch set, in order, repeated when it has fewer."""
+    import pandas as pd
+
+    captures = pd.read_csv(patch_dir / "captures.csv")
+    paths = [Path(p) for p in captures.loc[captures["split"] == "test", "path"]]
+    if not paths:
+        raise SystemExit(f"{patch_dir / 'captures.csv'}: no held-out capture files")
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"{missing[0]}: held-out capture file not found ({len(missing)} missing)")
+    return [paths[i % len(paths)] for i in range(count)]
+
+
+def make_models(folder: Path, model_dir: Path | None, calibration: np.ndarray | None, calibration_files: list[Path],
+                threads: int, patch: int = 256) -> dict:
+    """The fp32 ONNX file (the trained folder's own, or a random-weight export) and its int8
+    versions, per-tensor and per-channel, calibrated on ``calibration`` patches or else on
+    the patches of ``calibration_files``."""
+    import shutil
+
     import torch
 
     from smh_ml.deploy import Engine
@@ -80,19 +107,23 @@ def make_models(folder: Path, model_dir: Path | None, calibration_files: list[Pa
     if model_dir is not None:
         from smh_ml.experiments import load_classifier
         model, report = load_classifier(model_dir)
-        classes, geometry = report["classes"], report["geometry"]
-        weights = f"trained ({model_dir})"
+        if not (model_dir / "model.onnx").is_file():
+            raise SystemExit(f"{model_dir / 'model.onnx'}: the trained folder has no exported model")
+        fp32 = Path(shutil.copy(model_dir / "model.onnx", folder / "model.onnx"))
+        arch, geometry, weights = report["arch"], report["geometry"], f"trained ({model_dir})"
     else:
-        model, classes = build("inception_cnn", len(CLASSES), patch).eval(), CLASSES
-        geometry = {"rows": 8, "cols": 2, "patch": patch}
-        weights = "random (speed only)"
-    torch.save(model.state_dict(), folder / "model.pt")
-    fp32 = export_onnx(model, folder / "model.onnx", geometry["patch"], classes, geometry, {"arch": "inception_cnn"})
-    engine = Engine(fp32, threads=threads)
-    calibration = np.concatenate([engine.patches(_read(p)) for p in calibration_files])
+        arch, geometry = "inception_cnn", {"rows": 8, "cols": 2, "patch": patch}
+        model, weights = build(arch, len(CLASSES), patch).eval(), "random (speed only)"
+        torch.save(model.state_dict(), folder / "model.pt")
+        fp32 = export_onnx(model, folder / "model.onnx", patch, CLASSES, geometry, {"arch": arch})
+    if calibration is None:
+        engine = Engine(fp32, threads=threads)
+        calibration = np.concatenate([engine.patches(_read(p)) for p in calibration_files])
     int8 = quantize_int8(fp32, folder / "model.int8.onnx", calibration)
-    return {"weights": weights, "classes": classes, "geometry": geometry, "fp32": str(fp32), "int8": str(int8),
-            "parameters": count_parameters(model)}
+    int8_pc = quantize_int8(fp32, folder / "model.int8pc.onnx", calibration, per_channel=True)
+    return {"weights": weights, "arch": arch, "model_dir": str(model_dir) if model_dir else None,
+            "geometry": geometry, "fp32": str(fp32), "int8": str(int8), "int8_pc": str(int8_pc),
+            "parameters": count_parameters(model), "calibration_patches": int(len(calibration))}
 
 
 def _read(path: Path) -> np.ndarray:
@@ -104,7 +135,7 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
     """One variant over ``files`` (after ``warmup`` files); images/s and per-stage ms."""
     from smh_ml.deploy import Engine, to_input
 
-    path = models["int8"] if "int8" in variant else models["fp32"]
+    path = models[INT8.get(variant.removesuffix("-overlap"), "fp32")]
     engine = Engine(path, threads=threads, fast_decode="draft" in variant)
     stages = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "decide": 0.0}
     if variant == "torch-fp32":
@@ -112,9 +143,13 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
 
         from smh_ml.models import build
         torch.set_num_threads(threads)
-        model = build("inception_cnn", len(models["classes"]), models["geometry"]["patch"])
-        model.load_state_dict(torch.load(Path(path).with_name("model.pt"), weights_only=True))
-        model.eval()
+        if models["model_dir"]:
+            from smh_ml.experiments import load_classifier
+            model, _ = load_classifier(models["model_dir"])
+        else:
+            model = build(models["arch"], len(CLASSES), models["geometry"]["patch"])
+            model.load_state_dict(torch.load(Path(path).with_name("model.pt"), weights_only=True))
+            model.eval()
 
         def probabilities(patches):
             with torch.inference_mode():
@@ -159,24 +194,23 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
             "peak_rss_mb": peak_rss_mb()}
 
 
-def accuracies(model_dir: Path, patch_dir: Path, workdir: Path, clean_class: str = "defect-free") -> dict:
-    """Held-out Algorithm 1 accuracy of the same trained model in torch, ORT fp32 and ORT int8."""
+def accuracies(models: dict, patch_dir: Path, clean_class: str) -> dict:
+    """Held-out Algorithm 1 accuracy of the trained model in torch and in each ONNX file,
+    with the decision rule it ships with (its calibrated threshold, when it has one)."""
     from smh_ml.datasets import load_patch_set
     from smh_ml.experiments import load_classifier
-    from smh_ml.export import export_onnx
-    from smh_ml.quantization import calibration_patches, onnx_accuracy, quantize_int8
+    from smh_ml.quantization import onnx_accuracy
     from smh_ml.training import class_names, evaluate_images, test_patches
 
-    model, report = load_classifier(model_dir)
+    model, report = load_classifier(models["model_dir"])
     patch_set = load_patch_set(patch_dir)
     names = class_names(set(patch_set.captures["label"]), clean_class)
     captures, groups = test_patches(patch_set)
-    fp32 = export_onnx(model, workdir / "acc.onnx", report["geometry"]["patch"], names, report["geometry"])
-    int8 = quantize_int8(fp32, workdir / "acc.int8.onnx", calibration_patches(patch_set, 512))
-    return {"model": str(model_dir), "test_images": len(groups),
-            "torch-fp32": float(evaluate_images(model, captures, groups, names)["accuracy"]),
-            "ort-fp32": onnx_accuracy(fp32, patch_set, clean_class)[0],
-            "ort-int8": onnx_accuracy(int8, patch_set, clean_class)[0]}
+    threshold = report.get("decision", {}).get("threshold")
+    torch_acc = evaluate_images(model, captures, groups, names, threshold=threshold)["accuracy"]
+    return {"model": models["model_dir"], "test_images": len(groups), "torch-fp32": float(torch_acc),
+            **{name: onnx_accuracy(models[key], patch_set, clean_class)[0]
+               for name, key in (("ort-fp32", "fp32"), *INT8.items())}}
 
 
 def decode_check(onnx_path: Path, patch_dir: Path) -> dict:
@@ -206,9 +240,11 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--patch", type=int, default=256,
                         help="patch size of the random-weight model: 256 = paper profile, 64 = demo profile")
-    parser.add_argument("--model-dir", type=Path, help="paper-profile 'smh-ml train' folder (else random weights)")
-    parser.add_argument("--accuracy-model-dir", type=Path, help="trained folder scored on --patch-dir's test set")
-    parser.add_argument("--patch-dir", type=Path)
+    parser.add_argument("--model-dir", type=Path, help="an 'smh-ml train' folder (else random weights)")
+    parser.add_argument("--patch-dir", type=Path, help="the model's patch set: int8 calibration and accuracy")
+    parser.add_argument("--captures", type=Path, metavar="PATCH_DIR",
+                        help="time on this patch set's held-out capture files (else simulated JPEGs)")
+    parser.add_argument("--clean-class", default="defect-free")
     parser.add_argument("--decode-check", nargs=2, type=Path, metavar=("ONNX", "PATCH_DIR"),
                         help="full vs reduced JPEG decoding: accuracy on PATCH_DIR's held-out capture files")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -224,16 +260,27 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=170)
+    from smh_ml.hardware import describe
+
+    console, hardware = Console(width=170), describe()
     with tempfile.TemporaryDirectory(prefix="smh-bench-") as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        files = make_captures(tmp, args.images + 2)
-        models = make_models(tmp, args.model_dir, files[:4], args.threads, args.patch)
-        console.print(f"{len(files)} JPEG captures 3584 px high ({files[0].stat().st_size / 1e6:.1f} MB each), "
-                      f"Inception-CNN {models['parameters']:,} parameters, patches {models['geometry']}, "
-                      f"weights {models['weights']}, "
+        if args.captures:
+            files, source = held_out_files(args.captures, args.images + 2), f"held-out capture files of {args.captures}"
+        else:
+            files, source = make_captures(tmp, args.images + 2), "simulated JPEG captures 3584 px high"
+        calibration = None
+        if args.patch_dir:
+            from smh_ml.datasets import load_patch_set
+            from smh_ml.quantization import calibration_patches
+            calibration = calibration_patches(load_patch_set(args.patch_dir), 512)
+        models = make_models(tmp, args.model_dir, calibration, files[:4], args.threads, args.patch)
+        console.print(f"{len(files)} {source} ({files[0].stat().st_size / 1e6:.2f} MB the first), "
+                      f"{models['arch']} {models['parameters']:,} parameters, patches {models['geometry']}, "
+                      f"weights {models['weights']}, int8 calibrated on {models['calibration_patches']} patches, "
                       f"{args.threads} threads; set-up {time.perf_counter() - t0:.0f} s")
+        console.print(f"CPU: {hardware}")
         spec = tmp / "spec.json"
         spec.write_text(json.dumps({"models": models, "files": [str(f) for f in files]}))
         results = []
@@ -243,16 +290,14 @@ def main() -> None:
             if out.returncode != 0:
                 raise SystemExit(f"{variant} failed:\n{out.stderr[-3000:]}")
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        acc = None
-        if args.accuracy_model_dir and args.patch_dir:
-            acc = accuracies(args.accuracy_model_dir, args.patch_dir, tmp)
+        acc = accuracies(models, args.patch_dir, args.clean_class) if args.model_dir and args.patch_dir else None
         check = decode_check(*args.decode_check) if args.decode_check else None
     base = next((r["images_per_s"] for r in results if r["variant"] == "torch-fp32"), None)
     table = Table("variant", "images/s", "patches/s", "x torch eager", "decode ms", "preprocess ms", "model ms",
                   "decide ms", "peak RSS MB", *(["held-out acc"] if acc else []))
     for r in results:
         ms = r["ms_per_image"] or {}
-        precision = "ort-int8" if "int8" in r["variant"] else r["variant"].split("-overlap")[0].split("-draft")[0]
+        precision = r["variant"].removesuffix("-overlap").removesuffix("-draft")
         table.add_row(r["variant"], f"{r['images_per_s']:.2f}", f"{r['patches_per_s']:.1f}",
                       f"{r['images_per_s'] / base:.2f}" if base else "-",
                       *(f"{ms[k]:.1f}" if ms else "-" for k in ("decode", "preprocess", "model", "decide")),
@@ -266,7 +311,8 @@ def main() -> None:
                       f"accuracy {check['draft']:.4f} vs {check['full']:.4f} fully decoded; same decision on "
                       f"{check['same_decision']} of {check['captures']}")
     if args.json:
-        args.json.write_text(json.dumps({"setup": {k: v for k, v in models.items() if k not in ("fp32", "int8")},
+        setup = {k: v for k, v in models.items() if k not in ("fp32", *INT8.values())}
+        args.json.write_text(json.dumps({"setup": setup, "files": source, "hardware": hardware,
                                          "threads": args.threads, "results": results, "accuracy": acc,
                                          "decode_check": check},
                                         indent=1) + "\n")
