@@ -299,7 +299,7 @@ PROFILES: dict[str, Profile] = {
         # four GANs at about 2 minutes each, far too few to learn; the synthetic gate then tops
         # the classes up by traditional augmentation. GANs that learn: the bench profile.
         gan=dataclasses.replace(CPU_GAN, width=0.125, steps=100, eval_every=50, patience=0, checkpoint_every=25,
-                                domain_epochs=1),
+                                domain_epochs=1, domain_steps=0),
     ),
     "whole": Profile(
         name="whole",
@@ -313,7 +313,8 @@ PROFILES: dict[str, Profile] = {
                           steps=300, eval_every=50, cv_folds=2, arch_budgets=(("inception_cnn", 1500, 250),),
                           **(CPU_RECIPE | {"batch_size": 32, "flip_average": True, "target_false_alarm": 0.02})),
         # whole captures of 256 px: a GAN that learns them does not fit a CPU budget
-        gan=dataclasses.replace(CPU_GAN, width=0.125, steps=100, eval_every=50, patience=0, checkpoint_every=25),
+        gan=dataclasses.replace(CPU_GAN, width=0.125, steps=100, eval_every=50, patience=0, checkpoint_every=25,
+                                domain_epochs=4, domain_steps=0),
     ),
     "bench": Profile(
         name="bench",
