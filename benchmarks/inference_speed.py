@@ -75,17 +75,23 @@ def make_captures(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def held_out_files(patch_dir: Path, count: int) -> list[Path]:
-    """``count`` held-out capture files of a patch set, in order, repeated when it has fewer."""
-    import pandas as pd
+def held_out(patch_dir: Path) -> tuple[list[Path], list[str]]:
+    """A patch set's held-out capture files and their labels, each file checked to exist."""
+    from smh_ml.datasets import load_captures
 
-    captures = pd.read_csv(patch_dir / "captures.csv")
-    paths = [Path(p) for p in captures.loc[captures["split"] == "test", "path"]]
+    test = load_captures(patch_dir).query("split == 'test'")
+    paths = [Path(p) for p in test["path"]]
     if not paths:
         raise SystemExit(f"{patch_dir / 'captures.csv'}: no held-out capture files")
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise SystemExit(f"{missing[0]}: held-out capture file not found ({len(missing)} missing)")
+    return paths, test["label"].tolist()
+
+
+def held_out_files(patch_dir: Path, count: int) -> list[Path]:
+    """``count`` held-out capture files of a patch set, in order, repeated when it has fewer."""
+    paths, _ = held_out(patch_dir)
     return [paths[i % len(paths)] for i in range(count)]
 
 
@@ -216,13 +222,9 @@ def accuracies(models: dict, patch_dir: Path, clean_class: str) -> dict:
 def decode_check(onnx_path: Path, patch_dir: Path) -> dict:
     """Full vs reduced-scale JPEG decoding on a patch set's held-out capture FILES: accuracy
     of each and how many decisions agree (the trained model of that set)."""
-    import pandas as pd
-
     from smh_ml.deploy import Engine
 
-    captures = pd.read_csv(patch_dir / "captures.csv")
-    test = captures[captures["split"] == "test"]
-    files, truth = [Path(p) for p in test["path"]], test["label"].tolist()
+    files, truth = held_out(patch_dir)
     out = {"model": str(onnx_path), "captures": len(files)}
     decided = {}
     for fast in (False, True):
