@@ -210,6 +210,13 @@ class GanConfig:
     (traditional copies, what a refused class gets), same extractor, when one scored the GAN."""
     fid_ceiling: float | None = None
     """Gate: an absolute FID ceiling as well (None: only the relative one)."""
+    trial: bool = True
+    """A class refused by the FID ceiling alone (its patches passed the content checks) goes on
+    trial: the classifier is trained with and without its synthetic patches, and they enter
+    P-GAN when validation captures say they help (smh_ml.synthetic_trial)."""
+    trial_min_gain: int = 2
+    """Trial: validation captures the classifier must decide right in addition, with the
+    synthetic patches, for them to enter (2: more than one capture's luck)."""
     seed: int = 0
 
 

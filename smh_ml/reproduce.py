@@ -35,6 +35,7 @@ from smh_ml.io import atomic_write_text, files_digest
 from smh_ml.models import ARCHITECTURES
 from smh_ml.profiles import Profile
 from smh_ml.step_cache import current, stamp, stamped
+from smh_ml.synthetic_trial import TRIAL_FIELDS, TRIAL_SET, judge, on_trial, validation_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,9 @@ class Reproduction:
         for kind in GAN_KINDS:
             for label in classes or defect_classes(self.patch_set, self.profile.clean_class):
                 folder = self.out / "gans" / kind / label
-                inputs = {"gan": dataclasses.asdict(self.profile.gan), "kind": kind, "class": label,
+                # the trial's settings judge P-GAN downstream (table8), not this GAN or its gate
+                gan = {k: v for k, v in dataclasses.asdict(self.profile.gan).items() if k not in TRIAL_FIELDS}
+                inputs = {"gan": gan, "kind": kind, "class": label,
                           "patch_set": self.patch_set_id, "extractors": extractor_ids}
                 scores, seconds = current(folder, inputs, "scores.json"), None
                 if scores is None:
@@ -178,31 +181,85 @@ class Reproduction:
 
     def _pgan_dir(self, ungated: bool = False) -> Path | None:
         """P-GAN from the SDG-GAN synthetic sets (Table 6's GANs), when they exist: the folder
-        holding ``pgan/``. ``ungated``: every class gets its GAN's patches whether or not they
-        pass the quality gate (``<class>/synthetic-ungated``, sampled from the saved generator),
-        so Table 8 can show what the gate keeps out; this P-GAN lives under ``ungated/``."""
-        from smh_ml.gan.experiment import synthesize_class
-        from smh_ml.synthetic import class_patches, write_pgan
-
+        holding ``pgan/``, after the quality gate and its validation trial (:meth:`_trial`).
+        ``ungated``: every class gets its GAN's patches whether or not they pass the gate
+        (``<class>/synthetic-ungated``, sampled from the saved generator), so Table 8 can show
+        what the gate keeps out; this P-GAN lives under ``ungated/``."""
         gans = self.out / "gans" / "sdg"
         labels = sorted(p.parent.name for p in gans.glob("*/synthetic"))
         if not labels:
             return None
-        name, root = ("synthetic-ungated", self.out / "ungated") if ungated else ("synthetic", self.out)
         if ungated:
-            cfg = dataclasses.replace(self.profile.gan, gate=False)
-            for label in labels:  # a retrained GAN replaces its whole class folder, this set with it
-                if not (gans / label / name / "index.csv").is_file():
-                    synthesize_class(label, gans, class_patches(self.patch_set, label), cfg, into=name)
-        synthetic = [gans / label / name for label in labels]
+            return self._write_pgan(self.out / "ungated", {label: TRIAL_SET for label in labels})
+        gated = self._write_pgan(self.out, {label: "synthetic" for label in labels})
+        return self._trial(gated, labels)
+
+    def _write_pgan(self, root: Path, folders: dict[str, str]) -> Path:
+        """``root/pgan`` from each class's ``<class>/<folders[class]>`` synthetic set (sampled
+        ungated from the saved generator when it is :data:`TRIAL_SET` and missing)."""
+        from smh_ml.gan.experiment import synthesize_class
+        from smh_ml.synthetic import build_pgan, class_patches, read_synthetic, save_training_set
+
+        gans = self.out / "gans" / "sdg"
+        ungated = dataclasses.replace(self.profile.gan, gate=False)
+        for label, name in folders.items():  # a retrained GAN replaces its whole class folder, this set with it
+            if name == TRIAL_SET and not (gans / label / name / "index.csv").is_file():
+                synthesize_class(label, gans, class_patches(self.patch_set, label), ungated, into=name)
+        synthetic = [gans / label / name for label, name in sorted(folders.items())]
         folder = root / "pgan"
         inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
                   "augment": dataclasses.asdict(self.profile.augment), "pgan_target": self.profile.gan.pgan_target,
                   "synthetic": files_digest(f for s in synthetic for f in sorted(s.iterdir()) if f.is_file())}
         if not (folder / "arrays.npy").is_file() or not stamped(folder, inputs):
-            write_pgan(self.patch_dir, gans, root, self.profile, synthetic_name=name)
+            sets = {label: read_synthetic(gans / label / name) for label, name in folders.items()}
+            save_training_set(folder, build_pgan(self.patch_set, sets, self.profile))
             stamp(folder, inputs)
         return root
+
+    def _trial(self, gated: Path, labels: list[str]) -> Path:
+        """The validation trial (:mod:`smh_ml.synthetic_trial`) of the classes the FID ceiling
+        alone refused, judged by Table 8's classifier at the profile's seed: returns ``gated``, or
+        the P-GAN with their patches (``trial/pgan``) when the trial admits them. The verdict is
+        in ``trial/trial.json`` and REPORT.md."""
+        classes = on_trial(self.out / "gans" / "sdg", labels, self.profile.gan)
+        self.results.pop("trial", None)
+        if not classes:
+            self.results["steps"].pop("trial", None)
+            return gated
+        candidate = self._write_pgan(self.out / "trial", {label: TRIAL_SET if label in classes else "synthetic"
+                                                          for label in labels})
+        fits = [self._fit_only(self.out / "trial" / name, root) for name, root in
+                (("without", gated), ("with", candidate))]
+        result = judge(classes, *[report for report, _ in fits], self.profile.gan.trial_min_gain)
+        fresh = any(trained for _, trained in fits)
+        self.results["trial"] = result.to_dict()
+        atomic_write_text(self.out / "trial" / "trial.json", json.dumps(result.to_dict(), indent=1) + "\n")
+        self._record("trial", {"classes": ",".join(classes), "arch": result.arch, "min_gain": result.min_gain,
+                               "admitted": result.admitted},
+                     {"val_accuracy_without": result.without["accuracy"],
+                      "val_accuracy_with": result.with_synthetic["accuracy"]}, self.out / "trial",
+                     result.seconds if fresh else None)
+        log.info("trial: %s", result.reason)
+        return candidate if result.admitted else gated
+
+    def _fit_only(self, folder: Path, train_dir: Path) -> tuple[dict, bool]:
+        """Table 8's classifier fitted on ``train_dir``'s P-GAN, validation only (a trial never
+        looks at the test captures): its report, and whether it was trained now (not reused)."""
+        from smh_ml.classifier_experiment import ClassifierReport, fit_stage, save_fit
+        from smh_ml.datasets import load_training_set
+        from smh_ml.training import class_names
+
+        train = dataclasses.replace(self.profile.train, arch="baseline_cnn", train_set="pgan")
+        inputs = {"train": dataclasses.asdict(train), "patch_set": self.patch_set_id,
+                  "pgan": training_set_id(train_dir, "pgan")}
+        trained = current(folder, inputs) is None
+        if trained:
+            names = class_names(set(self.patch_set.captures["label"]), self.profile.clean_class)
+            model, report = fit_stage(self.patch_set, load_training_set(train_dir, "pgan"), names,
+                                      dataclasses.replace(self.profile, train=train), train, cv=False)
+            save_fit(folder, model, report)
+            stamp(folder, inputs)
+        return ClassifierReport.load(folder).to_dict(), trained
 
     def _classifier(self, step: str, folder: Path, arch: str, train_set: str, train_dir: Path | None,
                     cv: bool, robustness: bool, seed: int | None = None) -> dict:
@@ -391,19 +448,12 @@ def _table8_lines(steps: dict, clean_class: str) -> list[str]:
                       for c in [*defects, clean_class]]
             argmax = [r["test"]["argmax"]["accuracy"] for r in runs if "argmax" in r["test"]]
             accuracy = _mean_std([r["test"]["accuracy"] for r in runs])
-            validation = [v for v in map(_validation_accuracy, runs) if v is not None]
+            validation = [v for v in map(validation_accuracy, runs) if v is not None]
             lines.append(f"| {TRAIN_SET_NAMES[name]} | {len(runs)} | {_mean_std(validation) if validation else '-'} "
                          f"| {accuracy} "
                          f"| {_mean_std(argmax) if argmax else '-'} | " + " | ".join(recall) + " |")
         lines.append("")
     return lines
-
-
-def _validation_accuracy(report: dict) -> float | None:
-    """Validation image accuracy of a classifier report's kept checkpoint (None without one)."""
-    best = report.get("fit", {}).get("best_step")
-    return next((h["val_accuracy"] for h in report.get("final_history", [])
-                 if h.get("step") == best and "val_accuracy" in h), None)
 
 
 def _baseline_lines(steps: dict) -> list[str]:
@@ -420,6 +470,20 @@ def _baseline_lines(steps: dict) -> list[str]:
     return []
 
 
+def _trial_lines(trial: dict | None) -> list[str]:
+    """The validation trial's verdict: which classes the FID ceiling alone refused, and whether
+    their patches made Table 8's classifier better on the validation captures."""
+    if not trial:
+        return []
+    return ["### The validation trial of the synthetic sets", "",
+            f"On trial: {', '.join(trial['classes'])} (refused by the FID ceiling alone; their patches passed "
+            f"the content checks). Judged by `{trial['arch']}` at the profile's seed, trained without and with "
+            f"their patches: validation accuracy {_pct(trial['without']['accuracy'])}% -> "
+            f"{_pct(trial['with_synthetic']['accuracy'])}%. Verdict: {trial['reason']}. The P-GAN rows below "
+            + ("hold these patches." if trial["admitted"] else "do not hold them (traditional augmentation instead)."),
+            ""]
+
+
 def render_report(out: Path | str) -> str:
     """Markdown tables of a reproduction folder (``results.json`` and the step reports),
     ours beside the paper's, with wall times and MLflow run ids."""
@@ -427,7 +491,8 @@ def render_report(out: Path | str) -> str:
     results = json.loads((out / "results.json").read_text())
     steps = results["steps"]
     lines = [f"Profile `{results['profile']['name']}`: {results['profile']['description']}", ""]
-    lines += _baseline_lines(steps) + _table6_lines(steps) + _table8_lines(steps, results["profile"]["clean_class"])
+    lines += _baseline_lines(steps) + _table6_lines(steps) + _trial_lines(results.get("trial"))
+    lines += _table8_lines(steps, results["profile"]["clean_class"])
     archs = {k.split("/", 1)[1]: v for k, v in steps.items() if k.startswith("tables9_10/")}
     if archs:
         lines += ["### Tables 9-10: k-fold CV and held-out test by architecture", "",

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from smh_ml.datasets import PatchSet, TrainingSet, load_patch_set, top_up
+from smh_ml.datasets import PatchSet, TrainingSet, top_up
 from smh_ml.io import atomic_dir, save_npy
 from smh_ml.profiles import Profile
 
@@ -85,16 +85,10 @@ def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.Da
     return TrainingSet(np.concatenate(parts), pd.concat(frames, ignore_index=True))
 
 
-def write_pgan(patch_dir: Path | str, gan_dir: Path | str, out: Path | str, profile: Profile,
-               synthetic_name: str = "synthetic") -> TrainingSet:
-    """Assemble P-GAN from a patch set and one GAN kind's ``<class>/<synthetic_name>`` folders
-    and write it as ``out/pgan`` (a training set :func:`smh_ml.datasets.load_training_set` reads)."""
-    gan_dir = Path(gan_dir)
-    synthetic = {p.parent.name: read_synthetic(p) for p in sorted(gan_dir.glob(f"*/{synthetic_name}"))}
-    if not synthetic:
-        raise FileNotFoundError(f"{gan_dir}: no <class>/{synthetic_name} folders (train the GANs first)")
-    pgan_set = build_pgan(load_patch_set(patch_dir), synthetic, profile)
-    with atomic_dir(Path(out) / "pgan") as tmp:
-        save_npy(tmp / "arrays.npy", pgan_set.arrays)
-        pgan_set.index.to_csv(tmp / "index.csv", index=False)
-    return pgan_set
+def save_training_set(folder: Path | str, training_set: TrainingSet) -> Path:
+    """``folder`` (e.g. ``<out>/pgan``) holding ``arrays.npy`` and ``index.csv``, replaced whole
+    (atomically), as :func:`smh_ml.datasets.load_training_set` reads it."""
+    with atomic_dir(Path(folder)) as tmp:
+        save_npy(tmp / "arrays.npy", training_set.arrays)
+        training_set.index.to_csv(tmp / "index.csv", index=False)
+    return Path(folder)

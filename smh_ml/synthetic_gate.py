@@ -5,6 +5,8 @@ patches taught earlier classifiers that "white square = scratch" (docs/RESULTS.m
 refuses a class's synthetic set when too many patches are flat or saturated, when the set has
 no diversity, or when its FID to the class's real patches is above the ceiling. A refused
 class is topped up by traditional augmentation of its real patches instead (and reported so).
+A set refused for its FID alone passed the content checks; it may still enter through the
+validation trial (:mod:`smh_ml.synthetic_trial`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class GateResult:
     blank_share: float = 0.0
     diversity: float = 0.0
     fid: float | None = None
+    content_passed: bool = False
+    """Not flat, not blank, not one image repeated: only the FID ceiling can have refused it."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +65,7 @@ def check_synthetic(fake: np.ndarray, real: np.ndarray, settings: GateSettings =
     if diversity < settings.min_diversity:
         reasons.append(f"the patches barely differ from each other (diversity {diversity:.2f} "
                        f"< {settings.min_diversity:g}): mode collapse")
+    content_passed = not reasons
     if fid is not None and settings.fid_ceiling is not None and not fid <= settings.fid_ceiling:
         reasons.append(f"FID {fid:.2f} above the ceiling {settings.fid_ceiling:g}")
-    return GateResult(not reasons, reasons, flat, blank, diversity, fid)
+    return GateResult(not reasons, reasons, flat, blank, diversity, fid, content_passed)

@@ -85,6 +85,12 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"test_accuracy_floor": True, "onnx_parity": True}
+    # a class refused by the FID ceiling alone goes on the validation trial, which the page reports
+    training = [e for e in result.get_asset_materialization_events()
+                if e.asset_key.to_user_string() == "training_set"][0].materialization.metadata
+    on_trial = "trial_admitted" in training
+    assert (tmp_path / "artifacts" / "ci" / "training_set" / "trial.json").is_file() == on_trial
+    assert training["trial"].value and (not on_trial or "validation captures" in training["trial"].value)
     registered = [e for e in result.get_asset_materialization_events()
                   if e.asset_key.to_user_string() == "registered_model"][0]
     meta = registered.materialization.metadata
@@ -110,6 +116,7 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
     assert {"parent", "domain_extractor", "gan-pits", "train-inception_cnn", "train-baseline_cnn",
             "test-inception_cnn", "test-baseline_cnn", "registration-inception_cnn",
             "registration-baseline_cnn"} <= roles
+    assert ("synthetic-trial" in roles) == on_trial
     train_run = next(r for r in runs if r.data.tags.get("role") == "train-inception_cnn")
     assert {"loss", "val_accuracy", "val_auroc", "patches_per_second"} <= set(train_run.data.metrics)
     gan_run = next(r for r in runs if r.data.tags.get("role") == "gan-pits")

@@ -52,6 +52,16 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     gated = load_training_set(tmp_path / "results", "pgan").index
     refused = {c for c in ("pits", "scratches") if steps[f"table6/sdg/{c}"]["params"]["refused"]}
     assert set(gated.loc[gated["origin"] == "synthetic", "label"]) == {"pits", "scratches"} - refused
+    # classes the FID ceiling alone refused go on the validation trial; its verdict picks Table 8's P-GAN
+    from smh_ml.synthetic_trial import on_trial
+
+    on = on_trial(tmp_path / "results" / "gans" / "sdg", ["pits", "scratches"], get_profile("ci").gan)
+    assert ("trial" in results) == bool(on)
+    if on:
+        trial = results["trial"]
+        assert trial["classes"] == on and (tmp_path / "results" / "trial" / "trial.json").is_file()
+        chosen = tmp_path / "results" / "trial" if trial["admitted"] else tmp_path / "results"
+        assert steps["table8/pgan"]["params"]["train_dir"] == str(chosen)
     assert "cv_real_only_mean" in steps["tables9_10/efficientnet_lite0"]["metrics"]
     assert steps["tables9_10/inception_cnn"]["params"]["train_set"] == "pgan"  # the paper's setting
     report = json.loads((tmp_path / "results" / "tables9_10" / "inception_cnn" / "report.json").read_text())
@@ -65,6 +75,7 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     assert "| training set | seeds | validation % |" in report_md  # what a choice between the sets could use
     assert "| efficientnet_lite0 |" in report_md  # a network the paper did not test: its columns say "-"
     assert steps["table8/pgan"]["run_id"] in report_md
+    assert ("### The validation trial of the synthetic sets" in report_md) == bool(on)
 
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("smh-reproduce")
@@ -167,3 +178,32 @@ def test_domain_extractor_is_sized_in_optimiser_steps(ci_patches, tmp_path):
     by_epochs = train_domain_extractor(ci_patches, tmp_path / "domain-epochs",
                                        with_overrides(profile, {"gan.domain_steps": 0, "gan.domain_epochs": 1}))
     assert by_epochs["steps"] > 0 and by_epochs["steps"] != 7  # one pass over P-TA
+
+
+def test_a_class_refused_for_its_fid_alone_is_tried_before_table8(ci_patches, tmp_path):
+    """The validation trial inside `smh-ml reproduce`: two fits of Table 8's classifier, the
+    verdict in results, trial.json and REPORT.md, Table 8's P-GAN the set it chose; resumed
+    without refitting."""
+    from smh_ml.reproduce import render_report
+
+    out = tmp_path / "out"
+    repro = Reproduction(ci_patches, out, get_profile("ci"), imagenet=False)
+    repro.run(["table6"], classes=["pits"])
+    gate_file = out / "gans" / "sdg" / "pits" / "synthetic" / "gate.json"
+    gate = json.loads(gate_file.read_text())
+    # whatever the ci GAN drew, the verdict is made "refused for its FID alone"
+    gate |= {"refused": True, "content_passed": True, "reasons": ["FID 9.00 above the ceiling 1.00"]}
+    gate_file.write_text(json.dumps(gate))
+    results = Reproduction(ci_patches, out, get_profile("ci"), imagenet=False).run(["table8"])
+    trial = results["trial"]
+    assert trial["classes"] == ["pits"] and trial["arch"] == "baseline_cnn" and trial["seconds"] > 0
+    assert json.loads((out / "trial" / "trial.json").read_text()) == trial
+    for name in ("without", "with"):
+        report = json.loads((out / "trial" / name / "report.json").read_text())
+        assert report["test"] is None  # a trial never looks at the test captures
+    chosen = out / "trial" if trial["admitted"] else out
+    assert results["steps"]["table8/pgan"]["params"]["train_dir"] == str(chosen)
+    assert results["steps"]["trial"]["params"]["admitted"] is trial["admitted"]
+    assert "### The validation trial of the synthetic sets" in render_report(out)
+    again = Reproduction(ci_patches, out, get_profile("ci"), imagenet=False).run(["table8"])
+    assert again["steps"] == results["steps"] and again["trial"] == trial

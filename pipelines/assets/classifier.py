@@ -35,9 +35,10 @@ from smh_ml.classifier_experiment import (
 from smh_ml.datasets import load_captures, load_patch_set, load_training_set
 from smh_ml.experiments import test_set_id
 from smh_ml.export import ParityError
-from smh_ml.io import atomic_dir, atomic_write_text, save_npy, scratch_dir
+from smh_ml.io import atomic_dir, atomic_write_text, scratch_dir
 from smh_ml.promotion import accuracy_floor, best_candidate, passes_floor
-from smh_ml.synthetic import build_pgan, defect_classes, missing_synthetic, read_synthetic
+from smh_ml.synthetic import defect_classes, missing_synthetic, save_training_set
+from smh_ml.synthetic_trial import trial_pgan
 from smh_ml.tracking import package_model
 from smh_ml.training import class_names, test_patches
 
@@ -47,9 +48,10 @@ PARITY_CHECK = "onnx_parity"
 
 @dg.asset(deps=[patch_sets, synthetic_sets], group_name="classifier",
           automation_condition=dg.AutomationCondition.eager(),
-          description="P-GAN: real TRAIN patches plus each defect class's synthetic patches.")
-def training_set(context: dg.AssetExecutionContext, profile: ProfileResource,
-                 storage: StorageResource) -> dg.MaterializeResult:
+          description="P-GAN: real TRAIN patches plus each defect class's synthetic patches that passed the "
+                      "quality gate, or its validation trial (classes refused by the FID ceiling alone).")
+def training_set(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
+                 captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     prof = profile.get()
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     gan_dir = storage.path(prof.name, "gans", GAN_KIND)
@@ -61,19 +63,33 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource,
                         f"(or run: dagster job execute -j gans --partition <class>); {prof.name}/training_set "
                         "is unchanged.",
             metadata={"missing": missing})
-    synthetic = {c: read_synthetic(gan_dir / c / "synthetic") for c in classes}
-    pgan = build_pgan(patch_set, synthetic, prof)
+    cfg = prof.train.for_arch(prof.train.arch)
+    names = class_names(set(patch_set.captures["label"]), prof.clean_class)
+    pgan, trial = trial_pgan(patch_set, gan_dir, classes, prof, cfg, names)
     out = storage.path(prof.name, "training_set")
     with atomic_dir(out) as tmp:
-        (tmp / "pgan").mkdir()
-        save_npy(tmp / "pgan" / "arrays.npy", pgan.arrays)
-        pgan.index.to_csv(tmp / "pgan" / "index.csv", index=False)
+        save_training_set(tmp / "pgan", pgan)
+        if trial is not None:
+            atomic_write_text(tmp / "trial.json", json.dumps(trial.to_dict(), indent=1) + "\n")
     counts = pgan.index.groupby(["label", "origin"]).size().unstack(fill_value=0)
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(out)), "patches": len(pgan.index),
-        "per_class": dg.MetadataValue.md(f"```\n{counts.to_string()}\n```"),
-        "classes": classes})
-
+    metadata = {"path": dg.MetadataValue.path(str(out)), "patches": len(pgan.index),
+                "per_class": dg.MetadataValue.md(f"```\n{counts.to_string()}\n```"), "classes": classes,
+                "trial": trial.reason if trial else "no class on trial (none refused by the FID ceiling alone)"}
+    if trial is not None:
+        context.log.info(f"validation trial: {trial.reason}")
+        tracker = mlflow.tracker()
+        with mlflow.nested_run(context, "synthetic-trial", run_tags(prof.name, captures.version()),
+                               {"arch": trial.arch, "classes": ",".join(trial.classes),
+                                "min_gain": trial.min_gain}) as run_id:
+            tracker.log_metrics(run_id, {"val_accuracy_without": trial.without["accuracy"],
+                                         "val_accuracy_with": trial.with_synthetic["accuracy"],
+                                         "admitted": float(trial.admitted), "seconds": trial.seconds})
+            tracker.log_dict(run_id, trial.to_dict(), "trial.json")
+        metadata |= {"trial_admitted": trial.admitted, "trial_classes": trial.classes,
+                     "val_accuracy_without": rounded(trial.without["accuracy"]),
+                     "val_accuracy_with": rounded(trial.with_synthetic["accuracy"]),
+                     "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))}
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def _candidate_dir(storage: StorageResource, profile: str, arch: str) -> Path:
