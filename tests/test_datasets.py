@@ -108,7 +108,7 @@ def test_save_and_load_round_trip(sim_sets, tmp_path):
 def test_magnetic_tile_patches_demo_profile(mt_root):
     profile = get_profile("demo")
     patch_set = build_patch_set(load_manifest(mt_root), profile)
-    assert (patch_set.geometry.rows, patch_set.geometry.cols) == (4, 4)  # mean aspect 0.97
+    assert (patch_set.geometry.rows, patch_set.geometry.cols) == (8, 8)  # 64 tiles, mean aspect 0.97
     usable = patch_set.index[patch_set.index["usable"]]
     counts = usable.groupby(["split", "label"]).size()
     for label in ("blowhole", "break", "crack", "fray", "uneven"):
