@@ -25,7 +25,7 @@ from smh_ml.profiles import GanConfig, Profile, TrainConfig
 TRIAL_FIELDS = ("trial", "trial_min_gain")
 """The GanConfig settings of the trial: they judge P-GAN, not a GAN or its gate."""
 TRIAL_SET = "synthetic-ungated"
-"""A class's patches on trial: its GAN's patches as the gate would have written them."""
+"""Where a class's patches on trial are written: its GAN's patches sampled with the gate off."""
 
 
 @dataclass

@@ -261,3 +261,41 @@ def test_a_capture_set_without_clean_captures_runs_through_the_graph(sim_root, t
     best = report["candidates"][report["best"]]
     assert best["image"]["clean_images"] == 0 and best["n"] > 0 and best["rule"] != "threshold"
     assert report["classes"][0] == "defect-free" and set(classes) <= set(report["classes"])
+
+
+def test_the_training_set_asset_tries_a_class_refused_for_its_fid_alone(sim_root, tmp_path):
+    """The validation trial inside Dagster: the verdict and both validation accuracies on the
+    training_set page, trial.json beside P-GAN, a synthetic-trial MLflow run, and P-GAN
+    holding the class's GAN patches exactly when the trial admitted them."""
+    from mlflow import MlflowClient
+    from pipelines.assets.classifier import training_set
+    from smh_ml.datasets import load_training_set
+
+    instance = dg.DagsterInstance.ephemeral()
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    resources = _resources(sim_root, tmp_path / "artifacts", tracking, tmp_path / "mlruns")
+    assert dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=DATA_ASSETS).success
+    classes = ["imprinted", "pits", "roll-marks", "scratches"]
+    instance.add_dynamic_partitions(defect_classes.name, classes)
+    for label in classes:
+        assert dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=GAN_ASSETS,
+                              partition_key=label).success
+    gate_file = tmp_path / "artifacts" / "ci" / "gans" / "sdg" / "pits" / "synthetic" / "gate.json"
+    # whatever the ci GAN drew, its verdict is made "refused for its FID alone"
+    gate = json.loads(gate_file.read_text()) | {"refused": True, "content_passed": True,
+                                                 "reasons": ["FID 9.00 above the ceiling 1.00"]}
+    gate_file.write_text(json.dumps(gate))
+    result = dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=[training_set])
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["trial_classes"].value == ["pits"] and "validation captures" in meta["trial"].value
+    admitted = meta["trial_admitted"].value
+    assert 0.0 <= meta["val_accuracy_without"].value <= 1.0 and 0.0 <= meta["val_accuracy_with"].value <= 1.0
+    out = tmp_path / "artifacts" / "ci" / "training_set"
+    assert json.loads((out / "trial.json").read_text())["admitted"] is admitted
+    pgan = load_training_set(out, "pgan").index
+    assert ((pgan["origin"] == "synthetic") & (pgan["label"] == "pits")).any() == admitted
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("smh-defect-recognition").experiment_id])
+    trial_run = next(r for r in runs if r.data.tags.get("role") == "synthetic-trial")
+    assert trial_run.data.metrics["admitted"] == float(admitted) and trial_run.data.params["classes"] == "pits"
