@@ -287,21 +287,17 @@ def pgan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pa
     quality gate, or its validation trial (two fits of the profile's classifier, only when the
     FID ceiling alone refused a class; gan.trial=false in the profile turns it off)."""
     from smh_ml.datasets import load_patch_set
-    from smh_ml.io import atomic_write_text
     from smh_ml.synthetic import save_training_set
     from smh_ml.synthetic_trial import trial_pgan
-    from smh_ml.training import class_names
 
     prof = _profile(profile)
     classes = sorted(p.parent.name for p in gan_dir.glob("*/synthetic"))
     if not classes:
         _fail(f"{gan_dir}: no <class>/synthetic folders (train the GANs first: smh-ml gan)")
-    patch_set = load_patch_set(patch_dir)
-    names = class_names(set(patch_set.captures["label"]), prof.clean_class)
-    pgan_set, trial = trial_pgan(patch_set, gan_dir, classes, prof, prof.train.for_arch(prof.train.arch), names)
+    pgan_set, trial = trial_pgan(load_patch_set(patch_dir), gan_dir, classes, prof)
     save_training_set(out / "pgan", pgan_set)
     if trial is not None:
-        atomic_write_text(out / "trial.json", json.dumps(trial.to_dict(), indent=1) + "\n")
+        trial.save(out / "trial.json")
         console.print(f"validation trial: {trial.reason}")
     counts = pgan_set.index.groupby(["label", "origin"]).size()
     console.print(f"P-GAN written to {out / 'pgan'}:")

@@ -306,7 +306,7 @@ PROFILES: dict[str, Profile] = {
         # held-out, against 97.54% for step 600 (docs/RESULTS.md)
         train=TrainConfig(arch="inception_cnn", candidates=("inception_cnn", "baseline_cnn"),
                           steps=600, eval_every=200, cv_folds=2, **CPU_RECIPE),
-        # 60 generator steps at 64 px (width 0.125) cost about 15 s a class, far too few to
+        # 60 generator steps at 64 px (width 0.125) took 16-18 s a class in make demo, far too few to
         # learn; the synthetic gate then tops the classes up by traditional augmentation. GANs
         # that learn: the bench profile. The domain extractor: 300 steps (bench: 600).
         gan=dataclasses.replace(CPU_GAN, width=0.125, steps=60, eval_every=30, patience=0, checkpoint_every=30,

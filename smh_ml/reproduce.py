@@ -35,7 +35,7 @@ from smh_ml.io import atomic_write_text, files_digest
 from smh_ml.models import ARCHITECTURES
 from smh_ml.profiles import Profile
 from smh_ml.step_cache import current, stamp, stamped
-from smh_ml.synthetic_trial import TRIAL_FIELDS, TRIAL_SET, judge, on_trial, validation_accuracy
+from smh_ml.synthetic_trial import TRIAL_FIELDS, TRIAL_SET, judge, on_trial, sample_ungated, validation_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -196,15 +196,12 @@ class Reproduction:
 
     def _write_pgan(self, root: Path, folders: dict[str, str]) -> Path:
         """``root/pgan`` from each class's ``<class>/<folders[class]>`` synthetic set (sampled
-        ungated from the saved generator when it is :data:`TRIAL_SET` and missing)."""
-        from smh_ml.gan.experiment import synthesize_class
-        from smh_ml.synthetic import build_pgan, class_patches, read_synthetic, save_training_set
+        ungated from the saved generator when it is :data:`TRIAL_SET`)."""
+        from smh_ml.synthetic import build_pgan, read_synthetic, save_training_set
 
         gans = self.out / "gans" / "sdg"
-        ungated = dataclasses.replace(self.profile.gan, gate=False)
-        for label, name in folders.items():  # a retrained GAN replaces its whole class folder, this set with it
-            if name == TRIAL_SET and not (gans / label / name / "index.csv").is_file():
-                synthesize_class(label, gans, class_patches(self.patch_set, label), ungated, into=name)
+        for label in [label for label, name in folders.items() if name == TRIAL_SET]:
+            sample_ungated(self.patch_set, gans, label, self.profile.gan)
         synthetic = [gans / label / name for label, name in sorted(folders.items())]
         folder = root / "pgan"
         inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
@@ -233,7 +230,7 @@ class Reproduction:
         result = judge(classes, *[report for report, _ in fits], self.profile.gan.trial_min_gain)
         fresh = any(trained for _, trained in fits)
         self.results["trial"] = result.to_dict()
-        atomic_write_text(self.out / "trial" / "trial.json", json.dumps(result.to_dict(), indent=1) + "\n")
+        result.save(self.out / "trial" / "trial.json")
         self._record("trial", {"classes": ",".join(classes), "arch": result.arch, "min_gain": result.min_gain,
                                "admitted": result.admitted},
                      {"val_accuracy_without": result.without["accuracy"],

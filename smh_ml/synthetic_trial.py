@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smh_ml.datasets import PatchSet, TrainingSet
+from smh_ml.io import atomic_write_text
 from smh_ml.profiles import GanConfig, Profile, TrainConfig
 
 TRIAL_FIELDS = ("trial", "trial_min_gain")
@@ -45,6 +46,10 @@ class TrialResult:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def save(self, path: Path | str) -> Path:
+        """``trial.json``, written atomically."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
 
 def validation_accuracy(report: dict) -> float | None:
@@ -92,13 +97,27 @@ def judge(classes: list[str], without: dict, with_synthetic: dict, min_gain: int
                        min_gain, seconds)
 
 
-def trial_pgan(patch_set: PatchSet, gan_dir: Path | str, classes: list[str], profile: Profile,
-               cfg: TrainConfig, names: list[str]) -> tuple[TrainingSet, TrialResult | None]:
-    """P-GAN from the gated synthetic sets under ``gan_dir``, with the trial's patches in it when
-    the trial admits them. ``cfg``: the classifier that judges (one fit without, one with)."""
-    from smh_ml.classifier_experiment import fit_stage
+def sample_ungated(patch_set: PatchSet, gan_dir: Path | str, label: str, cfg: GanConfig) -> Path:
+    """``<label>/<TRIAL_SET>``: ``label``'s GAN patches written whatever the gate said (the set on
+    trial, and reproduce's P-GAN without the gate). Sampled afresh on each call from the saved
+    generator with the gate's seed, so they are the patches the gate judged and never outlive a
+    changed setting."""
     from smh_ml.gan.experiment import synthesize_class
-    from smh_ml.synthetic import build_pgan, class_patches, read_synthetic
+    from smh_ml.synthetic import class_patches
+
+    synthesize_class(label, gan_dir, class_patches(patch_set, label), dataclasses.replace(cfg, gate=False),
+                     into=TRIAL_SET)
+    return Path(gan_dir) / label / TRIAL_SET
+
+
+def trial_pgan(patch_set: PatchSet, gan_dir: Path | str, classes: list[str], profile: Profile,
+               cfg: TrainConfig | None = None) -> tuple[TrainingSet, TrialResult | None]:
+    """P-GAN from the gated synthetic sets under ``gan_dir``, with the trial's patches in it when
+    the trial admits them. ``cfg``: the classifier that judges, one fit without and one with
+    (default: the profile's ``train.arch`` with its budget)."""
+    from smh_ml.classifier_experiment import fit_stage
+    from smh_ml.synthetic import build_pgan, read_synthetic
+    from smh_ml.training import class_names
 
     gan_dir = Path(gan_dir)
     gated = {c: read_synthetic(gan_dir / c / "synthetic") for c in classes}
@@ -106,12 +125,11 @@ def trial_pgan(patch_set: PatchSet, gan_dir: Path | str, classes: list[str], pro
     trial = on_trial(gan_dir, classes, profile.gan)
     if not trial:
         return without, None
-    ungated = dataclasses.replace(profile.gan, gate=False)
-    candidate = dict(gated)
-    for label in trial:  # the same patches the gate judged: one seed, one generator
-        synthesize_class(label, gan_dir, class_patches(patch_set, label), ungated, into=TRIAL_SET)
-        candidate[label] = read_synthetic(gan_dir / label / TRIAL_SET)
+    candidate = gated | {label: read_synthetic(sample_ungated(patch_set, gan_dir, label, profile.gan))
+                         for label in trial}
     with_synthetic = build_pgan(patch_set, candidate, profile)
+    cfg = cfg or profile.train.for_arch(profile.train.arch)
+    names = class_names(set(patch_set.captures["label"]), profile.clean_class)
     reports = [fit_stage(patch_set, s, names, profile, cfg, cv=False)[1].to_dict() for s in (without, with_synthetic)]
     result = judge(trial, *reports, profile.gan.trial_min_gain)
     return (with_synthetic if result.admitted else without), result

@@ -56,7 +56,6 @@ def test_a_class_on_trial_is_judged_by_two_fits_on_the_same_validation_captures(
     from smh_ml.datasets import build_patch_set
     from smh_ml.gan.experiment import synthesize_class, train_class_gan
     from smh_ml.synthetic import class_patches
-    from smh_ml.training import class_names
 
     profile = dataclasses.replace(ci_profile, gan=dataclasses.replace(ci_profile.gan, epochs=1, pgan_target=30,
                                                                       fid_ceiling=1e-9))
@@ -70,9 +69,8 @@ def test_a_class_on_trial_is_judged_by_two_fits_on_the_same_validation_captures(
     if not gate["content_passed"]:  # what one epoch drew decides this; the verdict is on record
         gate |= {"content_passed": True, "reasons": [r for r in gate["reasons"] if r.startswith("FID ")]}
         (gan_dir / "pits" / "synthetic" / "gate.json").write_text(json.dumps(gate))
-    names = class_names(set(patch_set.captures["label"]), profile.clean_class)
     cfg = profile.train.for_arch("baseline_cnn")
-    pgan, trial = trial_pgan(patch_set, gan_dir, ["pits"], profile, cfg, names)
+    pgan, trial = trial_pgan(patch_set, gan_dir, ["pits"], profile, cfg)
     assert trial is not None and trial.classes == ["pits"] and trial.arch == "baseline_cnn"
     assert trial.validation_captures > 0 and trial.with_synthetic["captures"] == trial.without["captures"]
     assert trial.seconds > 0
@@ -83,6 +81,6 @@ def test_a_class_on_trial_is_judged_by_two_fits_on_the_same_validation_captures(
     assert (pgan.index["label"] == "pits").sum() == 30  # topped up either way
     # the trial off: the gated set, no fits
     off = dataclasses.replace(profile, gan=dataclasses.replace(profile.gan, trial=False))
-    plain, none = trial_pgan(patch_set, gan_dir, ["pits"], off, cfg, names)
+    plain, none = trial_pgan(patch_set, gan_dir, ["pits"], off, cfg)
     assert none is None and not (plain.index["origin"] == "synthetic").any()
     assert np.isin(plain.index["origin"], ["real", "augmented"]).all()

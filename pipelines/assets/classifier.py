@@ -63,14 +63,12 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource, st
                         f"(or run: dagster job execute -j gans --partition <class>); {prof.name}/training_set "
                         "is unchanged.",
             metadata={"missing": missing})
-    cfg = prof.train.for_arch(prof.train.arch)
-    names = class_names(set(patch_set.captures["label"]), prof.clean_class)
-    pgan, trial = trial_pgan(patch_set, gan_dir, classes, prof, cfg, names)
+    pgan, trial = trial_pgan(patch_set, gan_dir, classes, prof)
     out = storage.path(prof.name, "training_set")
     with atomic_dir(out) as tmp:
         save_training_set(tmp / "pgan", pgan)
         if trial is not None:
-            atomic_write_text(tmp / "trial.json", json.dumps(trial.to_dict(), indent=1) + "\n")
+            trial.save(tmp / "trial.json")
     counts = pgan.index.groupby(["label", "origin"]).size().unstack(fill_value=0)
     metadata = {"path": dg.MetadataValue.path(str(out)), "patches": len(pgan.index),
                 "per_class": dg.MetadataValue.md(f"```\n{counts.to_string()}\n```"), "classes": classes,
