@@ -41,7 +41,7 @@ def _profile(name: str, settings: list[str] | None = None):
     from smh_ml.profiles import apply_settings, get_profile
     try:
         return apply_settings(get_profile(name), settings or [])
-    except KeyError as exc:
+    except (KeyError, ValueError) as exc:
         _fail(str(exc.args[0]))
 
 

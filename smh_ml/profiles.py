@@ -164,6 +164,9 @@ class GanConfig:
     latent: int = 256
     width: float = 1.0
     """Channel multiplier; 1.0 is exactly Tables 2-3."""
+    upsample: str = "transposed"
+    """SDG-GAN's up stages: ``transposed`` (Table 2's stride-2 transposed convs) or ``resize``
+    (nearest-neighbour doubling, then a conv of the same kernel: no checkerboard grid)."""
     epochs: int = 150
     """Used only when ``steps`` is 0: ``epochs`` passes over the training patches (the paper)."""
     steps: int = 0
@@ -218,6 +221,10 @@ class GanConfig:
     """Trial: validation captures the classifier must decide right in addition, with the
     synthetic patches, for them to enter (2: more than one capture's luck)."""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.upsample not in ("transposed", "resize"):
+            raise ValueError(f"gan.upsample must be 'transposed' or 'resize', got {self.upsample!r}")
 
 
 @dataclass(frozen=True)
@@ -274,7 +281,9 @@ CPU_RECIPE: dict[str, Any] = {
 # checkpoints). FID over training is noisy (blowhole: 2,803 / 2,478 / 2,076 / 2,410 / 1,804 every
 # 500 steps), so a plateau needs three worse checkpoints in a row: with two, the first run
 # stopped at step 900 with its best at step 300.
-CPU_GAN = GanConfig(width=0.25, steps=1800, batch_size=32, lr=1e-4, critic_lr=4e-4,
+# upsample="resize" since session 8: on magnetic tile's blowhole at 1,800 steps the transposed convs
+# drew a periodic grid and reached domain FID 96.4; resize-convs drew none and reached 10.3 (docs/GAN.md)
+CPU_GAN = GanConfig(width=0.25, upsample="resize", steps=1800, batch_size=32, lr=1e-4, critic_lr=4e-4,
                     diffaugment=("translation", "cutout"), ema=0.99, eval_every=300, patience=3,
                     augment_to=1000, pgan_target=300, checkpoint_every=100, fid_samples=300, domain_steps=600)
 

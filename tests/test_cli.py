@@ -69,3 +69,7 @@ def test_a_bad_setting_is_named(sim_root, tmp_path):
         result = runner.invoke(app, ["patches", str(sim_root), str(tmp_path / "o"), "--profile", "ci", "--set", bad])
         assert result.exit_code == 1 and bad in result.output and "section.key=value" in result.output
         assert not (tmp_path / "o").exists()
+    result = runner.invoke(app, ["gan", str(tmp_path / "o"), str(tmp_path / "g"), "--profile", "ci",
+                                 "--set", "gan.upsample=bilinear"])
+    assert result.exit_code == 1 and "gan.upsample must be 'transposed' or 'resize'" in result.output
+    assert not (tmp_path / "g").exists()

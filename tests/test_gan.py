@@ -59,6 +59,23 @@ def test_small_profiles_reuse_the_networks(patch, width):
     assert g(torch.randn(3, 64)).shape == (3, 1, patch, patch) and c(torch.zeros(3, 1, patch, patch)).shape == (3,)
 
 
+@pytest.mark.parametrize("patch,width", [(256, 1.0), (64, 0.25)])
+def test_resize_upsampling_keeps_table_2_sizes_without_transposed_convs(patch, width):
+    """``upsample=resize`` swaps each stride-2 transposed conv for a nearest doubling and a
+    conv of the same kernel and channels; every other layer and every size stays."""
+    paper, resized = SDGGenerator(patch, 256, width), SDGGenerator(patch, 256, width, "resize")
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in resized.modules())
+
+    def convs(g):
+        layers = (nn.Conv2d, nn.ConvTranspose2d)
+        return [(m.kernel_size[0], m.out_channels) for m in g.body.modules() if isinstance(m, layers)]
+
+    assert convs(resized) == convs(paper)
+    assert resized(torch.randn(2, 256)).shape == paper(torch.randn(2, 256)).shape == (2, 1, patch, patch)
+    with pytest.raises(ValueError, match="upsampling 'bilinear'"):
+        SDGGenerator(patch, 256, width, "bilinear")
+
+
 def test_gradient_penalty_matches_a_hand_computation():
     critic = nn.Sequential(nn.Flatten(), nn.Linear(16, 1))
     with torch.no_grad():
@@ -126,6 +143,9 @@ def test_a_changed_training_set_or_setting_retrains_from_scratch(tmp_path, caplo
     assert "training from scratch" in caplog.text
     longer = train_gan(new_data, "sdg", _cfg(lr=1e-4), checkpoint=tmp_path / "c.pt")  # a changed setting
     assert [h["step"] for h in longer.history] == [1, 2, 3, 4] and longer.history != fresh.history
+    resized = train_gan(new_data, "sdg", _cfg(lr=1e-4, upsample="resize"), checkpoint=tmp_path / "c.pt")
+    assert [h["step"] for h in resized.history] == [1, 2, 3, 4] and resized.history != longer.history
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in resized.generator.modules())
 
 
 def test_a_checkpoint_scored_by_another_extractor_is_not_resumed(tmp_path, caplog):

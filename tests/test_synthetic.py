@@ -2,10 +2,11 @@ import dataclasses
 
 import numpy as np
 import pytest
+from torch import nn
 
 from smh_ml.captures import load_manifest
 from smh_ml.datasets import build_patch_set
-from smh_ml.gan.experiment import run_class_gan
+from smh_ml.gan.experiment import load_generator, run_class_gan
 from smh_ml.profiles import get_profile
 from smh_ml.synthetic import build_pgan, class_patches, read_synthetic
 
@@ -15,7 +16,9 @@ def test_class_gan_writes_a_marked_synthetic_set_that_never_meets_test_data(sim_
     profile = get_profile("ci")
     # the gate recorded but not enforced: this test is about writing and marking the set
     # (test_recipe.py tests the refusal of a bad GAN's patches)
-    profile = dataclasses.replace(profile, gan=dataclasses.replace(profile.gan, epochs=1, pgan_target=20, gate=False))
+    # and the CPU profiles' resize up-sampling, which the saved generator must keep when reloaded
+    profile = dataclasses.replace(profile, gan=dataclasses.replace(profile.gan, epochs=1, pgan_target=20, gate=False,
+                                                                   upsample="resize"))
     patch_set = build_patch_set(load_manifest(sim_root), profile)
     real = class_patches(patch_set, "pits")
     result = run_class_gan(real, "pits", "sdg", tmp_path / "gans" / "sdg", profile)
@@ -26,6 +29,8 @@ def test_class_gan_writes_a_marked_synthetic_set_that_never_meets_test_data(sim_
     assert len(arrays) == result["synthetic"] == 20 - len(real)
     assert (index["origin"] == "synthetic").all() and (index["gan"] == "sdg").all()
     assert arrays.shape[1:] == (32, 32)
+    generator, config = load_generator(folder)
+    assert config["upsample"] == "resize" and not any(isinstance(m, nn.ConvTranspose2d) for m in generator.modules())
     pgan = build_pgan(patch_set, {"pits": (arrays, index)}, profile)
     counts = pgan.index["label"].value_counts()
     assert counts["pits"] == 20

@@ -86,7 +86,8 @@ def references(real: np.ndarray, extractors: list[tuple[str, nn.Module]], cfg: G
 def load_generator(folder: Path | str) -> tuple[nn.Module, dict]:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    generator, _ = build_gan(config["kind"], config["patch"], config["latent"], config["width"])
+    generator, _ = build_gan(config["kind"], config["patch"], config["latent"], config["width"],
+                             config.get("upsample", "transposed"))
     generator.load_state_dict(torch.load(folder / "generator.pt", map_location="cpu", weights_only=True))
     return generator.eval(), config
 

@@ -37,10 +37,25 @@ def _tconv(cin: int, cout: int, kernel: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, kernel, stride=2, padding=(kernel - 2) // 2)
 
 
+UPSAMPLING = ("transposed", "resize")
+
+
+def _up(cin: int, cout: int, kernel: int, upsample: str) -> nn.Module:
+    """A Table 2 "up" stage: the paper's stride-2 transposed conv, or (``resize``) nearest-neighbour
+    doubling followed by a conv of the same kernel. Transposed convs whose kernel overlaps
+    unevenly draw a periodic grid (Odena et al., Distill 2016, "Deconvolution and checkerboard
+    artifacts"); resizing first spreads every input pixel evenly."""
+    if upsample == "transposed":
+        return _tconv(cin, cout, kernel)
+    if upsample == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, kernel, padding="same"))
+    raise ValueError(f"unknown GAN upsampling {upsample!r}; known: {', '.join(UPSAMPLING)}")
+
+
 class SDGGenerator(nn.Module):
     """z (latent) -> FC -> BN -> LReLU -> 4x4xC -> Table 2 stages -> patch x patch x 1, tanh."""
 
-    def __init__(self, patch: int = 256, latent: int = 256, width: float = 1.0):
+    def __init__(self, patch: int = 256, latent: int = 256, width: float = 1.0, upsample: str = "transposed"):
         super().__init__()
         ups_needed = _doublings(patch)
         layers = list(SDG_GENERATOR)
@@ -54,7 +69,7 @@ class SDGGenerator(nn.Module):
         cin = self.start
         for kind, kernel, channels in layers:
             cout = _ch(channels, width)
-            conv = _tconv(cin, cout, kernel) if kind == "up" else nn.Conv2d(cin, cout, kernel, padding="same")
+            conv = _up(cin, cout, kernel, upsample) if kind == "up" else nn.Conv2d(cin, cout, kernel, padding="same")
             blocks += [conv, nn.LeakyReLU(LEAK)]
             cin = cout
         blocks += [nn.Conv2d(cin, 1, 5, padding="same"), nn.Tanh()]
@@ -125,10 +140,12 @@ class DCGANDiscriminator(nn.Module):
         return self.body(x).view(-1)
 
 
-def build_gan(kind: str, patch: int, latent: int, width: float) -> tuple[nn.Module, nn.Module]:
-    """(generator, critic/discriminator) for ``kind`` in {"sdg", "dcgan"}."""
+def build_gan(kind: str, patch: int, latent: int, width: float,
+              upsample: str = "transposed") -> tuple[nn.Module, nn.Module]:
+    """(generator, critic/discriminator) for ``kind`` in {"sdg", "dcgan"}; ``upsample`` shapes
+    SDG-GAN's up stages (the DCGAN baseline stays Table 1's transposed convs)."""
     if kind == "sdg":
-        return SDGGenerator(patch, latent, width), SDGCritic(patch, width)
+        return SDGGenerator(patch, latent, width, upsample), SDGCritic(patch, width)
     if kind == "dcgan":
         return DCGANGenerator(patch, latent, width), DCGANDiscriminator(patch, width)
     raise KeyError(f"unknown GAN {kind!r}; known: sdg, dcgan")

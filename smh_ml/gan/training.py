@@ -82,7 +82,7 @@ class GanState:
 
 def new_state(kind: str, patch: int, cfg: GanConfig) -> GanState:
     torch.manual_seed(cfg.seed)  # initial weights are part of the seeded run
-    generator, critic = build_gan(kind, patch, cfg.latent, cfg.width)
+    generator, critic = build_gan(kind, patch, cfg.latent, cfg.width, cfg.upsample)
     betas = tuple(cfg.betas)
     ema = copy.deepcopy(generator).requires_grad_(False) if cfg.ema > 0 else None
     return GanState(kind, generator, critic,
@@ -113,7 +113,10 @@ def training_inputs_id(arrays: np.ndarray, kind: str, cfg: GanConfig, score_id: 
     digest.update(f"{kind}|{arrays.shape}|{arrays.dtype}|".encode())
     if score_id:
         digest.update(f"score:{score_id}|".encode())
-    digest.update(json.dumps({f: getattr(cfg, f) for f in TRAINING_FIELDS}, sort_keys=True, default=list).encode())
+    fields = {f: getattr(cfg, f) for f in TRAINING_FIELDS}
+    if cfg.upsample != "transposed":  # named only when changed, so checkpoints from before it resume
+        fields["upsample"] = cfg.upsample
+    digest.update(json.dumps(fields, sort_keys=True, default=list).encode())
     digest.update(np.ascontiguousarray(arrays).tobytes())
     return digest.hexdigest()[:24]
 
