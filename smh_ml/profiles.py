@@ -157,6 +157,10 @@ class TrainConfig:
         return dataclasses.replace(self, arch=arch, steps=int(budget[1]), eval_every=int(budget[2]))
 
 
+GAN_UPSAMPLING = ("transposed", "resize")
+"""SDG-GAN's ways of doubling a feature map (:mod:`smh_ml.gan.networks`)."""
+
+
 @dataclass(frozen=True)
 class GanConfig:
     """One GAN per defect class (paper IV-C): WGAN-GP, lambda 10, n_critic 3, Adam 2e-4."""
@@ -223,7 +227,7 @@ class GanConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.upsample not in ("transposed", "resize"):
+        if self.upsample not in GAN_UPSAMPLING:
             raise ValueError(f"gan.upsample must be 'transposed' or 'resize', got {self.upsample!r}")
 
 

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from smh_ml.profiles import GAN_UPSAMPLING
+
 # Table 2: (kind, kernel, channels) after the 4x4x512 reshape; "up" doubles the size.
 SDG_GENERATOR = [("up", 4, 512), ("up", 4, 256), ("up", 4, 128), ("up", 6, 128), ("up", 6, 64),
                  ("conv", 4, 64), ("conv", 4, 64), ("up", 6, 32)]
@@ -37,9 +39,6 @@ def _tconv(cin: int, cout: int, kernel: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, kernel, stride=2, padding=(kernel - 2) // 2)
 
 
-UPSAMPLING = ("transposed", "resize")
-
-
 def _up(cin: int, cout: int, kernel: int, upsample: str) -> nn.Module:
     """A Table 2 "up" stage: the paper's stride-2 transposed conv, or (``resize``) nearest-neighbour
     doubling followed by a conv of the same kernel. Transposed convs whose kernel overlaps
@@ -49,7 +48,7 @@ def _up(cin: int, cout: int, kernel: int, upsample: str) -> nn.Module:
         return _tconv(cin, cout, kernel)
     if upsample == "resize":
         return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, kernel, padding="same"))
-    raise ValueError(f"unknown GAN upsampling {upsample!r}; known: {', '.join(UPSAMPLING)}")
+    raise ValueError(f"unknown GAN upsampling {upsample!r}; known: {', '.join(GAN_UPSAMPLING)}")
 
 
 class SDGGenerator(nn.Module):
