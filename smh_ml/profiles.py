@@ -228,7 +228,8 @@ class GanConfig:
 
     def __post_init__(self) -> None:
         if self.upsample not in GAN_UPSAMPLING:
-            raise ValueError(f"gan.upsample must be 'transposed' or 'resize', got {self.upsample!r}")
+            known = " or ".join(repr(u) for u in GAN_UPSAMPLING)
+            raise ValueError(f"gan.upsample must be {known}, got {self.upsample!r}")
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,9 @@ CPU_RECIPE: dict[str, Any] = {
 # 500 steps), so a plateau needs three worse checkpoints in a row: with two, the first run
 # stopped at step 900 with its best at step 300.
 # upsample="resize" since session 8: on magnetic tile's blowhole at 1,800 steps the transposed convs
-# drew a periodic grid and reached domain FID 96.4; resize-convs drew none and reached 10.3 (docs/GAN.md)
+# drew a periodic grid and reached domain FID 96.4; resize-convs drew none and reached 10.3 (docs/GAN.md).
+# A resize-conv step costs 0.42 s (transposed: 0.35 s): 11-11.5 min a class with scoring, over the
+# issue's 10 minutes (session 8's magnetic-tile reproduce)
 CPU_GAN = GanConfig(width=0.25, upsample="resize", steps=1800, batch_size=32, lr=1e-4, critic_lr=4e-4,
                     diffaugment=("translation", "cutout"), ema=0.99, eval_every=300, patience=3,
                     augment_to=1000, pgan_target=300, checkpoint_every=100, fid_samples=300, domain_steps=600)
