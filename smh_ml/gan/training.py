@@ -81,8 +81,12 @@ class GanState:
 
 
 def new_state(kind: str, patch: int, cfg: GanConfig) -> GanState:
+    """Fresh networks and optimisers. The networks are channels-last, the layout oneDNN's CPU
+    convolutions prefer: a bench SDG-GAN step (64 px, width 0.25, batch 32) took 0.29 s instead
+    of 0.43 s on 2 cores (docs/GAN.md)."""
     torch.manual_seed(cfg.seed)  # initial weights are part of the seeded run
-    generator, critic = build_gan(kind, patch, cfg.latent, cfg.width, cfg.upsample)
+    generator, critic = (net.to(memory_format=torch.channels_last)
+                         for net in build_gan(kind, patch, cfg.latent, cfg.width, cfg.upsample))
     betas = tuple(cfg.betas)
     ema = copy.deepcopy(generator).requires_grad_(False) if cfg.ema > 0 else None
     return GanState(kind, generator, critic,
@@ -259,7 +263,7 @@ def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | 
     state = state or new_state(kind, patch, cfg)
     if state.kind != kind:
         raise ValueError(f"{ckpt}: checkpoint is a {state.kind} GAN, not {kind}")
-    data = to_gan_input(arrays)
+    data = to_gan_input(arrays).contiguous(memory_format=torch.channels_last)
     one_step = _step_wgan if kind == "sdg" else _step_dcgan
     total = total_steps(cfg, len(arrays), kind)
     last = total if stop_after is None else min(total, stop_after)
