@@ -288,8 +288,10 @@ CPU_RECIPE: dict[str, Any] = {
 # stopped at step 900 with its best at step 300.
 # upsample="resize" since session 8: on magnetic tile's blowhole at 1,800 steps the transposed convs
 # drew a periodic grid and reached domain FID 96.4; resize-convs drew none and reached 10.3 (docs/GAN.md).
-# A resize-conv step costs 0.42 s (transposed: 0.35 s): 11-11.5 min a class with scoring, over the
-# issue's 10 minutes (session 8's magnetic-tile reproduce)
+# A resize-conv step cost 0.42 s (transposed: 0.35 s): 11-11.5 min a class with scoring in session 8's
+# magnetic-tile reproduce, over the issue's 10 minutes. Channels-last networks (session 9) brought a
+# step to 0.26-0.29 s: blowhole's 1,800 steps took 502 s with its FID checkpoints (was 707 s), and a
+# simulated class 8-8.3 min from start to gate verdict.
 CPU_GAN = GanConfig(width=0.25, upsample="resize", steps=1800, batch_size=32, lr=1e-4, critic_lr=4e-4,
                     diffaugment=("translation", "cutout"), ema=0.99, eval_every=300, patience=3,
                     augment_to=1000, pgan_target=300, checkpoint_every=100, fid_samples=300, domain_steps=600)

@@ -82,8 +82,8 @@ class GanState:
 
 def new_state(kind: str, patch: int, cfg: GanConfig) -> GanState:
     """Fresh networks and optimisers. The networks are channels-last, the layout oneDNN's CPU
-    convolutions prefer: a bench SDG-GAN step (64 px, width 0.25, batch 32) took 0.29 s instead
-    of 0.43 s on 2 cores (docs/GAN.md)."""
+    convolutions prefer: a bench SDG-GAN step (64 px, width 0.25, batch 32) took 0.26-0.29 s
+    instead of 0.34-0.43 s on 2 cores (``benchmarks/gan_speed.py``, docs/GAN.md)."""
     torch.manual_seed(cfg.seed)  # initial weights are part of the seeded run
     generator, critic = (net.to(memory_format=torch.channels_last)
                          for net in build_gan(kind, patch, cfg.latent, cfg.width, cfg.upsample))
@@ -208,6 +208,12 @@ def _step_dcgan(state: GanState, data: torch.Tensor, cfg: GanConfig) -> dict:
     return {"critic_loss": float(loss_d.detach()), "generator_loss": float(loss_g.detach())}
 
 
+def train_step(state: GanState, data: torch.Tensor, cfg: GanConfig) -> dict:
+    """One generator step of ``state.kind`` on the (N, 1, H, W) training tensor ``data``; the
+    step's losses."""
+    return (_step_wgan if state.kind == "sdg" else _step_dcgan)(state, data, cfg)
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, generator: nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * generator; BatchNorm statistics are copied."""
@@ -264,7 +270,6 @@ def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | 
     if state.kind != kind:
         raise ValueError(f"{ckpt}: checkpoint is a {state.kind} GAN, not {kind}")
     data = to_gan_input(arrays).contiguous(memory_format=torch.channels_last)
-    one_step = _step_wgan if kind == "sdg" else _step_dcgan
     total = total_steps(cfg, len(arrays), kind)
     last = total if stop_after is None else min(total, stop_after)
     log_every = max(1, total // 50)
@@ -278,7 +283,7 @@ def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | 
             break
         state.generator.train()
         state.critic.train()
-        for key, value in one_step(state, data, cfg).items():
+        for key, value in train_step(state, data, cfg).items():
             state.pending[key] = state.pending.get(key, 0.0) + value
         if state.ema is not None:
             update_ema(state.ema, state.generator, cfg.ema)
