@@ -131,6 +131,23 @@ def test_resume_gives_the_same_state(tmp_path):
     assert [h["step"] for h in other_kind.history] == [1, 2]
 
 
+def _conv_weights(net: torch.nn.Module) -> list[torch.Tensor]:
+    # 1-channel or 1x1 weights are both layouts at once; the others tell them apart
+    return [p for p in net.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1]
+
+
+def test_training_and_resumed_networks_are_channels_last(tmp_path):
+    x, _ = toy_set(n_per_class=16, size=16)
+    cfg = _cfg(steps=4, ema=0.9, batch_size=8, width=0.0625, checkpoint_every=2)
+    train_gan(x, "sdg", cfg, checkpoint=tmp_path / "c.pt", stop_after=2)
+    resumed = train_gan(x, "sdg", cfg, checkpoint=tmp_path / "c.pt")
+    assert resumed.step == 4
+    for net in (resumed.generator, resumed.critic, resumed.ema):
+        weights = _conv_weights(net)
+        assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+        assert not any(w.is_contiguous() for w in weights)
+
+
 def test_a_changed_training_set_or_setting_retrains_from_scratch(tmp_path, caplog):
     x, _ = toy_set(n_per_class=16, size=16)
     first = train_gan(x, "sdg", _cfg(), checkpoint=tmp_path / "c.pt")
