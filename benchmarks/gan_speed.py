@@ -23,11 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from smh_ml.gan.training import new_state, to_gan_input, train_step  # noqa: E402
 from smh_ml.hardware import describe  # noqa: E402
-from smh_ml.profiles import get_profile  # noqa: E402
+from smh_ml.profiles import GanConfig, get_profile  # noqa: E402
 
 
-def seconds_per_step(kind: str, patch: int, profile: str, channels_last: bool, steps: int) -> float:
-    cfg = get_profile(profile).gan
+def seconds_per_step(kind: str, patch: int, cfg: GanConfig, channels_last: bool, steps: int) -> float:
     state = new_state(kind, patch, cfg)
     data = to_gan_input(np.random.default_rng(0).integers(0, 256, (300, patch, patch), dtype=np.uint8))
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -54,7 +53,7 @@ def main() -> int:
           f"n_critic {cfg.n_critic}, upsample {cfg.upsample}")
     for kind in ("sdg", "dcgan"):
         for channels_last in (False, True):
-            seconds = seconds_per_step(kind, args.patch, args.profile, channels_last, args.steps)
+            seconds = seconds_per_step(kind, args.patch, cfg, channels_last, args.steps)
             layout = "channels-last" if channels_last else "contiguous   "
             print(f"{kind:6s} {layout} {seconds:6.3f} s a generator step", flush=True)
     return 0
