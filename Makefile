@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-PROFILE ?= demo
+PROFILE ?= auto
 
 # Offline and quiet, always.
 export DAGSTER_HOME := $(CURDIR)

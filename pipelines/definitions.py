@@ -24,7 +24,7 @@ def default_resources() -> dict:
     """Resources from the environment (SMH_*), with local defaults."""
     ceiling = os.environ.get("SMH_FID_CEILING")
     return {
-        "profile": ProfileResource(name=os.environ.get("SMH_PROFILE", "demo"),
+        "profile": ProfileResource(name=os.environ.get("SMH_PROFILE", "auto"),
                                    settings=[x.strip() for x in os.environ.get("SMH_SETTINGS", "").split(";")
                                              if x.strip()]),
         "captures": CaptureDataResource(root=os.environ.get("SMH_DATA_ROOT", "data")),

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from smh_ml.profiles import Profile, apply_settings, get_profile
+from smh_ml.recipe import profile_for_folder
 from smh_ml.tracking import (
     DEFAULT_ARTIFACT_ROOT,
     DEFAULT_EXPERIMENT,
@@ -24,12 +25,20 @@ class ProfileResource(dg.ConfigurableResource):
     environment (``SMH_PROFILE``, ``SMH_SETTINGS``) gives the defaults. A variant's name
     records its overrides (``demo+train.steps=600``), so its artifacts and runs stay apart."""
 
-    name: str = "demo"
+    name: str = "auto"
     settings: list[str] = []
     """``section.key=value`` strings, values in JSON (``train.steps=600``)."""
 
     def get(self) -> Profile:
+        """The profile as named: for ``auto``, the placeholder that the ``patch_sets`` asset
+        resolves from the measured captures (smh_ml.recipe)."""
         return apply_settings(get_profile(self.name), self.settings)
+
+    def resolved(self, storage: "StorageResource") -> Profile:
+        """What the assets after ``patch_sets`` run under: for ``auto``, the profile recorded
+        with the patch sets; a named profile as it is."""
+        prof = self.get()
+        return profile_for_folder(prof, storage.path(prof.name, "patch_sets"))
 
 
 class CaptureDataResource(dg.ConfigurableResource):

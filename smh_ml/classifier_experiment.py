@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from smh_ml.budget import plan_budget
 from smh_ml.datasets import load_patch_set, load_training_set
 from smh_ml.decision import threshold_curve
 from smh_ml.deploy.runtime import onnx_predict, session
@@ -47,10 +49,13 @@ from smh_ml.training import (
     cross_validate,
     encode,
     evaluate_images,
+    measure_step_cost,
     test_patches,
     train_final,
     validation_captures,
 )
+
+log = logging.getLogger(__name__)
 
 REPORT = "report.json"
 ONNX = "model.onnx"
@@ -88,6 +93,20 @@ class ClassifierReport:
     robustness: list[dict[str, Any]] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall seconds per stage (cv, fit, test, export, quantize, robustness)."""
+    recipe: dict[str, Any] | None = None
+    """The recipe from the data the patch set was built with (geometry, reasons), if ``auto``."""
+    budget: dict[str, Any] | None = None
+    """The minute budget's plan: measured step costs, the steps each candidate got."""
+    selection: dict[str, Any] | None = None
+    """How this candidate was chosen among the others: validation scores of all of them."""
+
+    @property
+    def validation_accuracy(self) -> float | None:
+        """Image accuracy on the validation captures at the shipped checkpoint (the record of
+        the best step), None without validation captures."""
+        best = self.fit.get("best_step")
+        scores = [r for r in self.final_history if r.get("step") == best and "val_accuracy" in r]
+        return float(scores[-1]["val_accuracy"]) if scores else None
 
     @property
     def threshold(self) -> float | None:
@@ -119,8 +138,10 @@ class ClassifierReport:
 def export_metadata(report: ClassifierReport, **extra) -> dict:
     """The ONNX metadata of a trained classifier: what a runtime needs to decide as training
     did (preprocessing, threshold) and provenance."""
+    recipe = None if report.recipe is None else {k: report.recipe[k] for k in ("geometry", "patch", "tiles",
+                                                                              "defect_px", "reasons")}
     return {"arch": report.arch, "profile": report.profile, "threshold": report.threshold,
-            "preprocessing": report.preprocessing,
+            "preprocessing": report.preprocessing, "recipe": recipe,
             "test_accuracy": None if report.test is None else report.test["accuracy"], **extra}
 
 
@@ -136,11 +157,57 @@ def decision_of(fitted, val, cfg: TrainConfig) -> dict:
 
 # --- stages ---------------------------------------------------------------------------------
 
+def plan_training(patch_set, train, names: list[str], profile: Profile, cv: bool = True,
+                  archs: list[str] | None = None) -> tuple[dict[str, TrainConfig], dict | None]:
+    """Each candidate's TrainConfig (``archs``, default the profile's candidates). With
+    ``train.budget_minutes``, a measured warm-up of every candidate turns the minutes into
+    steps (smh_ml.budget): the final fits' steps here, the chosen one's CV steps in the plan,
+    which comes back as a record (None without a budget)."""
+    archs = archs or profile.train.architectures()
+    cfgs = {arch: profile.train.for_arch(arch) for arch in archs}
+    minutes = profile.train.budget_minutes
+    if minutes <= 0:
+        return cfgs, None
+    start = time.perf_counter()
+    first = cfgs[archs[0]]
+    val = validation_captures(patch_set, names, first)
+    costs = [measure_step_cost(train.arrays, train.index, names, cfgs[a], patch_set.geometry.patch, val)
+             for a in archs]
+    warmup = time.perf_counter() - start
+    plan = plan_budget(costs, max(minutes * 60 - warmup, 1.0), first.cv_folds if cv else 0)
+    log.info("budget %g min (warm-up %.0f s): %s", minutes, warmup, "; ".join(plan.reasons))
+    planned = {arch: dataclasses.replace(cfgs[arch], steps=steps, eval_every=every, arch_budgets=())
+               for arch, (steps, every) in plan.steps().items()}
+    return planned, plan.to_dict() | {"budget_minutes": minutes, "warmup_seconds": round(warmup, 1),
+                                      "costs": [dataclasses.asdict(c) for c in costs]}
+
+
+def cv_stage(folder: Path | str, train, cfg: TrainConfig, steps: int) -> ClassifierReport:
+    """k-fold CV of a fitted candidate's recipe at ``steps`` steps a fold (the budget's share
+    for it), added to its report; the model is not touched."""
+    report = ClassifierReport.load(folder)
+    start = time.perf_counter()
+    report.cv = cross_validate(train.arrays, train.index, report.classes, dataclasses.replace(cfg, steps=steps),
+                               report.geometry["patch"]) | {"steps": steps}
+    report.seconds["cv"] = time.perf_counter() - start
+    report.save(folder)
+    return report
+
+
+def budget_cv(folder: Path | str, train, cfg: TrainConfig, budget: dict | None) -> ClassifierReport | None:
+    """The chosen candidate's CV when the budget left it steps (None: no CV ran)."""
+    if budget is None:
+        return None
+    steps = next(c["cv_steps"] for c in budget["candidates"] if c["arch"] == cfg.arch)
+    return cv_stage(folder, train, cfg, steps) if steps else None
+
+
 def fit_stage(patch_set, train, names: list[str], profile: Profile, cfg: TrainConfig,
-              cv: bool = True) -> tuple[torch.nn.Module, ClassifierReport]:
+              cv: bool = True, recipe: dict | None = None,
+              budget: dict | None = None) -> tuple[torch.nn.Module, ClassifierReport]:
     """k-fold CV (when ``cv`` and ``cfg.cv_folds`` > 1), the final model and its threshold.
-    The test captures are not touched."""
-    report = ClassifierReport(
+    The test captures are not touched. ``recipe`` and ``budget`` are recorded as they are."""
+    report = ClassifierReport(recipe=recipe, budget=budget,
         profile=profile.name, arch=cfg.arch, classes=names, geometry=patch_set.geometry.to_dict(),
         train_set=cfg.train_set, train_size=int(len(train.arrays)), train=dataclasses.asdict(cfg),
         device="cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}", hardware=describe(),
@@ -262,26 +329,94 @@ def robustness_stage(folder: Path | str, patch_set, severities: dict[str, tuple[
     return report
 
 
+def select_candidate(reports: dict[str, ClassifierReport]) -> dict:
+    """The candidate that ships, chosen on the validation captures (a split of the TRAINING
+    captures) and never on the test captures: the highest validation image accuracy at the
+    shipped checkpoint, ties to the smaller model. Without validation captures, the mean CV
+    accuracy; without either, the first candidate (the recipe's order)."""
+    from smh_ml.promotion import best_candidate
+
+    parameters = {arch: r.parameters for arch, r in reports.items()}
+    scores = {arch: r.validation_accuracy for arch, r in reports.items()}
+    metric = "validation image accuracy"
+    if any(v is None for v in scores.values()):
+        scores = {arch: (r.cv or {}).get("summary", {}).get("all", {}).get("mean_accuracy")
+                  for arch, r in reports.items()}
+        metric = "mean CV patch accuracy"
+    if any(v is None for v in scores.values()):
+        first = next(iter(reports))
+        return {"best": first, "metric": "the recipe's first candidate (no validation captures, no CV)",
+                "scores": {}, "parameters": parameters}
+    return {"best": best_candidate(scores, parameters), "metric": metric, "scores": scores,
+            "parameters": parameters}
+
+
+SHIPPED_FILES = (REPORT, "model.pt", ONNX, "confusion_matrix.png", "threshold_curve.csv", "threshold_curve.png",
+                 "robustness.csv", "robustness.png")
+
+
+def ship_candidate(candidate: Path | str, out: Path | str) -> Path:
+    """Copy a candidate's model files to ``out`` (each replaced atomically), so ``out`` is a
+    model folder for ``smh-ml predict --model``; files of an earlier model that this one lacks
+    are removed."""
+    import shutil
+
+    candidate, out = Path(candidate), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*SHIPPED_FILES, INT8):
+        source, target = candidate / name, out / name
+        if not source.is_file():
+            target.unlink(missing_ok=True)
+            continue
+        staged = out / f".{name}.staged"
+        shutil.copy2(source, staged)
+        os.replace(staged, target)
+    return out
+
+
+CANDIDATES_DIR = "candidates"
+
+
 def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv: bool = True,
                    robustness: bool = True, parity_tol: float = 1e-4,
                    severities: dict[str, tuple[float, ...]] = SEVERITIES,
-                   train_dir: Path | str | None = None) -> ClassifierReport:
-    """fit, test, export (and robustness) of the profile's classifier into ``out``.
+                   train_dir: Path | str | None = None, archs: list[str] | None = None) -> ClassifierReport:
+    """fit, test, export (and robustness) of the profile's candidates; the best on the
+    validation captures ships in ``out``.
 
-    The training set ``profile.train.train_set`` (pta, or pgan) is read from ``train_dir``
-    (default: ``patch_dir``); the test captures always come from ``patch_dir``. The shipped
-    model is the best checkpoint on a validation split of the TRAINING captures, which also
-    calibrates its decision threshold; the test captures are used once, at the end.
+    ``archs`` (default: the profile's candidates) are trained on the same training captures,
+    within ``train.budget_minutes`` when the profile sets one. With one candidate ``out`` is
+    its folder; with several each has ``out/candidates/<arch>/`` and the chosen one's files are
+    copied to ``out``. The training set ``profile.train.train_set`` (pta, or pgan) is read from
+    ``train_dir`` (default: ``patch_dir``); the test captures always come from ``patch_dir``
+    and are used once per candidate, after the choice, for the report.
     """
-    cfg = profile.train.for_arch(profile.train.arch)
+    from smh_ml.recipe import recorded_recipe
+
     patch_set = load_patch_set(patch_dir)
-    train = load_training_set(train_dir or patch_dir, cfg.train_set)
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
-    model, report = fit_stage(patch_set, train, names, profile, cfg, cv)
-    save_fit(out, model, report)
+    archs = archs or profile.train.architectures()
+    train = load_training_set(train_dir or patch_dir, profile.train.for_arch(archs[0]).train_set)
+    cfgs, budget = plan_training(patch_set, train, names, profile, cv, archs)
+    recipe = recorded_recipe(patch_dir)
+    out = Path(out)
+    folders = {arch: out if len(cfgs) == 1 else out / CANDIDATES_DIR / arch for arch in cfgs}
+    reports: dict[str, ClassifierReport] = {}
+    for arch, cfg in cfgs.items():  # with a budget, CV waits for the choice
+        model, reports[arch] = fit_stage(patch_set, train, names, profile, cfg, cv and budget is None, recipe, budget)
+        save_fit(folders[arch], model, reports[arch])
+    selection = select_candidate(reports) | {"dropped": list((budget or {}).get("dropped", []))}
+    best = selection["best"]
+    for arch in cfgs:
+        reports[arch].selection = selection
+        reports[arch].save(folders[arch])
+    budget_cv(folders[best], train, cfgs[best], budget)
     test = test_patches(patch_set)
-    test_stage(out, patch_set, test, model)
-    report = export_stage(out, patch_set, parity_tol, test)
+    for arch in cfgs:
+        test_stage(folders[arch], patch_set, test)
+    report = export_stage(folders[best], patch_set, parity_tol, test)
     if robustness:
-        report = robustness_stage(out, patch_set, severities, test, seed=cfg.seed)
+        report = robustness_stage(folders[best], patch_set, severities, test, seed=cfgs[best].seed)
+    if folders[best] != out:
+        ship_candidate(folders[best], out)
     return report

@@ -45,6 +45,17 @@ def _profile(name: str, settings: list[str] | None = None):
         _fail(str(exc.args[0]))
 
 
+def _folder_profile(name: str, settings: list[str] | None, patch_dir: Path):
+    """The profile a stage after patching runs under: ``auto`` reads the one the patch folder
+    was built with (smh_ml.recipe), a named profile is taken as it is."""
+    from smh_ml.recipe import profile_for_folder
+    try:
+        return profile_for_folder(_profile(name, settings), patch_dir)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+
+
+PROFILE_HELP = "Profile: auto (the recipe from the data; default) or a named one (smh-ml profiles)."
 SETTINGS_HELP = "Override a profile value, e.g. --set patching.patch=128 (repeatable; JSON values)."
 
 
@@ -117,7 +128,7 @@ def _validated_manifest(root: Path, profile, classes):
 
 @app.command()
 def validate(root: Path = typer.Argument(..., help="Capture root."),
-             profile: str = typer.Option("paper"),
+             profile: str = typer.Option("auto", help=PROFILE_HELP),
              classes: str | None = typer.Option(None, help="Declared classes, comma-separated.")) -> None:
     """Validate a capture set (Great Expectations); exit 1 listing every bad file."""
     _, report = _validated_manifest(root, _profile(profile), _classes(classes))
@@ -129,23 +140,39 @@ def validate(root: Path = typer.Argument(..., help="Capture root."),
 @app.command()
 def patches(root: Path = typer.Argument(..., help="Capture root."),
             out: Path = typer.Argument(..., help="Output folder (replaced atomically)."),
-            profile: str = typer.Option("paper"),
+            profile: str = typer.Option("auto", help=PROFILE_HELP),
             classes: str | None = typer.Option(None, help="Declared classes, comma-separated."),
             settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
-    """Validate captures, split by capture, cut patches, build P-TA and O-TA, validate them."""
+    """Validate captures, measure them (auto: the recipe from the data), split by capture, cut
+    patches, build P-TA and O-TA, validate them."""
+    from smh_ml.captures import CaptureError
     from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
+    from smh_ml.recipe import derive_recipe, is_auto, measure_capture_set, resolve_profile
     from smh_ml.validation import validate_patch_sets
     prof = _profile(profile, settings)
     start = time.perf_counter()
     manifest, report = _validated_manifest(root, prof, _classes(classes))
     if not report.success:
         _fail(report.format())
-    patch_set = build_patch_set(manifest, prof)
+    recipe, boxes = None, None
+    try:
+        if is_auto(prof):
+            stats, boxes = measure_capture_set(manifest, prof.clean_class, prof.patching.background_level,
+                                               prof.validation.convert_color)
+            recipe = derive_recipe(stats)
+            prof = resolve_profile(prof, recipe)
+            console.print(f"recipe from the data ({recipe.geometry}, {recipe.tiles} tile(s) of {recipe.patch} px, "
+                          f"candidates {', '.join(prof.train.architectures())}):", highlight=False)
+            for reason in recipe.reasons:
+                console.print(f"  - {reason}", highlight=False, soft_wrap=True)
+        patch_set = build_patch_set(manifest, prof, boxes=boxes)
+    except (CaptureError, ValueError) as exc:
+        _fail(f"{exc}\nnothing written; {out} is unchanged")
     pta, ota = build_pta(patch_set, prof), build_ota(patch_set, prof)
     checked = validate_patch_sets(patch_set, {"pta": pta, "ota": ota}, prof.clean_class)
     if not checked.success:
         _fail(checked.format() + f"\nnothing written; {out} is unchanged")
-    stats = save_datasets(out, patch_set, pta, ota, prof)
+    stats = save_datasets(out, patch_set, pta, ota, prof, None if recipe is None else recipe.to_dict())
     g = patch_set.geometry
     table = Table("class", "train captures", "test captures", "train patches", "test patches",
                   "P-TA", "O-TA", title=f"{root} -> {out} ({prof.name}: {g.rows}x{g.cols} "
@@ -162,8 +189,9 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
 @app.command()
 def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
           out: Path = typer.Argument(..., help="Folder for the model, ONNX file and report."),
-          profile: str = typer.Option("demo"),
-          arch: str | None = typer.Option(None, help="Architecture (default: the profile's)."),
+          profile: str = typer.Option("auto", help=PROFILE_HELP),
+          arch: str | None = typer.Option(None, help="Train only this architecture (default: the profile's "
+                                                     "candidates, the best on validation captures ships)."),
           steps: int | None = typer.Option(None, help="Override the profile's budget of optimiser steps."),
           epochs: int | None = typer.Option(None, help="Train for this many passes instead of a step budget."),
           folds: int | None = typer.Option(None, help="Override the profile's CV folds."),
@@ -190,16 +218,32 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
                  if v is not None}
     if arch is not None and arch not in ARCHITECTURES:
         _fail(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    prof = with_overrides(_profile(profile, settings), overrides)
     if not (patch_dir / "geometry.json").exists():
         _fail(f"{patch_dir}: not a patch-set folder (run 'smh-ml patches' first)")
-    report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness, train_dir=train_dir)
+    prof = with_overrides(_folder_profile(profile, settings, patch_dir), overrides)
+    if prof.patching.patch != json.loads((patch_dir / "geometry.json").read_text())["patch"]:
+        _fail(f"{patch_dir}: its patches are not of profile {prof.name!r}'s {prof.patching.patch} px; build it "
+              f"with that profile or train with the profile it was built with (the default, auto)")
+    report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness, train_dir=train_dir,
+                            archs=[arch] if arch else None)
     test, image, fit = report.test, report.test["image"], report.fit
+    if report.recipe is not None:
+        console.print(f"recipe from the data: {report.recipe['geometry']}, {report.recipe['tiles']} tile(s) of "
+                      f"{report.recipe['patch']} px ({'; '.join(report.recipe['reasons'][1:-1])})",
+                      highlight=False, soft_wrap=True)
+    if report.budget is not None:
+        b = report.budget
+        console.print(f"budget {b['budget_minutes']:g} min (warm-up {b['warmup_seconds']:.0f} s): "
+                      + "; ".join(b["reasons"]), highlight=False, soft_wrap=True)
+    if report.selection is not None and len(report.selection.get("scores", {})) > 1:
+        sel = report.selection
+        console.print(f"shipped {sel['best']}, chosen by {sel['metric']}: "
+                      + ", ".join(f"{a} {v:.4f}" for a, v in sel["scores"].items()), highlight=False)
     rule = (f"threshold {report.threshold:.4g} (false alarms <= "
             f"{report.decision['target_false_alarm']:.0%} on validation)"
             if test["rule"] == "threshold" else "arg-max Algorithm 1")
     table = Table("class", "precision", "recall", "F1", "support",
-                  title=f"{prof.train.arch}: held-out image accuracy {test['accuracy']:.4f} on {test['n']} "
+                  title=f"{report.arch}: held-out image accuracy {test['accuracy']:.4f} on {test['n']} "
                         f"captures, {rule}")
     for name, m in test["per_class"].items():
         table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
@@ -227,7 +271,7 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
 @app.command()
 def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
         out: Path = typer.Argument(..., help="GAN folder; one subfolder per kind and class."),
-        profile: str = typer.Option("demo"),
+        profile: str = typer.Option("auto", help=PROFILE_HELP),
         kind: str = typer.Option("sdg", help="sdg (SDG-GAN, WGAN-GP) or dcgan (baseline)."),
         classes: str | None = typer.Option(None, help="Defect classes (default: all)."),
         steps: int | None = typer.Option(None, help="Override the profile's GAN budget (generator steps)."),
@@ -249,7 +293,7 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
     _log_info()
     if kind not in ("sdg", "dcgan"):
         _fail(f"unknown GAN kind {kind!r}; known: sdg, dcgan")
-    prof = _profile(profile, settings)
+    prof = _folder_profile(profile, settings, patch_dir)
     if steps is not None:
         prof = with_overrides(prof, {"gan.steps": steps})
     patch_set = load_patch_set(patch_dir)
@@ -282,7 +326,7 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
 def pgan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
          gan_dir: Path = typer.Argument(..., help="One kind's GAN folder, e.g. gans/sdg."),
          out: Path = typer.Argument(..., help="Folder to write pgan/ into."),
-         profile: str = typer.Option("demo")) -> None:
+         profile: str = typer.Option("auto", help=PROFILE_HELP)) -> None:
     """Assemble P-GAN: real TRAIN patches plus each class's synthetic patches that passed the
     quality gate, or its validation trial (two fits of the profile's classifier, only when the
     FID ceiling alone refused a class; gan.trial=false in the profile turns it off)."""
@@ -290,7 +334,7 @@ def pgan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pa
     from smh_ml.synthetic import save_training_set
     from smh_ml.synthetic_trial import trial_pgan
 
-    prof = _profile(profile)
+    prof = _folder_profile(profile, None, patch_dir)
     classes = sorted(p.parent.name for p in gan_dir.glob("*/synthetic"))
     if not classes:
         _fail(f"{gan_dir}: no <class>/synthetic folders (train the GANs first: smh-ml gan)")
@@ -401,6 +445,10 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
         rule_text = "arg-max rule" if engine.threshold is None else f"threshold {engine.threshold:.4g}"
         err.print(f"{len(rows) - failed} image(s) decided ({rule_text}) in {seconds:.2f} s "
                   f"({(len(rows) - failed) / max(seconds, 1e-9):.1f} images/s, {engine.precision}, {engine.path})")
+    if engine.recipe is not None:
+        recipe = engine.recipe
+        err.print(f"recipe {recipe['geometry']}: {recipe['tiles']} tile(s) of {recipe['patch']} px "
+                  "(the recipe from the data the model was trained under)", highlight=False)
     if failed:
         raise typer.Exit(1)
 
@@ -410,7 +458,7 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
                                                         "an .onnx file."),
              patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches': real patches to "
                                                         "calibrate on and the held-out test captures."),
-             profile: str = typer.Option("demo"),
+             profile: str = typer.Option("auto", help=PROFILE_HELP),
              tolerance: float | None = typer.Option(
                  None, help="Largest accuracy drop allowed (fraction); default: the profile's "
                             "deploy.int8_tolerance.")) -> None:
@@ -418,7 +466,7 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
     from smh_ml.datasets import load_patch_set
     from smh_ml.quantization import gated_int8
 
-    prof = _profile(profile)
+    prof = _folder_profile(profile, None, patch_dir)
     onnx_path = model_dir / "model.onnx" if model_dir.is_dir() else model_dir
     if not onnx_path.is_file():
         _fail(f"{onnx_path}: no such ONNX model")

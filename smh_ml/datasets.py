@@ -82,9 +82,11 @@ def _process(row: pd.Series, geometry: Geometry, profile: Profile):
     return patches, fraction, share, whole
 
 
-def build_patch_set(manifest: pd.DataFrame, profile: Profile,
-                    workers: int | None = None) -> PatchSet:
-    """Split by capture, crop, derive the geometry (Eq. 5-7) unless fixed, and cut patches."""
+def build_patch_set(manifest: pd.DataFrame, profile: Profile, workers: int | None = None,
+                    boxes: np.ndarray | None = None) -> PatchSet:
+    """Split by capture, crop, derive the geometry (Eq. 5-7) unless fixed, and cut patches.
+    ``boxes``: each manifest row's crop box when already measured (smh_ml.recipe), so a
+    capture is not decoded twice to find it."""
     bad = manifest[~usable_rows(manifest)]
     if len(bad):
         listing = "; ".join(
@@ -97,10 +99,11 @@ def build_patch_set(manifest: pd.DataFrame, profile: Profile,
     captures = manifest.reset_index(drop=True).copy()
     captures["split"] = split_by_capture(captures, profile.split.test_fraction, profile.split.seed)
     workers = workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        boxes = list(pool.map(lambda r: _crop_box(r, cfg.background_level,
-                                                  profile.validation.convert_color),
-                              (row for _, row in captures.iterrows())))
+    if boxes is None:
+        with ThreadPoolExecutor(workers) as pool:
+            boxes = list(pool.map(lambda r: _crop_box(r, cfg.background_level,
+                                                      profile.validation.convert_color),
+                                  (row for _, row in captures.iterrows())))
     captures[["crop_top", "crop_bottom", "crop_left", "crop_right"]] = np.array(boxes, dtype=np.int64)
     if cfg.image_size is not None:
         geometry = Geometry.from_size(tuple(cfg.image_size), cfg.patch)
@@ -212,14 +215,17 @@ def data_settings(profile: Profile) -> dict:
 
 
 def save_datasets(out: Path | str, patch_set: PatchSet, pta: TrainingSet, ota: TrainingSet,
-                  profile: Profile | None = None) -> dict:
+                  profile: Profile | None = None, recipe: dict | None = None) -> dict:
     """Write everything to ``out`` atomically (the previous good folder survives a failure).
-    With ``profile``, its data sections are recorded in ``profile.json`` (see
-    :func:`check_built_with`)."""
+    With ``profile``, ``profile.json`` records its data sections (see :func:`check_built_with`)
+    and the whole profile (``resolved``: what later stages run under), with ``recipe``, the
+    measurements and reasons of the recipe from the data (smh_ml.recipe)."""
     stats = summary(patch_set, pta, ota)
     with atomic_dir(Path(out)) as tmp:
         if profile is not None:
-            record = {"name": profile.name, **data_settings(profile)}
+            record = {"name": profile.name, **data_settings(profile), "resolved": profile.to_dict()}
+            if recipe is not None:
+                record["recipe"] = recipe
             (tmp / "profile.json").write_text(json.dumps(record, indent=1) + "\n")
         (tmp / "geometry.json").write_text(json.dumps(patch_set.geometry.to_dict()) + "\n")
         patch_set.captures.to_csv(tmp / "captures.csv", index=False)

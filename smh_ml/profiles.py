@@ -140,6 +140,10 @@ class TrainConfig:
     MobileNetV2 fold model answered one class for every patch in eval mode (12.5%) and 76.4%
     after recalibration (docs/RESULTS.md)."""
     seed: int = 0
+    budget_minutes: float = 0.0
+    """Wall minutes for every candidate's training together, CV folds included: a short
+    measured warm-up of each candidate turns it into optimiser steps (smh_ml.budget), never
+    more than ``steps`` (or the architecture's budget). 0 = ``steps`` as given."""
 
     arch_budgets: tuple[tuple[str, int, int], ...] = ()
     """(architecture, steps, eval_every) for architectures that need another budget than
@@ -262,9 +266,40 @@ class Profile:
     train: TrainConfig = field(default_factory=TrainConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    settings: tuple[str, ...] = ()
+    """The ``section.key=value`` overrides applied to the named profile (:func:`apply_settings`),
+    kept so a profile resolved later from the data (``auto``) gets them on top."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {"patching": PatchingConfig, "split": SplitConfig, "augment": AugmentConfig,
+                             "validation": ValidationConfig, "simulate": SimulateConfig, "train": TrainConfig,
+                             "gan": GanConfig, "deploy": DeployConfig}
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples the frozen configs hold (nested ones included)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def profile_from_dict(data: dict[str, Any]) -> Profile:
+    """A :class:`Profile` from :meth:`Profile.to_dict` output (as read back from JSON).
+    Keys a section does not know are refused with their names."""
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS:
+            cls = SECTIONS[key]
+            unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise ValueError(f"profile section {key!r} has unknown keys {sorted(unknown)}")
+            kwargs[key] = cls(**{k: _tuples(v) for k, v in value.items()})
+        elif key in {f.name for f in dataclasses.fields(Profile)}:
+            kwargs[key] = _tuples(value)
+        else:
+            raise ValueError(f"profile record has an unknown key {key!r}")
+    return Profile(**kwargs)
 
 
 # The converging CPU recipe (docs/MODELS.md): AdamW + one-cycle, label smoothing, square-root
@@ -296,6 +331,34 @@ CPU_GAN = GanConfig(width=0.25, upsample="resize", steps=1800, batch_size=32, lr
                     diffaugment=("translation", "cutout"), ema=0.99, eval_every=300, patience=3,
                     augment_to=1000, pgan_target=300, checkpoint_every=100, fid_samples=300, domain_steps=600)
 
+_DEMO = Profile(
+    name="demo",
+    description="CPU demo: the paper's 609 simulated captures, 64 patches of 64 px per "
+                "capture (a 1024 x 256 image), the paper's Inception-CNN and baseline CNN, 600 steps "
+                "of 64, 2-fold CV, small GANs.",
+    # 64 tiles of 64 px with 1,200 clean patches and 150 per defect class, the bench data settings:
+    # the Inception-CNN reached 97.54% held-out in 600 steps (61 s of training a fit) where 16
+    # patches of 128 px gave EfficientNet-Lite0 95.08% and a 38-minute graph. Kept clean patches (no
+    # cap): 82.79% (defects were a fifth of the draws). EfficientNet-Lite0 at 64 px: 66.39% in
+    # 5 min 19 s, so the second candidate is the paper's baseline CNN; EfficientNet-Lite0 stays a
+    # candidate in `whole` (docs/RESULTS.md).
+    patching=PatchingConfig(patch=64, tiles=64),
+    augment=AugmentConfig(ota_size=(128, 64), ota_target=120, pta_target=150, max_clean_patches=1200),
+    # the paper's count (479 + 130): 120 captures left 14 validation captures to pick a
+    # checkpoint and a threshold with, and 24 test captures (one miss = 4 points)
+    simulate=SimulateConfig(count=609),
+    # bench's recipe, checkpoints every 200 steps included: every 100, the noisy mid-schedule
+    # step 300 won on the 73 validation captures (72 right, as at step 500) and scored 91.80%
+    # held-out, against 97.54% for step 600 (docs/RESULTS.md)
+    train=TrainConfig(arch="inception_cnn", candidates=("inception_cnn", "baseline_cnn"),
+                      steps=600, eval_every=200, cv_folds=2, **CPU_RECIPE),
+    # 60 generator steps at 64 px (width 0.125) took 16-18 s a class in make demo, far too few to
+    # learn; the synthetic gate then tops the classes up by traditional augmentation. GANs
+    # that learn: the bench profile. The domain extractor: 300 steps (bench: 600).
+    gan=dataclasses.replace(CPU_GAN, width=0.125, steps=60, eval_every=30, patience=0, checkpoint_every=30,
+                            domain_steps=300),
+)
+
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
@@ -303,33 +366,7 @@ PROFILES: dict[str, Profile] = {
                     "captures, by Eq. 5-7). For a GPU.",
         patching=PatchingConfig(patch=256, tiles=16),
     ),
-    "demo": Profile(
-        name="demo",
-        description="CPU demo and default: the paper's 609 simulated captures, 64 patches of 64 px per "
-                    "capture (a 1024 x 256 image), the paper's Inception-CNN and baseline CNN, 600 steps "
-                    "of 64, 2-fold CV, small GANs.",
-        # Session 7: 64 tiles of 64 px with 1,200 clean patches and 150 per defect class, the bench
-        # data settings: the Inception-CNN reached 97.54% held-out in 600 steps (61 s of training a
-        # fit) where session 3's 16 patches of 128 px gave EfficientNet-Lite0 95.08% and a 38-minute
-        # graph. Kept clean patches (no cap): 82.79% (defects were a fifth of the draws).
-        # EfficientNet-Lite0 at 64 px: 66.39% in 5 min 19 s, so the second candidate is the
-        # paper's baseline CNN; EfficientNet-Lite0 stays a candidate in `whole` (docs/RESULTS.md).
-        patching=PatchingConfig(patch=64, tiles=64),
-        augment=AugmentConfig(ota_size=(128, 64), ota_target=120, pta_target=150, max_clean_patches=1200),
-        # the paper's count (479 + 130): 120 captures left 14 validation captures to pick a
-        # checkpoint and a threshold with, and 24 test captures (one miss = 4 points)
-        simulate=SimulateConfig(count=609),
-        # bench's recipe, checkpoints every 200 steps included: every 100, the noisy mid-schedule
-        # step 300 won on the 73 validation captures (72 right, as at step 500) and scored 91.80%
-        # held-out, against 97.54% for step 600 (docs/RESULTS.md)
-        train=TrainConfig(arch="inception_cnn", candidates=("inception_cnn", "baseline_cnn"),
-                          steps=600, eval_every=200, cv_folds=2, **CPU_RECIPE),
-        # 60 generator steps at 64 px (width 0.125) took 16-18 s a class in make demo, far too few to
-        # learn; the synthetic gate then tops the classes up by traditional augmentation. GANs
-        # that learn: the bench profile. The domain extractor: 300 steps (bench: 600).
-        gan=dataclasses.replace(CPU_GAN, width=0.125, steps=60, eval_every=30, patience=0, checkpoint_every=30,
-                                domain_steps=300),
-    ),
+    "demo": _DEMO,
     "whole": Profile(
         name="whole",
         description="CPU, whole captures at 256 px (one tile): for near-square captures whose defects are "
@@ -359,6 +396,14 @@ PROFILES: dict[str, Profile] = {
         train=TrainConfig(steps=600, eval_every=200, cv_folds=2, **CPU_RECIPE),
         gan=CPU_GAN,
     ),
+    # The default: a placeholder until the capture set is measured (smh_ml.recipe), then the
+    # `whole` or `demo` preset with the derived tile count, candidates and a 25-minute budget.
+    # Its own sections are demo's, for what runs before patching (validation, simulate).
+    "auto": dataclasses.replace(
+        _DEMO, name="auto",
+        description="The default: the recipe from the data. Measures the capture set (sizes, background, "
+                    "defect extents from masks or boxes, clean captures, class counts) and derives whole "
+                    "captures or tiles, the candidates and their steps from a budget in minutes."),
     "ci": Profile(
         name="ci",
         description="Tiny CPU profile for the tests: patches of 32 px, tiny simulated captures.",
@@ -429,7 +474,8 @@ def apply_settings(profile: Profile, settings: Sequence[str]) -> Profile:
         except json.JSONDecodeError:
             value = text
         overrides[key] = _coerce(getattr(section, rest), value)
-    varied = with_overrides(profile, overrides)
+    varied = dataclasses.replace(with_overrides(profile, overrides),
+                                 settings=(*profile.settings, *(item.strip() for item in settings)))
     suffix = "+".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in overrides.items())
     return dataclasses.replace(varied, name=f"{profile.name}+{suffix}",
                                description=f"{profile.description} Overridden: {suffix.replace('+', ', ')}.")

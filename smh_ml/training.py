@@ -9,6 +9,7 @@ The final test is image-level, on the held-out ORIGINAL captures, through Algori
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ from torchmetrics.classification import (
 from tqdm.auto import tqdm
 
 from smh_ml.batch_augment import augment_batch
+from smh_ml.budget import StepCost
 from smh_ml.decision import decide_all
 from smh_ml.hardware import training_precision
 from smh_ml.image_metrics import calibrate, image_report
@@ -93,6 +95,8 @@ class FitResult:
     train_seconds: float = 0.0
     val_probs: list[np.ndarray] | None = None
     """Per validation capture, the selected model's patch probabilities."""
+    step_seconds: list[float] = field(default_factory=list)
+    """Wall seconds of each optimiser step (the budget's warm-up reads them)."""
 
     def summary(self) -> dict:
         return {"steps": self.steps, "best_step": self.best_step, "precision": self.precision,
@@ -180,7 +184,7 @@ def fit(model: nn.Module, arrays: np.ndarray, targets: np.ndarray, cfg: TrainCon
     calibration = x_all[torch.randperm(len(x_all), generator=torch.Generator().manual_seed(cfg.seed))[:BN_SAMPLES]]
     history, best, best_key, best_probs = [], None, None, None
     total = correct = seen = 0.0
-    train_seconds = 0.0
+    train_seconds, step_times = 0.0, []
     bar = tqdm(range(1, steps + 1), desc=desc, leave=False, disable=None)
     for step in bar:
         t0 = time.perf_counter()
@@ -202,7 +206,8 @@ def fit(model: nn.Module, arrays: np.ndarray, targets: np.ndarray, cfg: TrainCon
         loss.backward()
         optimiser.step()
         scheduler.step()
-        train_seconds += time.perf_counter() - t0
+        step_times.append(time.perf_counter() - t0)
+        train_seconds += step_times[-1]
         total += float(loss.detach()) * len(idx)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(idx)
@@ -232,7 +237,7 @@ def fit(model: nn.Module, arrays: np.ndarray, targets: np.ndarray, cfg: TrainCon
         best_step = best[0]
         model.load_state_dict(best[1])
     result = FitResult(model.eval(), history, best_step, steps, precision,
-                       steps * cfg.batch_size / max(train_seconds, 1e-9), train_seconds, best_probs)
+                       steps * cfg.batch_size / max(train_seconds, 1e-9), train_seconds, best_probs, step_times)
     log.info("%s: %s", desc, result.summary())
     return result
 
@@ -430,6 +435,32 @@ def train_final(arrays: np.ndarray, index: pd.DataFrame, names: list[str], cfg: 
     rows = training_rows(index, cfg, exclude)
     return fit(new_model(cfg, len(names), patch), arrays[rows],
                encode(index["label"].iloc[rows], names), cfg, desc="final model", val=val)
+
+
+WARMUP_STEPS = 2
+"""Untimed first steps of a warm-up (oneDNN picks and caches its kernels there)."""
+TIMED_STEPS = 4
+
+
+def measure_step_cost(arrays: np.ndarray, index: pd.DataFrame, names: list[str], cfg: TrainConfig,
+                      patch: int, val: ValidationCaptures | None = None) -> StepCost:
+    """A short warm-up of ``cfg``'s candidate on the real training patches: the median
+    seconds of an optimiser step after :data:`WARMUP_STEPS`, and of one validation pass."""
+    rows = training_rows(index, cfg)
+    warm = dataclasses.replace(cfg, steps=WARMUP_STEPS + TIMED_STEPS, eval_every=0, recalibrate_bn=False)
+    seed_everything(cfg.seed)
+    fitted = fit(new_model(cfg, len(names), patch), arrays[rows], encode(index["label"].iloc[rows], names),
+                 warm, desc=f"warm-up {cfg.arch}")
+    eval_seconds = 0.0
+    if val is not None:
+        start = time.perf_counter()
+        if cfg.recalibrate_bn:
+            sample = torch.from_numpy(np.ascontiguousarray(arrays[rows][:BN_SAMPLES])).unsqueeze(1)
+            recalibrate_batchnorm(fitted.model, sample.float().div(255.0), cfg.batch_size)
+        validate_images(fitted.model, val, cfg.target_false_alarm)
+        eval_seconds = time.perf_counter() - start
+    return StepCost(cfg.arch, total_steps(cfg, len(rows)), cfg.eval_every,
+                    float(np.median(fitted.step_seconds[WARMUP_STEPS:])), eval_seconds, cfg.batch_size)
 
 
 def state_dict_cpu(model: nn.Module) -> dict:

@@ -271,9 +271,9 @@ def validate_patch_sets(patch_set: PatchSet, training_sets: dict[str, TrainingSe
             column="split", value_set=["train"],
             meta={"rule": f"{name} holds only TRAIN captures (test captures never train)"})], "file")
         per_class = ts.index["label"].value_counts()
-        # O-TA holds whole captures: its classes are the captures' (no clean class in a
-        # defect-only set); patch sets always hold clean patches
-        expected = sorted(set(patch_set.captures["label"])) if name == "ota" else classes
+        # every capture class must be learnable; the clean class only where clean captures
+        # exist (tiles of a defect-only set hold clean patches too, whole captures hold none)
+        expected = sorted(set(patch_set.captures["label"]))
         count_frame = pd.DataFrame({"label": expected})
         count_frame["items"] = count_frame["label"].map(per_class).fillna(0).astype(int)
         count_frame["label"] = name + ":" + count_frame["label"]

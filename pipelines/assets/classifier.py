@@ -25,23 +25,28 @@ from smh_ml.classifier_experiment import (
     INT8,
     ONNX,
     ClassifierReport,
+    budget_cv,
     export_stage,
     fit_stage,
+    plan_training,
     quantize_stage,
     robustness_stage,
     save_fit,
+    select_candidate,
     test_stage,
 )
 from smh_ml.datasets import load_captures, load_patch_set, load_training_set
 from smh_ml.experiments import test_set_id
 from smh_ml.export import ParityError
 from smh_ml.io import atomic_dir, atomic_write_text, scratch_dir
-from smh_ml.promotion import accuracy_floor, best_candidate, passes_floor
+from smh_ml.promotion import accuracy_floor, passes_floor
+from smh_ml.recipe import recorded_recipe
 from smh_ml.synthetic import defect_classes, missing_synthetic, save_training_set
 from smh_ml.synthetic_trial import trial_pgan
 from smh_ml.tracking import package_model
 from smh_ml.training import class_names, test_patches
 
+SELECTION = "selection.json"
 ACCURACY_CHECK = "test_accuracy_floor"
 PARITY_CHECK = "onnx_parity"
 
@@ -52,7 +57,7 @@ PARITY_CHECK = "onnx_parity"
                       "quality gate, or its validation trial (classes refused by the FID ceiling alone).")
 def training_set(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                  captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    prof = profile.get()
+    prof = profile.resolved(storage)
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     gan_dir = storage.path(prof.name, "gans", GAN_KIND)
     classes = defect_classes(patch_set, prof.clean_class)
@@ -105,19 +110,27 @@ def _best(storage: StorageResource, profile: str) -> dict:
                       "and its decision threshold calibrated on that split.")
 def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                    captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    prof = profile.get()
+    prof = profile.resolved(storage)
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     train = load_training_set(storage.path(prof.name, "training_set"), "pgan")
     names = class_names(set(patch_set.captures["label"]), prof.clean_class)
     tags = run_tags(prof.name, captures.version())
     tracker = mlflow.tracker()
-    summary = {}
-    for arch in prof.train.architectures():
-        cfg = prof.train.for_arch(arch)
-        model, report = fit_stage(patch_set, train, names, prof, cfg)
+    recipe = recorded_recipe(storage.path(prof.name, "patch_sets"))
+    cfgs, budget = plan_training(patch_set, train, names, prof)
+    summary, reports = {}, {}
+    for arch, cfg in cfgs.items():
+        # with a budget, CV waits for the choice: only the chosen candidate is cross-validated
+        model, report = fit_stage(patch_set, train, names, prof, cfg, budget is None, recipe, budget)
+        reports[arch] = report
         save_fit(_candidate_dir(storage, prof.name, arch), model, report)
+        recipe_params = {} if recipe is None else {
+            "recipe_geometry": recipe["geometry"], "recipe_patch": recipe["patch"], "recipe_tiles": recipe["tiles"],
+            "recipe_defect_px": recipe["defect_px"], "recipe_candidates": ",".join(recipe["candidates"])}
+        budget_params = {} if budget is None else {"budget_minutes": budget["budget_minutes"],
+                                                   "budget_dropped": ",".join(budget["dropped"]) or "none"}
         with mlflow.nested_run(context, f"train-{arch}", tags | {"arch": arch},
-                               dataclasses.asdict(cfg) | report.fit) as run_id:
+                               dataclasses.asdict(cfg) | report.fit | recipe_params | budget_params) as run_id:
             tracker.log_history(run_id, report.final_history)
             tracker.log_metrics(run_id, {key: report.fit[key] for key in ("patches_per_second", "train_seconds")}
                                 | {"threshold": report.threshold})
@@ -126,10 +139,27 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
                                              for part in ("all", "real_only")}, step=fold["fold"])
             tracker.log_dict(run_id, report.to_dict(), "train_report.json")
         summary[arch] = {"cv_accuracy": (report.cv or {}).get("summary", {}).get("all", {}).get("mean_accuracy"),
-                         "val_threshold": report.threshold, **report.fit}
+                         "val_accuracy": report.validation_accuracy, "val_threshold": report.threshold,
+                         **report.fit}
+    selection = select_candidate(reports) | {"dropped": list((budget or {}).get("dropped", []))}
+    for arch, report in reports.items():
+        report.selection = selection
+        report.save(_candidate_dir(storage, prof.name, arch))
+    chosen_cv = budget_cv(_candidate_dir(storage, prof.name, selection["best"]), train, cfgs[selection["best"]], budget)
+    if chosen_cv is not None:
+        summary[selection["best"]]["cv_accuracy"] = chosen_cv.cv["summary"]["all"]["mean_accuracy"]
+        with mlflow.nested_run(context, f"cv-{selection['best']}", tags | {"arch": selection["best"]},
+                               {"cv_folds": chosen_cv.cv["k"], "cv_steps": chosen_cv.cv["steps"]}) as run_id:
+            for fold in chosen_cv.cv["folds"]:
+                tracker.log_metrics(run_id, {f"cv_{part}_accuracy": fold[part]["accuracy"]
+                                             for part in ("all", "real_only")}, step=fold["fold"])
+    atomic_write_text(storage.path(prof.name, "classifier", SELECTION),
+                      json.dumps({"candidates": list(cfgs), "selection": selection, "budget": budget}, indent=1) + "\n")
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(storage.path(prof.name, "classifier"))),
-        "candidates": dg.MetadataValue.json(summary)})
+        "chosen_on_validation": selection["best"], "selection_metric": selection["metric"],
+        "candidates": dg.MetadataValue.json(summary),
+        **({} if budget is None else {"budget": dg.MetadataValue.md("\n".join(f"- {r}" for r in budget["reasons"]))})})
 
 
 @dg.asset(deps=[cv_classifiers], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),
@@ -141,16 +171,18 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
                       "P/R/F1, confusion matrix; the best candidate is named.")
 def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                 captures: CaptureDataResource, mlflow: MlflowResource, gates: QualityGatesResource):
-    prof = profile.get()
+    prof = profile.resolved(storage)
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     test = test_patches(patch_set)
+    chosen = json.loads(storage.path(prof.name, "classifier", SELECTION).read_text())
     reports = {arch: test_stage(_candidate_dir(storage, prof.name, arch), patch_set, test)
-               for arch in prof.train.architectures()}
+               for arch in chosen["candidates"]}
     candidates = {arch: r.test for arch, r in reports.items()}
     parameters = {arch: r.parameters for arch, r in reports.items()}
-    best = best_candidate({a: m["accuracy"] for a, m in candidates.items()}, parameters)
+    best = chosen["selection"]["best"]  # chosen on the validation captures, before this test
     baseline = candidates[best]["image"]["majority_baseline"]
-    report = {"best": best, "accuracy": candidates[best]["accuracy"], "majority_baseline": baseline,
+    report = {"best": best, "selection": chosen["selection"], "accuracy": candidates[best]["accuracy"],
+              "majority_baseline": baseline,
               "test_set_id": test_set_id(patch_set), "classes": reports[best].classes, "candidates": candidates,
               "parameters": parameters}
     out = storage.path(prof.name, "test_report")
@@ -201,7 +233,7 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
                       "matches torch.")
 def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                gates: QualityGatesResource):
-    prof = profile.get()
+    prof = profile.resolved(storage)
     compared = _best(storage, prof.name)
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     test = test_patches(patch_set)
@@ -228,7 +260,7 @@ def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, stor
                       "when its held-out accuracy is within the profile's deploy.int8_tolerance of fp32.")
 def int8_model(context: dg.AssetExecutionContext, profile: ProfileResource,
                storage: StorageResource) -> dg.MaterializeResult:
-    prof = profile.get()
+    prof = profile.resolved(storage)
     best = _best(storage, prof.name)["best"]
     report = quantize_stage(_candidate_dir(storage, prof.name, best), load_patch_set(storage.path(prof.name,
                                                                                                 "patch_sets")),
@@ -249,7 +281,7 @@ def int8_model(context: dg.AssetExecutionContext, profile: ProfileResource,
                       "light and scratches, with its decision rule.")
 def robustness_report(context: dg.AssetExecutionContext, profile: ProfileResource,
                       storage: StorageResource) -> dg.MaterializeResult:
-    prof = profile.get()
+    prof = profile.resolved(storage)
     best = _best(storage, prof.name)["best"]
     folder = _candidate_dir(storage, prof.name, best)
     report = robustness_stage(folder, load_patch_set(storage.path(prof.name, "patch_sets")), seed=prof.train.seed)
@@ -268,7 +300,7 @@ def robustness_report(context: dg.AssetExecutionContext, profile: ProfileResourc
 def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                      captures: CaptureDataResource, mlflow: MlflowResource,
                      gates: QualityGatesResource) -> dg.MaterializeResult:
-    prof = profile.get()
+    prof = profile.resolved(storage)
     test = _best(storage, prof.name)
     tracker = mlflow.tracker()
     captures_df = load_captures(storage.path(prof.name, "patch_sets"))

@@ -14,6 +14,7 @@ from pipelines.resources import CaptureDataResource, ProfileResource, StorageRes
 from smh_ml.captures import class_counts, load_manifest, read_manifest, save_manifest
 from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
 from smh_ml.plots import sample_grid
+from smh_ml.recipe import derive_recipe, is_auto, measure_capture_set, resolve_profile
 from smh_ml.validation import validate_manifest, validate_patch_sets
 
 MANIFEST_CHECK = "gx_capture_manifest"
@@ -57,17 +58,25 @@ def capture_manifest(context: dg.AssetExecutionContext, profile: ProfileResource
                                                      "index and training sets (no test leakage)")])
 def patch_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
                storage: StorageResource):
-    """Split by capture, cut patches (Eq. 5-7 geometry), label from masks, build P-TA/O-TA."""
+    """Measure the captures (``auto``: the recipe from the data), split by capture, cut patches
+    (Eq. 5-7 geometry), label from masks, build P-TA/O-TA."""
     prof = profile.get()
     manifest = read_manifest(storage.path(prof.name, "capture_manifest.csv"))
-    patch_set = build_patch_set(manifest, prof)
+    recipe, boxes = None, None
+    if is_auto(prof):
+        stats, boxes = measure_capture_set(manifest, prof.clean_class, prof.patching.background_level,
+                                           prof.validation.convert_color)
+        recipe = derive_recipe(stats)
+        prof = resolve_profile(prof, recipe)
+        context.log.info("recipe from the data: " + "; ".join(recipe.reasons))
+    patch_set = build_patch_set(manifest, prof, boxes=boxes)
     pta, ota = build_pta(patch_set, prof), build_ota(patch_set, prof)
     report = validate_patch_sets(patch_set, {"pta": pta, "ota": ota}, prof.clean_class)
     if not report.success:  # nothing written: the previous good patch sets stay in place
         raise dg.Failure(description=report.format()[:20000],
                          metadata={"problems": len(report.violations)})
     out = storage.path(prof.name, "patch_sets")
-    stats = save_datasets(out, patch_set, pta, ota, prof)
+    stats = save_datasets(out, patch_set, pta, ota, prof, None if recipe is None else recipe.to_dict())
     grid = sample_grid(pta.arrays, pta.index["label"], storage.path(prof.name, "pta_samples.png"),
                        title=f"P-TA samples ({prof.name})")
     context.log.info(json.dumps(stats))
@@ -80,6 +89,11 @@ def patch_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
         "ota": counts_table(stats["ota"]),
         "ambiguous_patches": stats["ambiguous_patches"],
         "samples": picture(grid, f"P-TA samples ({prof.name})"),
+        **({} if recipe is None else {
+            "recipe": f"{recipe.geometry}: {recipe.tiles} tile(s) of {recipe.patch} px",
+            "recipe_reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in recipe.reasons)),
+            "candidates": ", ".join(prof.train.architectures()),
+            "capture_stats": dg.MetadataValue.json(recipe.stats.to_dict())}),
     })
     yield dg.AssetCheckResult(check_name=PATCH_CHECK, passed=True,
                               metadata={"report": dg.MetadataValue.md("```\n" + report.format() + "\n```")})

@@ -29,7 +29,7 @@ GAN_KIND = "sdg"
                       "the 'domain' feature extractor for FID/KID.")
 def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                      captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
-    prof = profile.get()
+    prof = profile.resolved(storage)
     out = storage.path(prof.name, "domain_extractor")
     with mlflow.nested_run(context, "domain_extractor", run_tags(prof.name, captures.version()),
                            {"arch": prof.train.arch, "epochs": prof.gan.domain_epochs,
@@ -52,7 +52,7 @@ def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource
                       "patches; resumes from its checkpoint.")
 def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                captures: CaptureDataResource, mlflow: MlflowResource, gates: QualityGatesResource):
-    prof, label = profile.get(), context.partition_key
+    prof, label = profile.resolved(storage), context.partition_key
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     real = class_patches(patch_set, label)
     extractors = {"domain": DomainFeatures(load_classifier(storage.path(prof.name, "domain_extractor"))[0]),
@@ -106,7 +106,7 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
                       "synthetic and named after their GAN.")
 def synthetic_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
                    storage: StorageResource) -> dg.MaterializeResult:
-    prof, label = profile.get(), context.partition_key
+    prof, label = profile.resolved(storage), context.partition_key
     patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
     real = class_patches(patch_set, label)
     gan_dir = storage.path(prof.name, "gans", GAN_KIND)

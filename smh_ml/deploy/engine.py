@@ -73,6 +73,8 @@ class Engine:
         self.clean_index = self.class_names.index(meta.get("clean_class", self.class_names[0]))
         self.geometry = Geometry(**meta["geometry"])
         self.precision = meta.get("precision", "fp32")
+        self.recipe: dict | None = meta.get("recipe")
+        """The recipe from the data the model was trained under (geometry and reasons), if any."""
         trained = meta.get("preprocessing", {}).get("background_level", 16)  # 16: exports before it travelled
         self.background_level = int(trained if background_level is None else background_level)
         self.threshold = meta.get("threshold") if threshold == "model" else threshold

@@ -1,0 +1,210 @@
+"""The recipe from the data (``auto``): measured geometry on generated sets with known defect
+sizes, the record that travels from the patch set to the model and ``smh-ml predict``, the
+minute budget, selection on validation captures, and named profiles unchanged."""
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from smh_ml.budget import MIN_SHARE, StepCost, plan_budget
+from smh_ml.captures import load_manifest
+from smh_ml.classifier_experiment import ClassifierReport, select_candidate
+from smh_ml.profiles import PROFILES, apply_settings, get_profile, profile_from_dict
+from smh_ml.recipe import (
+    TILE_PATCH,
+    WHOLE_SIDE,
+    derive_recipe,
+    is_auto,
+    measure_capture_set,
+    min_defect_px,
+    profile_for_folder,
+    resolve_profile,
+)
+
+runner = CliRunner()
+
+
+def make_set(root, side: int, defect: int, classes=("dent", "spot"), per_class=10, clean=10,
+             height=None, seed=0):
+    """Captures of ``height`` x ``side`` px (grey texture on a black border) with one square
+    defect of ``defect`` px each, its mask beside it; ``clean`` defect-free captures."""
+    rng = np.random.default_rng(seed)
+    height = height or side
+    labels = [*(["defect-free"] * clean), *(c for c in classes for _ in range(per_class))]
+    for i, label in enumerate(labels):
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        image = np.zeros((height, side), np.uint8)
+        image[4:-4, 4:-4] = rng.normal(128, 12, (height - 8, side - 8)).clip(40, 220).astype(np.uint8)
+        mask = np.zeros_like(image)
+        if label != "defect-free":
+            y, x = rng.integers(8, height - defect - 8), rng.integers(8, side - defect - 8)
+            shade = 30 if label == classes[0] else 230
+            image[y:y + defect, x:x + defect] = shade
+            mask[y:y + defect, x:x + defect] = 255
+            Image.fromarray(mask).save(folder / f"c{i:03d}.mask.png")
+        Image.fromarray(image).save(folder / f"c{i:03d}.png")
+    return root
+
+
+def test_tiny_defects_give_tiles_and_large_ones_whole_captures(tmp_path):
+    tiny = make_set(tmp_path / "tiny", side=512, defect=4)
+    large = make_set(tmp_path / "large", side=512, defect=96)
+    stats_t, boxes = measure_capture_set(load_manifest(tiny), "defect-free")
+    stats_l, _ = measure_capture_set(load_manifest(large), "defect-free")
+    assert boxes.shape == (30, 4)
+    # the crop drops the black border: 504 px a side, the defect's share of it measured exactly
+    assert stats_t.height == stats_t.width == 504
+    assert stats_t.defect_extent["dent"] == pytest.approx(4 / 504, rel=1e-3)
+    assert stats_l.defect_extent["spot"] == pytest.approx(96 / 504, rel=1e-3)
+    assert stats_t.clean_captures == 10 and stats_t.masked_defect_captures == 20
+
+    tiles, whole = derive_recipe(stats_t), derive_recipe(stats_l)
+    assert whole.geometry == "whole" and whole.tiles == 1 and whole.patch == WHOLE_SIDE
+    assert whole.candidates[0] == "efficientnet_lite0"
+    assert tiles.geometry == "tiles" and tiles.patch == TILE_PATCH
+    assert tiles.candidates[0] == "inception_cnn"
+    # the smallest tile count at which a 4/504 defect spans the tile model's 3 px
+    need = (min_defect_px("inception_cnn") / (TILE_PATCH * 4 / 504)) ** 2
+    assert tiles.tiles >= need and tiles.defect_px >= min_defect_px("inception_cnn")
+    assert any("tiles" in r for r in tiles.reasons) and any("whole" in r for r in whole.reasons)
+
+
+def test_defect_only_sets_are_named_and_aspect_shapes_the_grid(tmp_path):
+    root = make_set(tmp_path / "tall", side=256, height=1024, defect=3, clean=0)
+    stats, _ = measure_capture_set(load_manifest(root), "defect-free")
+    recipe = derive_recipe(stats)
+    assert stats.clean_captures == 0 and any("no clean captures" in r for r in recipe.reasons)
+    profile = resolve_profile(get_profile("auto"), recipe)
+    assert recipe.geometry == "tiles" and profile.patching.tiles == recipe.tiles
+    # a 4:1 capture gets a grid four times as tall as wide (Eq. 5-7)
+    rows = round(stats.aspect * round((recipe.tiles / stats.aspect) ** 0.5))
+    assert recipe.tiles % rows == 0 and rows / (recipe.tiles // rows) == pytest.approx(4, rel=0.3)
+
+
+def test_auto_resolves_to_the_presets_on_their_data_and_keeps_user_settings(tmp_path):
+    stats, _ = measure_capture_set(load_manifest(make_set(tmp_path / "l", 512, 96)), "defect-free")
+    auto = apply_settings(get_profile("auto"), ["train.steps=7", "augment.pta_target=30"])
+    assert is_auto(auto) and not is_auto(get_profile("demo"))
+    resolved = resolve_profile(auto, derive_recipe(stats))
+    whole = get_profile("whole")
+    assert resolved.name == auto.name == 'auto+train.steps=7+augment.pta_target=30'
+    assert resolved.train.steps == 7 and resolved.augment.pta_target == 30
+    assert resolved.patching == whole.patching and resolved.gan == whole.gan
+    assert resolved.train.candidates == ("efficientnet_lite0", "inception_cnn") and resolved.train.budget_minutes > 0
+    assert dataclasses.replace(resolved.train, steps=whole.train.steps, budget_minutes=0.0) == whole.train
+    assert profile_from_dict(json.loads(json.dumps(resolved.to_dict()))) == resolved
+
+
+def _digest(profile) -> str:
+    data = {k: v for k, v in profile.to_dict().items() if k not in ("description", "settings")}
+    data["train"] = {k: v for k, v in data["train"].items() if k != "budget_minutes"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_named_profiles_resolve_exactly_as_before():
+    # digests of every value of the named profiles before the recipe from the data existed
+    before = {"paper": "9b65dc0dce18d32c", "demo": "1a348ab98d3ec97b", "whole": "ea55b779909f382d",
+              "bench": "0c6a75080ea3918c", "ci": "08837c501a629a35"}
+    assert {name: _digest(PROFILES[name]) for name in before} == before
+    assert all(PROFILES[name].train.budget_minutes == 0 for name in before)
+
+
+def test_the_budget_trains_final_fits_first_and_cv_of_the_chosen_with_what_is_left():
+    fast = StepCost("a", steps=600, eval_every=200, seconds_per_step=0.1, eval_seconds=1.0, batch_size=64)
+    slow = StepCost("b", steps=1500, eval_every=250, seconds_per_step=1.0, eval_seconds=5.0, batch_size=32)
+    roomy = plan_budget([fast, slow], 10_000, folds=2)
+    assert roomy.steps() == {"a": (600, 200), "b": (1500, 250)} and not roomy.dropped
+    assert roomy.cv_steps("a") == 600 and roomy.cv_steps("b") == 1500
+    tight = plan_budget([fast, slow], 600, folds=2)  # b would get under MIN_SHARE of its steps: left out
+    assert tight.dropped == ("b",) and tight.steps() == {"a": (600, 200)}
+    # a's final fit takes 63 s; the 537 s left pay for its 2 folds at full steps
+    assert tight.cv_steps("a") == 600
+    short = plan_budget([fast], 100, folds=2)  # 37 s left: folds of 185 steps, over MIN_CV_SHARE
+    assert short.cv_steps("a") == 185
+    no_cv = plan_budget([fast], 70, folds=2)  # 7 s left: 35 steps a fold is under MIN_CV_SHARE: none
+    assert no_cv.cv_steps("a") == 0 and "no CV" in no_cv.reasons[-1]
+    scaled = plan_budget([fast], 30, folds=0)  # a alone, scaled to the seconds it has
+    steps, every = scaled.steps()["a"]
+    assert steps < 600 and scaled.candidates[0].planned_seconds <= 30 and every < 200
+    assert scaled.candidates[0].share < MIN_SHARE  # the last candidate is kept, however short
+    with pytest.raises(ValueError, match="positive"):
+        plan_budget([fast], 0)
+
+
+def _report(arch, val_accuracy, test_accuracy, parameters):
+    return ClassifierReport(profile="auto", arch=arch, classes=["defect-free", "x"], geometry={}, train_set="pta",
+                            train_size=1, train={}, device="cpu", hardware={}, preprocessing={},
+                            parameters=parameters, fit={"best_step": 2},
+                            final_history=[{"step": 1, "val_accuracy": 0.1}, {"step": 2, "val_accuracy": val_accuracy}],
+                            test={"accuracy": test_accuracy})
+
+
+def test_the_candidate_that_ships_is_chosen_on_validation_captures_not_the_test():
+    reports = {"a": _report("a", 0.90, 0.99, 10), "b": _report("b", 0.95, 0.80, 20)}
+    chosen = select_candidate(reports)
+    assert chosen["best"] == "b" and chosen["metric"] == "validation image accuracy"
+    tie = select_candidate({"a": _report("a", 0.9, 0.5, 10), "b": _report("b", 0.9, 0.9, 5)})
+    assert tie["best"] == "b"  # a tie goes to the smaller model
+
+
+def test_auto_travels_from_patches_to_the_model_and_predict(tmp_path):
+    """`smh-ml patches` and `smh-ml train` with no profile flag: the recipe is in the patch
+    set, the model's report and ONNX metadata, and `smh-ml predict` decides with it. The set
+    has no clean captures and large defects: whole captures, decided among its defect classes."""
+    from smh_ml.cli import app
+    from smh_ml.deploy.runtime import onnx_metadata
+
+    root = make_set(tmp_path / "caps", side=128, defect=40, clean=0, per_class=16)
+    patches = tmp_path / "patches"
+    result = runner.invoke(app, ["patches", str(root), str(patches), "--set", "patching.patch=32"])
+    assert result.exit_code == 0, result.output
+    assert "recipe from the data (whole" in result.output
+    record = json.loads((patches / "profile.json").read_text())
+    assert record["recipe"]["geometry"] == "whole" and record["resolved"]["patching"]["patch"] == 32
+    assert profile_for_folder(get_profile("auto"), patches).patching.tiles == 1
+
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", str(patches), str(out), "--no-cv", "--no-robustness",
+                                 "--set", "train.candidates=[\"baseline_cnn\",\"inception_cnn\"]",
+                                 "--set", "train.flip_average=false", "--set", "train.batch_size=8",
+                                 "--steps", "6", "--set", "train.eval_every=3",
+                                 "--set", "train.val_fraction=0.25", "--set", "train.budget_minutes=2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["recipe"] == record["recipe"]
+    assert report["selection"]["metric"] == "validation image accuracy"
+    assert set(report["selection"]["scores"]) == {"baseline_cnn", "inception_cnn"}
+    assert report["arch"] == report["selection"]["best"]
+    assert (out / "candidates" / "inception_cnn" / "report.json").is_file()
+    assert report["budget"]["budget_minutes"] == 2 and report["fit"]["steps"] <= 6
+    assert onnx_metadata(out / "model.onnx")["recipe"]["geometry"] == "whole"
+    result = runner.invoke(app, ["predict", str(root / "dent"), "--model", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "recipe whole" in result.output
+    rows = json.loads(result.stdout[result.stdout.index("["):])
+    assert len(rows) == 16 and {r["label"] for r in rows} <= {"dent", "spot"}
+
+
+def test_the_budget_stops_a_long_schedule_in_time_on_a_tiny_set(tmp_path):
+    """A schedule of 100,000 steps under a budget of 0.5 min: the warm-up's measured step
+    cost cuts it to what fits, and the fit runs exactly the planned steps."""
+    from smh_ml.classifier_experiment import plan_training
+    from smh_ml.datasets import build_patch_set, build_pta
+    from smh_ml.training import class_names
+
+    root = make_set(tmp_path / "caps", side=96, defect=30, per_class=8, clean=8)
+    profile = apply_settings(get_profile("ci"), ["train.steps=100000", "train.budget_minutes=0.5",
+                                                 "train.candidates=[\"baseline_cnn\"]", "train.cv_folds=1"])
+    patch_set = build_patch_set(load_manifest(root), profile)
+    names = class_names(set(patch_set.captures["label"]), profile.clean_class)
+    cfgs, plan = plan_training(patch_set, build_pta(patch_set, profile), names, profile)
+    steps = cfgs["baseline_cnn"].steps
+    assert 20 <= steps < 100_000 and plan["folds"] == 1
+    assert plan["candidates"][0]["planned_seconds"] <= plan["budget_seconds"]
+    assert plan["budget_seconds"] == pytest.approx(30 - plan["warmup_seconds"], abs=0.1)
