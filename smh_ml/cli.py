@@ -68,8 +68,12 @@ def profiles() -> None:
     """List the configuration profiles."""
     from smh_ml.profiles import PROFILES
     table = Table("profile", "patch", "tiles", "resize", "description")
+    from smh_ml.recipe import is_auto
     for p in PROFILES.values():
         size = "x".join(map(str, p.patching.image_size)) if p.patching.image_size else "Eq. 5-7"
+        if is_auto(p):
+            table.add_row(p.name, "derived", "derived", "derived", p.description)
+            continue
         table.add_row(p.name, str(p.patching.patch), str(p.patching.tiles), size, p.description)
     console.print(table)
 
@@ -484,7 +488,9 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
 @app.command()
 def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
               out: Path = typer.Argument(..., help="Results folder; an existing one is resumed."),
-              profile: str = typer.Option("bench", help="bench (2 CPU cores, about two hours) or paper (GPU)."),
+              profile: str = typer.Option("auto", help="auto (the profile the patch folder was built with; "
+                                                       "default), bench (the paper's experiments on 2 CPU cores, "
+                                                       "about two hours) or paper (GPU)."),
               experiments: str = typer.Option(",".join(("table6", "table8", "tables9_10", "fig13")),
                                               help="Comma-separated: table6, table8, tables9_10, fig13."),
               archs: str | None = typer.Option(None, help="Architectures for Tables 9-10 (default: all six)."),
@@ -507,7 +513,7 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
     from smh_ml.reproduce import Reproduction
 
     _log_info()
-    prof = _profile(profile, settings)
+    prof = _folder_profile(profile, settings, patch_dir)
     chosen = _classes(experiments) or []
     try:
         seed_list = [int(s) for s in _classes(seeds) or []]

@@ -89,3 +89,23 @@ def test_mlflow_run_links_are_urls(tmp_path):
     run = tracker.client().create_run(tracker.experiment_id()).info.run_id
     link = tracker.run_link(run)
     assert link == f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id()}/runs/{run}"
+
+
+def test_patch_sets_under_auto_record_the_recipe_for_every_later_asset(sim_root, tmp_path):
+    """The default profile: the patch_sets asset measures the captures, shows the recipe and
+    its reasons on its page, and what it recorded is the profile later assets resolve."""
+    storage = tmp_path / "artifacts"
+    resources = {"profile": ProfileResource(name="auto", settings=["validation.height_range=[16,8192]",
+                                                                   "validation.width_range=[16,8192]"]),
+                 "captures": CaptureDataResource(root=str(sim_root)), "storage": StorageResource(root=str(storage))}
+    result = dg.materialize([capture_manifest, patch_sets], instance=dg.DagsterInstance.ephemeral(),
+                            resources=resources)
+    assert result.success
+    page = [e for e in result.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == "patch_sets"][0].materialization.metadata
+    assert page["recipe"].value.startswith("tiles:") and "smallest defects" in page["recipe_reasons"].value
+    assert page["candidates"].value == "inception_cnn, baseline_cnn"
+    name = resources["profile"].get().name
+    resolved = resources["profile"].resolved(StorageResource(root=str(storage)))
+    assert resolved.name == name and resolved.train.budget_minutes > 0
+    assert resolved.patching.tiles == page["geometry"].value["rows"] * page["geometry"].value["cols"]
