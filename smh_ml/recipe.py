@@ -270,5 +270,8 @@ def profile_for_folder(profile: Profile, folder: Path | str) -> Profile:
     folder with the caller's ``--set`` overrides on top; a named profile as it is."""
     if not is_auto(profile):
         return profile
-    return apply_settings(dataclasses.replace(recorded_profile(folder), name=profile.name.split("+", 1)[0],
-                                              settings=()), profile.settings)
+    recorded = recorded_profile(folder)
+    # the recorded values already hold the settings it was built with; the name drops them so
+    # that the caller's own settings name it as they name the folder's storage (auto+...)
+    return apply_settings(dataclasses.replace(recorded, name=recorded.name.split("+", 1)[0], settings=()),
+                          profile.settings)

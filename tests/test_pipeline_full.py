@@ -56,8 +56,8 @@ def mlflow_server(tmp_path_factory):
         proc.wait(timeout=30)
 
 
-def _resources(root, storage, tracking_uri, artifacts, floor=0.0, baseline_margin=0.02):
-    return {"profile": ProfileResource(name="ci"), "captures": CaptureDataResource(root=str(root)),
+def _resources(root, storage, tracking_uri, artifacts, floor=0.0, baseline_margin=0.02, settings=()):
+    return {"profile": ProfileResource(name="ci", settings=list(settings)), "captures": CaptureDataResource(root=str(root)),
             "storage": StorageResource(root=str(storage)),
             "mlflow": MlflowResource(tracking_uri=tracking_uri, artifact_root=str(artifacts)),
             "gates": QualityGatesResource(accuracy_floor=floor, baseline_margin=baseline_margin)}
@@ -242,12 +242,14 @@ def test_dagster_dev_lists_the_assets_over_graphql(tmp_path, sim_root):
 def test_a_capture_set_without_clean_captures_runs_through_the_graph(sim_root, tmp_path):
     """A defect-only set (masks, no defect-free folder) passes the data checks, trains, and
     reaches the held-out test with the defect classes only, decided by arg-max. The ci
-    model's skill is not under test: its accuracy check may fail, the report must exist."""
+    model's skill is not under test: its accuracy check may fail, the report must exist.
+    Trained within a minute budget: the candidate is chosen on validation captures and only
+    the chosen one is cross-validated, with the budget left."""
     root = tmp_path / "captures"
     shutil.copytree(sim_root, root, ignore=shutil.ignore_patterns("defect-free"))
     instance = dg.DagsterInstance.ephemeral()
     resources = _resources(root, tmp_path / "artifacts", f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "mlruns",
-                           baseline_margin=-1.0)
+                           baseline_margin=-1.0, settings=["train.budget_minutes=1"])
     data = dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=DATA_ASSETS)
     assert data.success
     classes = ["imprinted", "pits", "roll-marks", "scratches"]
@@ -257,10 +259,17 @@ def test_a_capture_set_without_clean_captures_runs_through_the_graph(sim_root, t
                               partition_key=label).success
     dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=CLASSIFIER_ASSETS,
                    raise_on_error=False)
-    report = json.loads((tmp_path / "artifacts" / "ci" / "test_report" / "report.json").read_text())
+    folder = tmp_path / "artifacts" / "ci+train.budget_minutes=1"
+    report = json.loads((folder / "test_report" / "report.json").read_text())
     best = report["candidates"][report["best"]]
     assert best["image"]["clean_images"] == 0 and best["n"] > 0 and best["rule"] != "threshold"
     assert report["classes"][0] == "defect-free" and set(classes) <= set(report["classes"])
+    chosen = json.loads((folder / "classifier" / "selection.json").read_text())
+    assert chosen["selection"]["best"] == report["best"] == report["selection"]["best"]
+    assert chosen["selection"]["metric"] == "validation image accuracy" and chosen["budget"]["budget_minutes"] == 1
+    others = [arch for arch in chosen["candidates"] if arch != report["best"]]
+    assert all(json.loads((folder / "classifier" / arch / "report.json").read_text())["cv"] is None
+               for arch in others)
 
 
 def test_the_training_set_asset_tries_a_class_refused_for_its_fid_alone(sim_root, tmp_path):
