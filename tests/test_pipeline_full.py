@@ -57,7 +57,8 @@ def mlflow_server(tmp_path_factory):
 
 
 def _resources(root, storage, tracking_uri, artifacts, floor=0.0, baseline_margin=0.02, settings=()):
-    return {"profile": ProfileResource(name="ci", settings=list(settings)), "captures": CaptureDataResource(root=str(root)),
+    return {"profile": ProfileResource(name="ci", settings=list(settings)),
+            "captures": CaptureDataResource(root=str(root)),
             "storage": StorageResource(root=str(storage)),
             "mlflow": MlflowResource(tracking_uri=tracking_uri, artifact_root=str(artifacts)),
             "gates": QualityGatesResource(accuracy_floor=floor, baseline_margin=baseline_margin)}
