@@ -117,7 +117,10 @@ def build_patch_set(manifest: pd.DataFrame, profile: Profile, workers: int | Non
     rows, patch_arrays, wholes = [], [], []
     for ci, (row, (patches, fraction, share, whole)) in enumerate(zip(captures.itertuples(), results)):
         n = len(patches)
-        if fraction is None and row.label != profile.clean_class:
+        if fraction is None and row.label != profile.clean_class and n == 1:
+            # one tile is the whole capture: it takes the capture's label, mask or not
+            labels, usable, reasons = [row.label], [True], ["whole capture without mask"]
+        elif fraction is None and row.label != profile.clean_class:
             labels, usable = [row.label] * n, [False] * n
             reasons = ["defect capture without mask: patches cannot be labelled"] * n
         else:

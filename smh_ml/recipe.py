@@ -189,15 +189,17 @@ def derive_recipe(stats: CaptureStats) -> Recipe:
     if stats.clean_captures == 0:
         reasons.append("no clean captures: the model decides among the defect classes it has")
     if not stats.defect_extent:
-        extent = 0.0
-        reasons.append("no defect masks or boxes: defect size unknown, so tiles keep the native scale")
+        extent = float("inf")  # only a whole capture takes its label without a mask
+        reasons.append("no defect masks or boxes: tiles could not be labelled, so whole captures")
     else:
         smallest = min(stats.defect_extent, key=stats.defect_extent.get)
         extent = stats.defect_extent[smallest]
         reasons.append(f"smallest defects: {smallest}, typically {extent:.1%} of the capture's side "
                        f"({stats.defect_area[smallest]:.2%} of its area)")
     whole_px, whole_need = extent * WHOLE_SIDE, min_defect_px(WHOLE_CANDIDATES[0])
-    if whole_px >= whole_need:
+    if not stats.defect_extent:
+        geometry, patch, tiles, candidates, defect_px = "whole", WHOLE_SIDE, 1, WHOLE_CANDIDATES, 0.0
+    elif whole_px >= whole_need:
         geometry, patch, tiles, candidates, defect_px = "whole", WHOLE_SIDE, 1, WHOLE_CANDIDATES, whole_px
         reasons.append(f"whole captures at {WHOLE_SIDE} px: that defect spans {whole_px:.1f} px, at least the "
                        f"{whole_need:g} px {WHOLE_CANDIDATES[0]} needs, and the capture's context stays in one view")

@@ -208,3 +208,22 @@ def test_the_budget_stops_a_long_schedule_in_time_on_a_tiny_set(tmp_path):
     assert 20 <= steps < 100_000 and plan["folds"] == 1
     assert plan["candidates"][0]["planned_seconds"] <= plan["budget_seconds"]
     assert plan["budget_seconds"] == pytest.approx(30 - plan["warmup_seconds"], abs=0.1)
+
+
+def test_a_set_without_masks_gets_whole_captures_labelled_as_their_folders(tmp_path):
+    """Folders of labelled captures and no masks: only a whole capture takes its label, so
+    the recipe picks whole captures and every capture is a usable training example."""
+    from smh_ml.datasets import build_patch_set, build_pta
+
+    root = make_set(tmp_path / "caps", side=96, defect=30, per_class=6, clean=6)
+    for mask in root.glob("*/*.mask.png"):
+        mask.unlink()
+    manifest = load_manifest(root)
+    stats, boxes = measure_capture_set(manifest, "defect-free")
+    recipe = derive_recipe(stats)
+    assert not stats.defect_extent and recipe.geometry == "whole"
+    assert any("no defect masks" in r for r in recipe.reasons)
+    profile = apply_settings(resolve_profile(get_profile("auto"), recipe), ["patching.patch=32"])
+    patch_set = build_patch_set(manifest, profile, boxes=boxes)
+    assert patch_set.index["usable"].all() and set(patch_set.index["label"]) == {"defect-free", "dent", "spot"}
+    assert set(build_pta(patch_set, profile).index["label"]) == {"defect-free", "dent", "spot"}
