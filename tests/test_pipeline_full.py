@@ -260,7 +260,7 @@ def test_a_capture_set_without_clean_captures_runs_through_the_graph(sim_root, t
                               partition_key=label).success
     dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=CLASSIFIER_ASSETS,
                    raise_on_error=False)
-    folder = tmp_path / "artifacts" / "ci+train.budget_minutes=1"
+    folder = tmp_path / "artifacts" / resources["profile"].get().name  # ci+train.budget_minutes=1.0
     report = json.loads((folder / "test_report" / "report.json").read_text())
     best = report["candidates"][report["best"]]
     assert best["image"]["clean_images"] == 0 and best["n"] > 0 and best["rule"] != "threshold"
