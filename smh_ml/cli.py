@@ -151,20 +151,16 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
     patches, build P-TA and O-TA, validate them."""
     from smh_ml.captures import CaptureError
     from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
-    from smh_ml.recipe import derive_recipe, is_auto, measure_capture_set, resolve_profile
+    from smh_ml.recipe import profile_for_captures
     from smh_ml.validation import validate_patch_sets
     prof = _profile(profile, settings)
     start = time.perf_counter()
     manifest, report = _validated_manifest(root, prof, _classes(classes))
     if not report.success:
         _fail(report.format())
-    recipe, boxes = None, None
     try:
-        if is_auto(prof):
-            stats, boxes = measure_capture_set(manifest, prof.clean_class, prof.patching.background_level,
-                                               prof.validation.convert_color)
-            recipe = derive_recipe(stats)
-            prof = resolve_profile(prof, recipe)
+        prof, recipe, boxes = profile_for_captures(prof, manifest)
+        if recipe is not None:
             console.print(f"recipe from the data ({recipe.geometry}, {recipe.tiles} tile(s) of {recipe.patch} px, "
                           f"candidates {', '.join(prof.train.architectures())}):", highlight=False)
             for reason in recipe.reasons:

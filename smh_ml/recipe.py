@@ -245,6 +245,19 @@ def resolve_profile(profile: Profile, recipe: Recipe) -> Profile:
     return apply_settings(resolved, profile.settings)
 
 
+def profile_for_captures(profile: Profile, manifest: pd.DataFrame
+                         ) -> tuple[Profile, Recipe | None, np.ndarray | None]:
+    """What patching runs under: for ``auto``, the profile resolved from the measured captures,
+    with the recipe and the crop boxes (for :func:`smh_ml.datasets.build_patch_set`); a named
+    profile as it is, with neither."""
+    if not is_auto(profile):
+        return profile, None, None
+    stats, boxes = measure_capture_set(manifest, profile.clean_class, profile.patching.background_level,
+                                       profile.validation.convert_color)
+    recipe = derive_recipe(stats)
+    return resolve_profile(profile, recipe), recipe, boxes
+
+
 def recorded_profile(folder: Path | str) -> Profile:
     """The profile a patch folder was built under, from its ``profile.json``: the full
     resolved profile, or for a folder recorded with data sections only, the named preset it

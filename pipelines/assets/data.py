@@ -14,7 +14,7 @@ from pipelines.resources import CaptureDataResource, ProfileResource, StorageRes
 from smh_ml.captures import class_counts, load_manifest, read_manifest, save_manifest
 from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
 from smh_ml.plots import sample_grid
-from smh_ml.recipe import derive_recipe, is_auto, measure_capture_set, resolve_profile
+from smh_ml.recipe import profile_for_captures
 from smh_ml.validation import validate_manifest, validate_patch_sets
 
 MANIFEST_CHECK = "gx_capture_manifest"
@@ -62,12 +62,8 @@ def patch_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
     (Eq. 5-7 geometry), label from masks, build P-TA/O-TA."""
     prof = profile.get()
     manifest = read_manifest(storage.path(prof.name, "capture_manifest.csv"))
-    recipe, boxes = None, None
-    if is_auto(prof):
-        stats, boxes = measure_capture_set(manifest, prof.clean_class, prof.patching.background_level,
-                                           prof.validation.convert_color)
-        recipe = derive_recipe(stats)
-        prof = resolve_profile(prof, recipe)
+    prof, recipe, boxes = profile_for_captures(prof, manifest)
+    if recipe is not None:
         context.log.info("recipe from the data: " + "; ".join(recipe.reasons))
     patch_set = build_patch_set(manifest, prof, boxes=boxes)
     pta, ota = build_pta(patch_set, prof), build_ota(patch_set, prof)
