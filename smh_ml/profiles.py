@@ -399,11 +399,14 @@ PROFILES: dict[str, Profile] = {
     # The default: a placeholder until the capture set is measured (smh_ml.recipe), then the
     # `whole` or `demo` preset with the derived tile count, candidates and a 25-minute budget.
     # Its own sections are demo's, for what runs before patching (validation, simulate).
+    # Colour captures are read as grey (as predict reads them) instead of refused: a user's own
+    # camera may store colour, and no flag should be needed to train on it.
     "auto": dataclasses.replace(
         _DEMO, name="auto",
         description="The default: the recipe from the data. Measures the capture set (sizes, background, "
                     "defect extents from masks or boxes, clean captures, class counts) and derives whole "
-                    "captures or tiles, the candidates and their steps from a budget in minutes."),
+                    "captures or tiles, the candidates and their steps from a budget in minutes.",
+        validation=ValidationConfig(convert_color=True)),
     "ci": Profile(
         name="ci",
         description="Tiny CPU profile for the tests: patches of 32 px, tiny simulated captures.",

@@ -32,6 +32,7 @@ from smh_ml.captures import (  # noqa: E402
 )
 from smh_ml.datasets import PatchSet, TrainingSet  # noqa: E402
 from smh_ml.profiles import Profile  # noqa: E402
+from smh_ml.recipe import is_auto  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,10 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
     declared = set(label_set) | set(manifest.attrs.get("class_folders", []))
     if not defect_only:
         declared.add(profile.clean_class)
+    elif manifest["mask_path"].isna().all() and (is_auto(profile) or profile.patching.tiles == 1):
+        # whole captures take their folder's label: no mask needed, and none to cut clean parts from
+        notes.append(f"no {profile.clean_class!r} captures and no masks: whole captures, decided among the "
+                     "defect classes by arg-max")
     else:
         unmasked = manifest.loc[manifest["mask_path"].isna(), "path"]
         violations += [Violation(str(path), NO_CLEAN_RULE, "no mask") for path in unmasked]

@@ -227,3 +227,30 @@ def test_a_set_without_masks_gets_whole_captures_labelled_as_their_folders(tmp_p
     patch_set = build_patch_set(manifest, profile, boxes=boxes)
     assert patch_set.index["usable"].all() and set(patch_set.index["label"]) == {"defect-free", "dent", "spot"}
     assert set(build_pta(patch_set, profile).index["label"]) == {"defect-free", "dent", "spot"}
+
+
+def test_colour_folders_of_defect_classes_only_pass_under_auto(tmp_path):
+    """A user's own folders: colour captures, defect classes only, no masks or boxes. `auto`
+    reads colour as grey (as predict does) and takes whole captures labelled as their folders;
+    a named tile profile still refuses such a set by file."""
+    from smh_ml.cli import app
+    from smh_ml.validation import NO_CLEAN_RULE, validate_manifest
+
+    root = make_set(tmp_path / "caps", side=96, defect=30, per_class=6, clean=0)
+    for mask in root.glob("*/*.mask.png"):
+        mask.unlink()
+    for path in root.glob("*/*.png"):
+        grey = np.asarray(Image.open(path))
+        Image.fromarray(np.stack([grey, grey // 2, 255 - grey], -1)).save(path)  # true colour
+    manifest = load_manifest(root)
+    report = validate_manifest(manifest, get_profile("auto"))
+    assert report.success, report.format()
+    assert any("converted to 8-bit grey" in n for n in report.notes)
+    assert any("no masks: whole captures" in n for n in report.notes)
+    refused = validate_manifest(manifest, get_profile("ci"))
+    assert {v.rule for v in refused.violations} >= {NO_CLEAN_RULE}
+    patches = tmp_path / "patches"
+    result = runner.invoke(app, ["patches", str(root), str(patches), "--set", "patching.patch=32"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((patches / "profile.json").read_text())
+    assert record["recipe"]["geometry"] == "whole" and record["resolved"]["validation"]["convert_color"]
