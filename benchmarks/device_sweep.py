@@ -28,15 +28,17 @@ from pathlib import Path
 
 import torch
 
-from smh_ml.captures import load_manifest
-from smh_ml.classifier_experiment import run_classifier
-from smh_ml.datasets import build_ota, build_patch_set, build_pta, data_settings, load_patch_set, save_datasets
-from smh_ml.experiments import load_classifier
+from smh_ml.config.overrides import apply_settings
+from smh_ml.config.presets import get_profile
+from smh_ml.config.schema import Profile
+from smh_ml.data.captures import load_manifest
+from smh_ml.data.datasets import build_ota, build_patch_set, build_pta, data_settings, load_patch_set, save_datasets
+from smh_ml.data.importers import import_dataset
+from smh_ml.data.simulate import simulate_captures
 from smh_ml.hardware import describe
-from smh_ml.importers import import_dataset
-from smh_ml.profiles import Profile, apply_settings, get_profile
-from smh_ml.simulate import simulate_captures
-from smh_ml.training import predict_groups, test_patches
+from smh_ml.training.checkpoint import load_classifier
+from smh_ml.training.loop import predict_groups, test_patches
+from smh_ml.workflows.classifier import run_classifier
 
 
 def parse_variant(text: str) -> tuple[str, Profile]:

@@ -19,11 +19,11 @@ import argparse
 import json
 from pathlib import Path
 
-from smh_ml.datasets import load_patch_set
-from smh_ml.gan.experiment import load_generator
-from smh_ml.gan.training import generate
-from smh_ml.plots import gan_comparison_png
-from smh_ml.synthetic import class_patches, defect_classes
+from smh_ml.data.datasets import load_patch_set
+from smh_ml.evaluation.plots import gan_comparison_png
+from smh_ml.synthetic.gan.experiment import load_generator
+from smh_ml.synthetic.gan.training import generate
+from smh_ml.synthetic.pgan import class_patches, defect_classes
 
 KINDS = {"sdg": "SDG-GAN", "dcgan": "DCGAN"}
 

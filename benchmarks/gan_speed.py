@@ -3,7 +3,7 @@
 Not a test: it prints the seconds of a generator step (WGAN-GP for SDG-GAN: n_critic critic
 updates with the gradient penalty, then the generator's) of a profile's GAN recipe on random
 patches, after warm-up steps, with the CPU's flags beside them. Training uses channels-last
-(smh_ml.gan.training.new_state); the contiguous row is what it replaced. Compare figures only
+(smh_ml.synthetic.gan.training.new_state); the contiguous row is what it replaced. Compare figures only
 within one run.
 
     python benchmarks/gan_speed.py [--profile bench] [--patch 64] [--steps 15]
@@ -21,9 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smh_ml.gan.training import new_state, to_gan_input, train_step  # noqa: E402
+from smh_ml.config.presets import get_profile  # noqa: E402
+from smh_ml.config.schema import GanConfig
 from smh_ml.hardware import describe  # noqa: E402
-from smh_ml.profiles import GanConfig, get_profile  # noqa: E402
+from smh_ml.synthetic.gan.training import new_state, to_gan_input, train_step  # noqa: E402
 
 
 def seconds_per_step(kind: str, patch: int, cfg: GanConfig, channels_last: bool, steps: int) -> float:

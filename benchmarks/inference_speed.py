@@ -7,7 +7,7 @@ shared), on the same capture files:
   torch-fp32           decode, crop/resize/tile, torch eager, Algorithm 1, one after another
   ort-fp32             the same through onnxruntime (smh_ml.deploy.Engine)
   ort-fp32-overlap     ... decoding the next file on a second thread while the model runs
-  ort-int8             int8 static quantization (smh_ml.quantization), per-tensor weight scales
+  ort-int8             int8 static quantization (smh_ml.export.quantization), per-tensor weight scales
   ort-int8-overlap     int8 with the overlap
   ort-int8-pc          int8 with per-channel weight scales
   ort-fp32-draft       fp32, JPEGs decoded at a reduced DCT scale where the patch grid allows
@@ -62,7 +62,7 @@ def peak_rss_mb() -> float:
 def make_captures(folder: Path, count: int, seed: int = 0) -> list[Path]:
     from PIL import Image
 
-    from smh_ml.simulate import CLEAN_CLASS, DEFECT_CLASSES, simulate_capture
+    from smh_ml.data.simulate import CLEAN_CLASS, DEFECT_CLASSES, simulate_capture
 
     rng = np.random.default_rng(seed)
     labels = [CLEAN_CLASS, *DEFECT_CLASSES]
@@ -77,7 +77,7 @@ def make_captures(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 def held_out(patch_dir: Path) -> tuple[list[Path], list[str]]:
     """A patch set's held-out capture files and their labels, each file checked to exist."""
-    from smh_ml.datasets import load_captures
+    from smh_ml.data.datasets import load_captures
 
     test = load_captures(patch_dir).query("split == 'test'")
     paths = [Path(p) for p in test["path"]]
@@ -105,13 +105,13 @@ def make_models(folder: Path, model_dir: Path | None, calibration: np.ndarray | 
     import torch
 
     from smh_ml.deploy import Engine
-    from smh_ml.export import export_onnx
+    from smh_ml.export.onnx import export_onnx
+    from smh_ml.export.quantization import quantize_int8
     from smh_ml.models import build, count_parameters
-    from smh_ml.quantization import quantize_int8
 
     torch.manual_seed(0)
     if model_dir is not None:
-        from smh_ml.experiments import load_classifier
+        from smh_ml.training.checkpoint import load_classifier
         model, report = load_classifier(model_dir)
         if not (model_dir / "model.onnx").is_file():
             raise SystemExit(f"{model_dir / 'model.onnx'}: the trained folder has no exported model")
@@ -133,7 +133,7 @@ def make_models(folder: Path, model_dir: Path | None, calibration: np.ndarray | 
 
 
 def _read(path: Path) -> np.ndarray:
-    from smh_ml.captures import read_gray
+    from smh_ml.data.captures import read_gray
     return read_gray(path, convert=True)
 
 
@@ -150,7 +150,7 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
         from smh_ml.models import build
         torch.set_num_threads(threads)
         if models["model_dir"]:
-            from smh_ml.experiments import load_classifier
+            from smh_ml.training.checkpoint import load_classifier
             model, _ = load_classifier(models["model_dir"])
         else:
             model = build(models["arch"], len(CLASSES), models["geometry"]["patch"])
@@ -203,10 +203,10 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
 def accuracies(models: dict, patch_dir: Path, clean_class: str) -> dict:
     """Held-out Algorithm 1 accuracy of the trained model in torch and in each ONNX file,
     with the decision rule it ships with (its calibrated threshold, when it has one)."""
-    from smh_ml.datasets import load_patch_set
-    from smh_ml.experiments import load_classifier
-    from smh_ml.quantization import onnx_accuracy
-    from smh_ml.training import class_names, evaluate_images, test_patches
+    from smh_ml.data.datasets import load_patch_set
+    from smh_ml.export.quantization import onnx_accuracy
+    from smh_ml.training.checkpoint import load_classifier
+    from smh_ml.training.loop import class_names, evaluate_images, test_patches
 
     model, report = load_classifier(models["model_dir"])
     patch_set = load_patch_set(patch_dir)
@@ -274,8 +274,8 @@ def main() -> None:
             files, source = make_captures(tmp, args.images + 2), "simulated JPEG captures 3584 px high"
         calibration = None
         if args.patch_dir:
-            from smh_ml.datasets import load_patch_set
-            from smh_ml.quantization import calibration_patches
+            from smh_ml.data.datasets import load_patch_set
+            from smh_ml.export.quantization import calibration_patches
             calibration = calibration_patches(load_patch_set(args.patch_dir), 512)
         models = make_models(tmp, args.model_dir, calibration, files[:4], args.threads, args.patch)
         console.print(f"{len(files)} {source} ({files[0].stat().st_size / 1e6:.2f} MB the first), "

@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
               f"MLflow runs {failed['mlflow']}", flush=True)
     if not _execute(instance, definitions.prepare).success:
         return 1
-    from smh_ml.datasets import load_patch_set
-    from smh_ml.synthetic import defect_classes as classes_of
+    from smh_ml.data.datasets import load_patch_set
+    from smh_ml.synthetic.pgan import defect_classes as classes_of
 
     profile = resources["profile"].get()
     patch_set = load_patch_set(resources["storage"].path(profile.name, "patch_sets"))

@@ -17,7 +17,7 @@ from pipelines.resources import (
 )
 from pipelines.schedules import retrain_schedule
 from pipelines.sensors import captures_sensor, classifier_after_gans, gans_after_prepare
-from smh_ml.tracking import DEFAULT_ARTIFACT_ROOT, DEFAULT_MODEL_NAME, DEFAULT_UI_URL, tracking_uri
+from smh_ml.tracking.tracker import DEFAULT_ARTIFACT_ROOT, DEFAULT_MODEL_NAME, DEFAULT_UI_URL, tracking_uri
 
 
 def default_resources() -> dict:

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from smh_ml.profiles import Profile, apply_settings, get_profile
-from smh_ml.recipe import profile_for_folder
-from smh_ml.tracking import (
+from smh_ml.config.overrides import apply_settings
+from smh_ml.config.presets import get_profile
+from smh_ml.config.schema import Profile
+from smh_ml.data.recipe import profile_for_folder
+from smh_ml.data.versioning import data_version, folder_fingerprint
+from smh_ml.tracking.tracker import (
     DEFAULT_ARTIFACT_ROOT,
     DEFAULT_EXPERIMENT,
     DEFAULT_MODEL_NAME,
@@ -16,7 +19,6 @@ from smh_ml.tracking import (
     DEFAULT_UI_URL,
     Tracker,
 )
-from smh_ml.versioning import data_version, folder_fingerprint
 
 
 class ProfileResource(dg.ConfigurableResource):
@@ -31,7 +33,7 @@ class ProfileResource(dg.ConfigurableResource):
 
     def get(self) -> Profile:
         """The profile as named: for ``auto``, the placeholder that the ``patch_sets`` asset
-        resolves from the measured captures (smh_ml.recipe)."""
+        resolves from the measured captures (smh_ml.data.recipe)."""
         return apply_settings(get_profile(self.name), self.settings)
 
     def resolved(self, storage: "StorageResource") -> Profile:
@@ -90,7 +92,7 @@ class QualityGatesResource(dg.ConfigurableResource):
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """Where runs and the registry live; every MLflow call is in ``smh_ml.tracking``.
+    """Where runs and the registry live; every MLflow call is in ``smh_ml.tracking.tracker``.
 
     Default backend: sqlite under mlflow/ (MLflow's file store is gone); set
     ``tracking_uri`` to a server (http://...) to share runs and the registry.

@@ -19,7 +19,7 @@ from pipelines.assets.gans import GAN_KIND
 from pipelines.jobs import classifier_job, gan_job, prepare_job
 from pipelines.partitions import defect_classes
 from pipelines.resources import CaptureDataResource, ProfileResource, StorageResource
-from smh_ml.synthetic import missing_synthetic
+from smh_ml.synthetic.pgan import missing_synthetic
 
 
 def built_version(instance: dg.DagsterInstance) -> str | None:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from smh_ml.tracking import DEFAULT_ARTIFACT_ROOT, DEFAULT_MODEL_URI, DEFAULT_TRACKING_URI
+from smh_ml.tracking.tracker import DEFAULT_ARTIFACT_ROOT, DEFAULT_MODEL_URI, DEFAULT_TRACKING_URI
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -38,7 +38,8 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _profile(name: str, settings: list[str] | None = None):
-    from smh_ml.profiles import apply_settings, get_profile
+    from smh_ml.config.overrides import apply_settings
+    from smh_ml.config.presets import get_profile
     try:
         return apply_settings(get_profile(name), settings or [])
     except (KeyError, ValueError) as exc:
@@ -47,8 +48,8 @@ def _profile(name: str, settings: list[str] | None = None):
 
 def _folder_profile(name: str, settings: list[str] | None, patch_dir: Path):
     """The profile a stage after patching runs under: ``auto`` reads the one the patch folder
-    was built with (smh_ml.recipe), a named profile is taken as it is."""
-    from smh_ml.recipe import profile_for_folder
+    was built with (smh_ml.data.recipe), a named profile is taken as it is."""
+    from smh_ml.data.recipe import profile_for_folder
     try:
         return profile_for_folder(_profile(name, settings), patch_dir)
     except (FileNotFoundError, KeyError, ValueError) as exc:
@@ -66,9 +67,9 @@ def _classes(value: str | None) -> list[str] | None:
 @app.command()
 def profiles() -> None:
     """List the configuration profiles."""
-    from smh_ml.profiles import PROFILES
+    from smh_ml.config.presets import PROFILES
     table = Table("profile", "patch", "tiles", "resize", "description")
-    from smh_ml.recipe import is_auto
+    from smh_ml.data.recipe import is_auto
     for p in PROFILES.values():
         size = "x".join(map(str, p.patching.image_size)) if p.patching.image_size else "Eq. 5-7"
         if is_auto(p):
@@ -87,7 +88,7 @@ def simulate(dest: Path = typer.Argument(..., help="Capture root to create."),
              image_format: str = typer.Option("jpg", "--format", help="jpg (default) or png."),
              overwrite: bool = typer.Option(False, help="Replace an existing capture root.")) -> None:
     """Write SIMULATED line-scan captures (not real data) in the capture-folder convention."""
-    from smh_ml.simulate import simulate_captures
+    from smh_ml.data.simulate import simulate_captures
     cfg = _profile(profile).simulate
     start = time.perf_counter()
     try:
@@ -107,8 +108,8 @@ def import_(kind: str = typer.Argument(..., help="Dataset layout: magnetic-tile 
             clean_class: str = typer.Option("defect-free", help="Name of the clean class."),
             overwrite: bool = typer.Option(False, help="Replace an existing capture root.")) -> None:
     """Import a public dataset into the capture-folder convention."""
-    from smh_ml.captures import CaptureError
-    from smh_ml.importers import import_dataset
+    from smh_ml.data.captures import CaptureError
+    from smh_ml.data.importers import import_dataset
     try:
         counts = import_dataset(kind, src, dest, clean_class=clean_class, overwrite=overwrite)
     except (CaptureError, FileExistsError) as exc:
@@ -120,8 +121,8 @@ def import_(kind: str = typer.Argument(..., help="Dataset layout: magnetic-tile 
 
 
 def _validated_manifest(root: Path, profile, classes):
-    from smh_ml.captures import CaptureError, load_manifest
-    from smh_ml.validation import validate_manifest
+    from smh_ml.data.captures import CaptureError, load_manifest
+    from smh_ml.data.validation import validate_manifest
     try:
         manifest = load_manifest(root)
     except CaptureError as exc:
@@ -149,10 +150,10 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
             settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Validate captures, measure them (auto: the recipe from the data), split by capture, cut
     patches, build P-TA and O-TA, validate them."""
-    from smh_ml.captures import CaptureError
-    from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
-    from smh_ml.recipe import profile_for_captures
-    from smh_ml.validation import validate_patch_sets
+    from smh_ml.data.captures import CaptureError
+    from smh_ml.data.datasets import build_ota, build_patch_set, build_pta, save_datasets
+    from smh_ml.data.recipe import profile_for_captures
+    from smh_ml.data.validation import validate_patch_sets
     prof = _profile(profile, settings)
     start = time.perf_counter()
     manifest, report = _validated_manifest(root, prof, _classes(classes))
@@ -202,11 +203,11 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
           robustness: bool = typer.Option(True, help="Accuracy under perturbations."),
           settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Cross-validate, train, test (Algorithm 1 on held-out captures) and export a classifier."""
-    from smh_ml.classifier_experiment import run_classifier
+    from smh_ml.workflows.classifier import run_classifier
 
     _log_info()
+    from smh_ml.config.overrides import with_overrides
     from smh_ml.models import ARCHITECTURES
-    from smh_ml.profiles import with_overrides
 
     if steps is not None and epochs is not None:
         _fail("--steps and --epochs exclude each other")
@@ -283,12 +284,12 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
                                                  "(imagenet-efficientnet-lite0)."),
         settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Train one GAN per defect class, score it (FID/KID) and write its synthetic patches."""
-    from smh_ml.datasets import load_patch_set
-    from smh_ml.experiments import load_classifier
-    from smh_ml.fid import extractor_for
-    from smh_ml.gan.experiment import run_class_gan
-    from smh_ml.profiles import with_overrides
-    from smh_ml.synthetic import class_patches, defect_classes
+    from smh_ml.config.overrides import with_overrides
+    from smh_ml.data.datasets import load_patch_set
+    from smh_ml.synthetic.fid import extractor_for
+    from smh_ml.synthetic.gan.experiment import run_class_gan
+    from smh_ml.synthetic.pgan import class_patches, defect_classes
+    from smh_ml.training.checkpoint import load_classifier
 
     _log_info()
     if kind not in ("sdg", "dcgan"):
@@ -302,7 +303,7 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
     if domain_model is not None:
         extractors["domain"] = extractor_for("domain", load_classifier(domain_model)[0])
     if imagenet:
-        from smh_ml.fid import IMAGENET_NAME
+        from smh_ml.synthetic.fid import IMAGENET_NAME
         extractors[IMAGENET_NAME] = extractor_for("imagenet")
     if inception_weights is not None:
         extractors["inception"] = extractor_for("inception", inception_weights=inception_weights)
@@ -330,9 +331,9 @@ def pgan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pa
     """Assemble P-GAN: real TRAIN patches plus each class's synthetic patches that passed the
     quality gate, or its validation trial (two fits of the profile's classifier, only when the
     FID ceiling alone refused a class; gan.trial=false in the profile turns it off)."""
-    from smh_ml.datasets import load_patch_set
-    from smh_ml.synthetic import save_training_set
-    from smh_ml.synthetic_trial import trial_pgan
+    from smh_ml.data.datasets import load_patch_set
+    from smh_ml.synthetic.pgan import save_training_set
+    from smh_ml.workflows.trial import trial_pgan
 
     prof = _folder_profile(profile, None, patch_dir)
     classes = sorted(p.parent.name for p in gan_dir.glob("*/synthetic"))
@@ -351,7 +352,7 @@ def pgan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pa
 @app.command("data-version")
 def data_version_cmd(dvc_file: Path = typer.Option(Path("data.dvc"))) -> None:
     """Print the current data version (the md5 in data.dvc)."""
-    from smh_ml.versioning import DataVersionError, data_version
+    from smh_ml.data.versioning import DataVersionError, data_version
     try:
         version = data_version(dvc_file)
     except DataVersionError as exc:
@@ -365,7 +366,7 @@ def data_version_cmd(dvc_file: Path = typer.Option(Path("data.dvc"))) -> None:
 def data_commit(repo: Path = typer.Option(Path(".")), target: str = typer.Option("data"),
                 push: bool = typer.Option(True, help="dvc push to the default remote.")) -> None:
     """Record a new data version: dvc add the capture folder and dvc push it."""
-    from smh_ml.versioning import DataVersionError, commit_data
+    from smh_ml.data.versioning import DataVersionError, commit_data
     try:
         version = commit_data(repo, target, push)
     except DataVersionError as exc:
@@ -394,8 +395,8 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
                                                          "allows (faster; patches differ slightly).")) -> None:
     """Decide each capture with Algorithm 1: its class, the deciding patch and its probability."""
     from smh_ml.deploy import Engine, image_files
-    from smh_ml.plots import decision_heatmap_png
-    from smh_ml.tracking import resolve_model
+    from smh_ml.evaluation.plots import decision_heatmap_png
+    from smh_ml.tracking.tracker import resolve_model
 
     try:
         files = image_files(inputs)
@@ -463,8 +464,8 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
                  None, help="Largest accuracy drop allowed (fraction); default: the profile's "
                             "deploy.int8_tolerance.")) -> None:
     """int8 static quantization, kept (model.int8.onnx) only within the accuracy tolerance of fp32."""
-    from smh_ml.datasets import load_patch_set
-    from smh_ml.quantization import gated_int8
+    from smh_ml.data.datasets import load_patch_set
+    from smh_ml.export.quantization import gated_int8
 
     prof = _folder_profile(profile, None, patch_dir)
     onnx_path = model_dir / "model.onnx" if model_dir.is_dir() else model_dir
@@ -506,7 +507,7 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
     import contextlib
 
     from smh_ml.models import ARCHITECTURES
-    from smh_ml.reproduce import Reproduction
+    from smh_ml.workflows.reproduce import Reproduction
 
     _log_info()
     prof = _folder_profile(profile, settings, patch_dir)
@@ -517,7 +518,7 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
         _fail(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2")
     run_context = contextlib.nullcontext()
     if track:
-        from smh_ml.tracking import Tracker
+        from smh_ml.tracking.tracker import Tracker
 
         run_context = Tracker(tracking_uri, str(artifact_root), experiment).active_run(
             f"reproduce-{prof.name}", {"role": "reproduce", "patch_dir": str(patch_dir)})
@@ -535,7 +536,7 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
         table.add_row(step, figures, "-" if wall is None else f"{wall:.0f}", entry.get("run_id") or "-")
     console.print(table)
     from smh_ml.io import atomic_write_text
-    from smh_ml.reproduce import render_report
+    from smh_ml.workflows.report import render_report
 
     atomic_write_text(out / "REPORT.md", render_report(out) + "\n")
     console.print(f"results: {out / 'results.json'}, report: {out / 'REPORT.md'}; "

@@ -11,7 +11,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import numpy as np  # noqa: E402
 
-from smh_ml.profiles import get_profile  # noqa: E402
+from smh_ml.config.presets import get_profile  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MAGNETIC_TILE = REPO.parent / "shared" / "datasets" / "magnetic-tile"
@@ -25,7 +25,7 @@ def ci_profile():
 @pytest.fixture(scope="session")
 def sim_root(tmp_path_factory):
     """A tiny SIMULATED capture set (ci profile scale), made once per session."""
-    from smh_ml.simulate import simulate_captures
+    from smh_ml.data.simulate import simulate_captures
 
     root = tmp_path_factory.mktemp("sim") / "captures"
     simulate_captures(root, seed=0, count=40, scale=0.125)
@@ -37,7 +37,7 @@ def mt_root(tmp_path_factory):
     """The real magnetic-tile set imported into the capture convention."""
     if not MAGNETIC_TILE.is_dir():
         pytest.skip(f"real data absent: {MAGNETIC_TILE} not found (needs ../shared beside the repo)")
-    from smh_ml.importers import import_dataset
+    from smh_ml.data.importers import import_dataset
 
     root = tmp_path_factory.mktemp("mt") / "captures"
     import_dataset("magnetic-tile", MAGNETIC_TILE, root)

@@ -76,7 +76,7 @@ class Daemon:
 
 
 def _classes_of_version(tracker, version: int) -> list[str]:
-    from smh_ml.tracking import resolve_model
+    from smh_ml.tracking.tracker import resolve_model
 
     path = resolve_model(f"models:/{tracker.model_name}/{version}", uri=tracker.uri,
                          cache=tracker.artifact_root + "-cache")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smh_ml.captures import CaptureError, load_manifest, read_gray
-from smh_ml.validation import validate_manifest
+from smh_ml.data.captures import CaptureError, load_manifest, read_gray
+from smh_ml.data.validation import validate_manifest
 
 
 def _tree_hashes(root):
@@ -96,7 +96,7 @@ def test_declared_classes_reject_an_unknown_folder(good_root, ci_profile):
 
 
 def test_convert_color_accepts_rgb_and_16_bit_and_says_so(good_root, ci_profile):
-    from smh_ml.profiles import with_overrides
+    from smh_ml.config.overrides import with_overrides
 
     _colour(good_root / "defect-free" / "colour.png")
     # (a bright part: a uniform 4000 of 65535 would be 16 grey levels, no product above the background)
@@ -143,7 +143,7 @@ def test_links_out_of_the_capture_root_are_refused_and_never_read(good_root, ci_
     problems = {k[0]: v.value for k, v in found.items() if "link" in str(v.value)}
     assert any(k.endswith("defect-free/linked.png") for k in problems)
     assert any(k.endswith("linked-class") for k in problems)
-    from smh_ml.captures import load_manifest
+    from smh_ml.data.captures import load_manifest
 
     manifest = load_manifest(good_root)
     assert not manifest["path"].str.contains("linked").any()  # neither file was decoded or hashed
@@ -156,10 +156,10 @@ def _bomb(path, side=12000):
 
 def test_hostile_and_undecidable_files_are_refused_alike_by_validate_and_predict(good_root, ci_profile,
                                                                                   tmp_path):
+    from smh_ml.data.patching import Geometry
     from smh_ml.deploy import Engine
-    from smh_ml.export import export_onnx
+    from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
-    from smh_ml.patching import Geometry
 
     clean = good_root / "defect-free"
     Image.fromarray(np.zeros((200, 120), np.uint8)).save(clean / "black.png")  # no product
@@ -194,6 +194,6 @@ def test_hostile_and_undecidable_files_are_refused_alike_by_validate_and_predict
 
 
 def with_overrides_convert(profile):
-    from smh_ml.profiles import with_overrides
+    from smh_ml.config.overrides import with_overrides
 
     return with_overrides(profile, {"validation.convert_color": True})

@@ -53,7 +53,8 @@ def test_set_overrides_a_profile_value_and_the_folder_remembers_it(sim_root, tmp
     built = json.loads((out / "profile.json").read_text())
     assert built["name"] == "ci+patching.patch=16+augment.ota_size=[64,32]"
     assert built["augment"]["ota_size"] == [64, 32]
-    from smh_ml.profiles import apply_settings, get_profile
+    from smh_ml.config.overrides import apply_settings
+    from smh_ml.config.presets import get_profile
 
     variant = apply_settings(get_profile("ci"), ["patching.patch=16"])
     assert variant.description.endswith("Overridden: patching.patch=16.") and variant.patching.patch == 16

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from smh_ml.io import atomic_dir, exchange, pid_alive, scratch_dir, sweep_leftovers
-from smh_ml.tracking import Tracker
+from smh_ml.tracking.tracker import Tracker
 
 
 def _spawn(code: str, ready: Path, *args: str) -> subprocess.Popen:
@@ -113,7 +113,7 @@ def test_a_replaced_folder_is_never_absent(tmp_path):
 RUNNER = """
 import sys, time
 from pathlib import Path
-from smh_ml.tracking import Tracker
+from smh_ml.tracking.tracker import Tracker
 ready, uri, root = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 tracker = Tracker(uri=uri, artifact_root=root)
 with tracker.active_run("train", {"profile": "ci"}):

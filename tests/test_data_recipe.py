@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from smh_ml.budget import MIN_SHARE, StepCost, plan_budget
-from smh_ml.captures import load_manifest
-from smh_ml.classifier_experiment import ClassifierReport, select_candidate
-from smh_ml.profiles import PROFILES, apply_settings, get_profile, profile_from_dict
-from smh_ml.recipe import (
+from smh_ml.config.overrides import apply_settings
+from smh_ml.config.presets import PROFILES, get_profile
+from smh_ml.config.schema import profile_from_dict
+from smh_ml.data.captures import load_manifest
+from smh_ml.data.recipe import (
     TILE_PATCH,
     WHOLE_SIDE,
     derive_recipe,
@@ -25,6 +25,8 @@ from smh_ml.recipe import (
     profile_for_folder,
     resolve_profile,
 )
+from smh_ml.training.budget import MIN_SHARE, StepCost, plan_budget
+from smh_ml.workflows.classifier import ClassifierReport, select_candidate
 
 runner = CliRunner()
 
@@ -194,9 +196,9 @@ def test_auto_travels_from_patches_to_the_model_and_predict(tmp_path):
 def test_the_budget_stops_a_long_schedule_in_time_on_a_tiny_set(tmp_path):
     """A schedule of 100,000 steps under a budget of 0.5 min: the warm-up's measured step
     cost cuts it to what fits, and the fit runs exactly the planned steps."""
-    from smh_ml.classifier_experiment import plan_training
-    from smh_ml.datasets import build_patch_set, build_pta
-    from smh_ml.training import class_names
+    from smh_ml.data.datasets import build_patch_set, build_pta
+    from smh_ml.training.loop import class_names
+    from smh_ml.workflows.classifier import plan_training
 
     root = make_set(tmp_path / "caps", side=96, defect=30, per_class=8, clean=8)
     profile = apply_settings(get_profile("ci"), ["train.steps=100000", "train.budget_minutes=0.5",
@@ -213,7 +215,7 @@ def test_the_budget_stops_a_long_schedule_in_time_on_a_tiny_set(tmp_path):
 def test_a_set_without_masks_gets_whole_captures_labelled_as_their_folders(tmp_path):
     """Folders of labelled captures and no masks: only a whole capture takes its label, so
     the recipe picks whole captures and every capture is a usable training example."""
-    from smh_ml.datasets import build_patch_set, build_pta
+    from smh_ml.data.datasets import build_patch_set, build_pta
 
     root = make_set(tmp_path / "caps", side=96, defect=30, per_class=6, clean=6)
     for mask in root.glob("*/*.mask.png"):
@@ -234,7 +236,7 @@ def test_colour_folders_of_defect_classes_only_pass_under_auto(tmp_path):
     reads colour as grey (as predict does) and takes whole captures labelled as their folders;
     a named tile profile still refuses such a set by file."""
     from smh_ml.cli import app
-    from smh_ml.validation import NO_CLEAN_RULE, validate_manifest
+    from smh_ml.data.validation import NO_CLEAN_RULE, validate_manifest
 
     root = make_set(tmp_path / "caps", side=96, defect=30, per_class=6, clean=0)
     for mask in root.glob("*/*.mask.png"):

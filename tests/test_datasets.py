@@ -2,9 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smh_ml.augment import augment_to_count
-from smh_ml.captures import load_manifest
-from smh_ml.datasets import (
+from smh_ml.config.presets import get_profile
+from smh_ml.data.augment import augment_to_count
+from smh_ml.data.captures import load_manifest
+from smh_ml.data.datasets import (
     build_ota,
     build_patch_set,
     build_pta,
@@ -12,9 +13,8 @@ from smh_ml.datasets import (
     load_training_set,
     save_datasets,
 )
-from smh_ml.profiles import get_profile
-from smh_ml.splits import split_by_capture
-from smh_ml.validation import validate_patch_sets
+from smh_ml.data.splits import split_by_capture
+from smh_ml.data.validation import validate_patch_sets
 
 
 @pytest.fixture(scope="module")

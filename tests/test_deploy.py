@@ -7,18 +7,18 @@ import sys
 import numpy as np
 from PIL import Image
 
-from smh_ml.export import export_onnx
+from smh_ml.data.patching import Geometry
+from smh_ml.export.onnx import export_onnx
 from smh_ml.models import build
-from smh_ml.patching import Geometry
 
 NO_TORCH = """
 import json, sys
 from typer.testing import CliRunner
-import smh_ml.deploy, smh_ml.deploy.pyfunc, smh_ml.tracking, smh_ml.serving
+import smh_ml.deploy, smh_ml.deploy.pyfunc, smh_ml.tracking.tracker, smh_ml.serving
 from smh_ml.cli import app
 result = CliRunner().invoke(app, ["predict", sys.argv[1], "--model", sys.argv[2], "--json"])
 assert result.exit_code == 0, result.output
-heavy = sorted(m for m in ("torch", "torchvision", "sklearn", "dagster", "smh_ml.training", "smh_ml.export")
+heavy = sorted(m for m in ("torch", "torchvision", "sklearn", "dagster", "smh_ml.training.loop", "smh_ml.export.onnx")
                if m in sys.modules)
 print(json.dumps({"decisions": json.loads(result.output), "heavy": heavy}))
 """
@@ -60,7 +60,7 @@ def test_the_packaged_model_declares_every_import_its_loader_needs(tmp_path):
 
     from conftest import REPO
 
-    from smh_ml.tracking import package_model
+    from smh_ml.tracking.packaging import package_model
 
     onnx_path = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx", 32,
                             ["defect-free", "pits", "scratches"], Geometry(rows=1, cols=2, patch=32).to_dict())
@@ -75,7 +75,7 @@ def test_the_packaged_model_declares_every_import_its_loader_needs(tmp_path):
     required = {line.split("==")[0].strip().lower() for line in (folder / "requirements.txt").read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
     # what the pyfunc loader imports: the deploy package and the modules it uses
-    serving = [REPO / "smh_ml" / name for name in ("captures.py", "decision.py", "patching.py", "io.py")]
+    serving = [REPO / "smh_ml" / name for name in ("data/captures.py", "decision.py", "data/patching.py", "io.py")]
     serving += sorted((REPO / "smh_ml" / "deploy").glob("*.py"))
     distributions = packages_distributions()
     for module in _third_party_imports(serving):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from smh_ml.deploy.runtime import onnx_metadata, onnx_predict, session
-from smh_ml.export import ParityError, check_parity, export_onnx
+from smh_ml.export.onnx import ParityError, check_parity, export_onnx
 from smh_ml.models import build
 
 
@@ -34,8 +34,8 @@ def test_dynamic_batch_and_probabilities(exported):
 
 
 def test_parity_passes_and_fails_loudly(exported, sim_root):
-    from smh_ml.captures import read_gray
-    from smh_ml.patching import to_patches
+    from smh_ml.data.captures import read_gray
+    from smh_ml.data.patching import to_patches
 
     model, path = exported
     image = read_gray(sorted(sim_root.glob("pits/*.jpg"))[0])

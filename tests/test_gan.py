@@ -7,10 +7,10 @@ import torch
 from conftest import toy_set
 from torch import nn
 
-from smh_ml.gan.diffaugment import POLICIES, cutout, diff_augment, translation
-from smh_ml.gan.networks import DCGANDiscriminator, DCGANGenerator, SDGCritic, SDGGenerator
-from smh_ml.gan.training import generate, gradient_penalty, total_steps, train_gan, update_ema
-from smh_ml.profiles import GanConfig
+from smh_ml.config.schema import GanConfig
+from smh_ml.synthetic.gan.diffaugment import POLICIES, cutout, diff_augment, translation
+from smh_ml.synthetic.gan.networks import DCGANDiscriminator, DCGANGenerator, SDGCritic, SDGGenerator
+from smh_ml.synthetic.gan.training import generate, gradient_penalty, total_steps, train_gan, update_ema
 
 TABLE2 = [(512, 8), (256, 16), (128, 32), (128, 64), (64, 128), (64, 128), (64, 128), (32, 256), (1, 256)]
 TABLE3 = [(32, 128), (64, 64), (128, 32), (256, 16), (512, 8), (1024, 4)]
@@ -168,7 +168,7 @@ def test_a_changed_training_set_or_setting_retrains_from_scratch(tmp_path, caplo
 def test_a_checkpoint_scored_by_another_extractor_is_not_resumed(tmp_path, caplog):
     """FID checkpoints pick the kept weights and the plateau: a run scored in other features
     (a retrained domain extractor) starts again instead of mixing two FID scales."""
-    from smh_ml.fid import extractor_id
+    from smh_ml.synthetic.fid import extractor_id
 
     x, _ = toy_set(n_per_class=16, size=16)
     cfg = _cfg(steps=6, eval_every=2, patience=10)
@@ -220,7 +220,7 @@ def test_diffaugment_is_applied_to_real_and_fake_alike(monkeypatch):
     """Every image the critic sees, real or generated, in the critic's and the generator's
     step, went through the same DiffAugment policy; only the gradient penalty's interpolates
     (made of augmented images) are not augmented again."""
-    from smh_ml.gan import training
+    from smh_ml.synthetic.gan import training
 
     x, _ = toy_set(n_per_class=16, size=16)
     cfg = _cfg(diffaugment=("color", "translation", "cutout"))
@@ -289,11 +289,11 @@ def test_a_gan_learns_toy_shapes():
     """Bright 4 x 4 blobs on a noisy background: with the CPU recipe (two time-scale rates,
     DiffAugment, EMA) FID falls well below the untrained generator's in under a thousand
     steps, and most samples hold a blob, which the untrained generator never draws."""
-    from smh_ml.fid import DomainFeatures, gan_scores
-    from smh_ml.gan.training import new_state
+    from smh_ml.config.schema import TrainConfig
     from smh_ml.models import build
-    from smh_ml.profiles import TrainConfig
-    from smh_ml.training import fit, seed_everything
+    from smh_ml.synthetic.fid import DomainFeatures, gan_scores
+    from smh_ml.synthetic.gan.training import new_state
+    from smh_ml.training.loop import fit, seed_everything
 
     x, y = toy_set(n_per_class=64, size=16)
     seed_everything(0)
@@ -314,10 +314,10 @@ def test_a_gan_learns_toy_shapes():
 
 
 def test_fid_is_zero_on_itself_and_grows_with_noise():
-    from smh_ml.fid import DomainFeatures, gan_scores
+    from smh_ml.config.schema import TrainConfig
     from smh_ml.models import build
-    from smh_ml.profiles import TrainConfig
-    from smh_ml.training import fit, seed_everything
+    from smh_ml.synthetic.fid import DomainFeatures, gan_scores
+    from smh_ml.training.loop import fit, seed_everything
 
     x, y = toy_set(n_per_class=32, size=16)
     seed_everything(0)

@@ -6,8 +6,8 @@ import pytest
 from conftest import MAGNETIC_TILE
 from PIL import Image
 
-from smh_ml.captures import CaptureError, load_manifest, read_mask
-from smh_ml.importers import import_dataset
+from smh_ml.data.captures import CaptureError, load_manifest, read_mask
+from smh_ml.data.importers import import_dataset
 
 pytestmark = pytest.mark.real_data
 

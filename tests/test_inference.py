@@ -16,8 +16,9 @@ from conftest import free_port
 from typer.testing import CliRunner
 
 from smh_ml.cli import app
+from smh_ml.config.overrides import with_overrides
+from smh_ml.config.presets import get_profile
 from smh_ml.decision import decide
-from smh_ml.profiles import get_profile, with_overrides
 
 pytestmark = pytest.mark.real_data
 
@@ -25,10 +26,10 @@ pytestmark = pytest.mark.real_data
 @pytest.fixture(scope="module")
 def mt_model(mt_root, tmp_path_factory):
     """A small Inception-CNN trained briefly on real magnetic-tile patches (ci profile), exported."""
-    from smh_ml.captures import load_manifest
-    from smh_ml.datasets import build_patch_set
-    from smh_ml.export import export_onnx
-    from smh_ml.training import class_names, train_final
+    from smh_ml.data.captures import load_manifest
+    from smh_ml.data.datasets import build_patch_set
+    from smh_ml.export.onnx import export_onnx
+    from smh_ml.training.loop import class_names, train_final
 
     manifest = load_manifest(mt_root)
     manifest = manifest.groupby("label", group_keys=False).head(30).reset_index(drop=True)
@@ -51,7 +52,7 @@ def _test_rows(patch_set, per_class=1):
 
 
 def test_predict_on_real_captures_gives_algorithm_1(mt_model, tmp_path):
-    from smh_ml.training import predict_proba
+    from smh_ml.training.loop import predict_proba
 
     model, onnx_path, patch_set, names = mt_model
     rows = _test_rows(patch_set, per_class=2)
@@ -89,7 +90,7 @@ def test_predict_reports_a_bad_file_and_decides_the_rest(mt_model, tmp_path):
 
 def test_int8_gate_accepts_within_tolerance_and_refuses_outside(mt_model, tmp_path):
     from smh_ml.deploy import Engine
-    from smh_ml.quantization import gated_int8
+    from smh_ml.export.quantization import gated_int8
 
     _, onnx_path, patch_set, _ = mt_model
     ok = gated_int8(onnx_path, patch_set, "defect-free", tolerance=1.0, calibration_count=128,
@@ -120,7 +121,8 @@ def _post(url: str, body: bytes) -> tuple[int, dict]:
 @pytest.mark.slow
 def test_rest_serving_of_the_champion_answers_and_rejects(mt_model, tmp_path):
     from smh_ml.deploy import Engine
-    from smh_ml.tracking import Tracker, package_model, resolve_model
+    from smh_ml.tracking.packaging import package_model
+    from smh_ml.tracking.tracker import Tracker, resolve_model
 
     _, onnx_path, patch_set, _ = mt_model
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
@@ -215,10 +217,10 @@ def _hostile_corpus(folder) -> list[tuple[str, bytes, str]]:
 def test_fast_decode_reads_big_jpegs_at_reduced_scale_with_nearly_the_same_patches(tmp_path):
     from PIL import Image
 
+    from smh_ml.data.simulate import simulate_capture
     from smh_ml.deploy import Engine
-    from smh_ml.export import export_onnx
+    from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
-    from smh_ml.simulate import simulate_capture
 
     onnx_path = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx", 32,
                             ["defect-free", "a", "b"], {"rows": 8, "cols": 2, "patch": 32})

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from smh_ml.patching import (
+from smh_ml.data.patching import (
     Geometry,
     background_bbox,
     crop_background,
@@ -12,7 +12,7 @@ from smh_ml.patching import (
     tile,
     to_patches,
 )
-from smh_ml.simulate import CAPTURE_HEIGHT, WIDTH_CATEGORIES
+from smh_ml.data.simulate import CAPTURE_HEIGHT, WIDTH_CATEGORIES
 
 
 def _capture(rng, height=400, width=300, left=60, right=200, level=150):

@@ -126,9 +126,9 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
 
 def _registry(tmp_path):
     """A packaged (untrained) model and the tracker of an MLflow resource on a fresh sqlite store."""
-    from smh_ml.export import export_onnx
+    from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
-    from smh_ml.tracking import package_model
+    from smh_ml.tracking.packaging import package_model
 
     onnx_path = export_onnx(build("baseline_cnn", 3, 16).eval(), tmp_path / "m.onnx", 16, ["defect-free", "a", "b"],
                             {"rows": 4, "cols": 2, "patch": 16})
@@ -279,7 +279,7 @@ def test_the_training_set_asset_tries_a_class_refused_for_its_fid_alone(sim_root
     holding the class's GAN patches exactly when the trial admitted them."""
     from mlflow import MlflowClient
     from pipelines.assets.classifier import training_set
-    from smh_ml.datasets import load_training_set
+    from smh_ml.data.datasets import load_training_set
 
     instance = dg.DagsterInstance.ephemeral()
     tracking = f"sqlite:///{tmp_path}/mlflow.db"

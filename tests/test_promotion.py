@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from smh_ml.promotion import noise_margin, promotion_decision
+from smh_ml.tracking.promotion import noise_margin, promotion_decision
 
 
 def test_the_noise_margin_shrinks_with_the_test_set():
@@ -32,10 +32,11 @@ def test_promotion_needs_a_strict_gain_beyond_the_noise():
 def test_concurrent_registrations_leave_the_better_model_champion(tmp_path, monkeypatch):
     """Two runs register at once; the decision is slowed so that, unserialised, both would read
     'no champion' and the later alias write would win whatever its score."""
-    import smh_ml.tracking as tracking
-    from smh_ml.export import export_onnx
+    import smh_ml.tracking.tracker as tracking
+    from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
-    from smh_ml.tracking import Tracker, package_model
+    from smh_ml.tracking.packaging import package_model
+    from smh_ml.tracking.tracker import Tracker
 
     package = package_model(export_onnx(build("baseline_cnn", 3, 16).eval(), tmp_path / "m.onnx", 16,
                                         ["defect-free", "a", "b"], {"rows": 1, "cols": 1, "patch": 16}),

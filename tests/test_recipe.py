@@ -8,13 +8,14 @@ import pytest
 import torch
 from conftest import toy_set
 
-from smh_ml.batch_augment import augment_batch
+from smh_ml.config.presets import CPU_RECIPE
+from smh_ml.config.schema import TrainConfig
+from smh_ml.data.batch_augment import augment_batch
 from smh_ml.decision import calibrate_threshold, decide_all, image_defect_scores
-from smh_ml.image_metrics import image_report
+from smh_ml.evaluation.image_metrics import image_report
 from smh_ml.models import build
-from smh_ml.profiles import CPU_RECIPE, TrainConfig
-from smh_ml.synthetic_gate import GateSettings, check_synthetic
-from smh_ml.training import fit, predict_proba, seed_everything, total_steps
+from smh_ml.synthetic.gate import GateSettings, check_synthetic
+from smh_ml.training.loop import fit, predict_proba, seed_everything, total_steps
 
 
 def test_a_tiny_model_learns_the_toy_set_within_the_recipe():
@@ -104,7 +105,7 @@ def test_efficientnet_lite0_loads_the_packaged_imagenet_weights_exactly():
 
 
 def test_efficientnet_exports_to_onnx_with_its_preprocessing_inside(tmp_path):
-    from smh_ml.export import check_parity, export_onnx
+    from smh_ml.export.onnx import check_parity, export_onnx
 
     model = build("efficientnet_lite0", 3, 64, pretrained=True).eval()
     path = export_onnx(model, tmp_path / "m.onnx", 64, ["defect-free", "a", "b"], {"rows": 2, "cols": 2, "patch": 64})
@@ -132,8 +133,8 @@ def test_the_relative_fid_ceiling_is_the_lower_yardstick_times_the_factor():
     1,418, under 4 x the real-vs-real 401 but far over the traditional copies' 173."""
     import dataclasses
 
-    from smh_ml.gan.experiment import gate_settings, relative_fid_ceiling
-    from smh_ml.profiles import GanConfig
+    from smh_ml.config.schema import GanConfig
+    from smh_ml.synthetic.gan.experiment import gate_settings, relative_fid_ceiling
 
     scores = {"real_vs_real": [{"fid": 400.6}], "augmented_vs_real": [{"fid": 173.1}]}
     cfg = GanConfig(gate_fid_factor=4.0)
@@ -148,10 +149,10 @@ def test_the_relative_fid_ceiling_is_the_lower_yardstick_times_the_factor():
 def test_a_refused_gan_class_is_topped_up_by_traditional_augmentation(sim_root, tmp_path, ci_profile):
     import json
 
-    from smh_ml.captures import load_manifest
-    from smh_ml.datasets import build_patch_set
-    from smh_ml.gan.experiment import synthesize_class, train_class_gan
-    from smh_ml.synthetic import build_pgan, class_patches, read_synthetic
+    from smh_ml.data.captures import load_manifest
+    from smh_ml.data.datasets import build_patch_set
+    from smh_ml.synthetic.gan.experiment import synthesize_class, train_class_gan
+    from smh_ml.synthetic.pgan import build_pgan, class_patches, read_synthetic
 
     profile = dataclasses.replace(ci_profile, gan=dataclasses.replace(ci_profile.gan, epochs=1, pgan_target=30))
     patch_set = build_patch_set(load_manifest(sim_root), profile)
@@ -186,13 +187,13 @@ def test_the_engine_cuts_exactly_the_training_patches(request, root_fixture, tmp
     """One preprocessing path: the inference engine, configured only by the model's metadata,
     cuts the same patches from a capture file as training did, on simulated and real data.
     A non-default background level shows that it travels in the metadata."""
-    from smh_ml.captures import load_manifest
-    from smh_ml.datasets import build_patch_set
+    from smh_ml.config.overrides import with_overrides
+    from smh_ml.data.captures import load_manifest
+    from smh_ml.data.datasets import build_patch_set
+    from smh_ml.data.patching import preprocessing_metadata
     from smh_ml.deploy import Engine
-    from smh_ml.export import export_onnx
-    from smh_ml.patching import preprocessing_metadata
-    from smh_ml.profiles import with_overrides
-    from smh_ml.training import class_names, test_patches
+    from smh_ml.export.onnx import export_onnx
+    from smh_ml.training.loop import class_names, test_patches
 
     root = request.getfixturevalue(root_fixture)
     profile = with_overrides(ci_profile, {"patching.background_level": 12, "split.test_fraction": 0.5})
@@ -224,7 +225,8 @@ def test_precision_follows_the_cpu_and_is_never_emulated(monkeypatch):
 
 
 def test_an_architecture_gets_its_own_step_budget():
-    from smh_ml.profiles import apply_settings, get_profile
+    from smh_ml.config.overrides import apply_settings
+    from smh_ml.config.presets import get_profile
 
     whole = get_profile("whole").train
     assert whole.for_arch("efficientnet_lite0").steps == whole.steps == 300

@@ -7,8 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from smh_ml.cli import app
-from smh_ml.profiles import PROFILES, get_profile, with_overrides
-from smh_ml.reproduce import Reproduction, check_profile
+from smh_ml.config.overrides import with_overrides
+from smh_ml.config.presets import PROFILES, get_profile
+from smh_ml.workflows.reproduce import Reproduction, check_profile
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
         assert 0.0 <= steps[step]["metrics"]["test_accuracy"] <= 1.0
     assert steps["table8/pta/seed1"]["params"]["seed"] == 1 and steps["table8/pta"]["params"]["seed"] == 0
     # the ungated P-GAN holds every class's GAN patches, whatever the gate said of them
-    from smh_ml.datasets import load_training_set
+    from smh_ml.data.datasets import load_training_set
 
     ungated = load_training_set(tmp_path / "results" / "ungated", "pgan").index
     assert set(ungated.loc[ungated["origin"] == "synthetic", "label"]) == {"pits", "scratches"}
@@ -53,7 +54,7 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     refused = {c for c in ("pits", "scratches") if steps[f"table6/sdg/{c}"]["params"]["refused"]}
     assert set(gated.loc[gated["origin"] == "synthetic", "label"]) == {"pits", "scratches"} - refused
     # classes the FID ceiling alone refused go on the validation trial; its verdict picks Table 8's P-GAN
-    from smh_ml.synthetic_trial import on_trial
+    from smh_ml.workflows.trial import on_trial
 
     on = on_trial(tmp_path / "results" / "gans" / "sdg", ["pits", "scratches"], get_profile("ci").gan)
     assert ("trial" in results) == bool(on)
@@ -124,7 +125,7 @@ def test_a_changed_training_set_reruns_its_step_and_logs_it_anew(ci_patches, tmp
     clean patches re-trains the P-TA row (a new tracked run), and only that row."""
     import shutil
 
-    from smh_ml.datasets import load_training_set
+    from smh_ml.data.datasets import load_training_set
     from smh_ml.io import save_npy
 
     patches = tmp_path / "patches"
@@ -156,7 +157,7 @@ def test_a_changed_training_set_reruns_its_step_and_logs_it_anew(ci_patches, tmp
 
 
 def test_the_ungated_pgan_is_trained_only_when_the_gate_refused_a_class(tmp_path):
-    from smh_ml.reproduce import any_refused
+    from smh_ml.workflows.reproduce import any_refused
 
     for label, refused in (("pits", False), ("scratches", False)):
         (tmp_path / label / "synthetic").mkdir(parents=True)
@@ -169,7 +170,7 @@ def test_the_ungated_pgan_is_trained_only_when_the_gate_refused_a_class(tmp_path
 def test_domain_extractor_is_sized_in_optimiser_steps(ci_patches, tmp_path):
     """A few epochs of a small P-TA are few optimiser steps (bench's 4 on magnetic tile: about
     140, and an extractor that knew 39% of its own training patches), so the profile names steps."""
-    from smh_ml.experiments import train_domain_extractor
+    from smh_ml.training.baselines import train_domain_extractor
 
     profile = with_overrides(get_profile("ci"), {"gan.domain_steps": 7, "gan.domain_epochs": 50})
     report = train_domain_extractor(ci_patches, tmp_path / "domain", profile)
@@ -184,7 +185,7 @@ def test_a_class_refused_for_its_fid_alone_is_tried_before_table8(ci_patches, tm
     """The validation trial inside `smh-ml reproduce`: two fits of Table 8's classifier, the
     verdict in results, trial.json and REPORT.md, Table 8's P-GAN the set it chose; resumed
     without refitting."""
-    from smh_ml.reproduce import render_report
+    from smh_ml.workflows.report import render_report
 
     out = tmp_path / "out"
     repro = Reproduction(ci_patches, out, get_profile("ci"), imagenet=False)

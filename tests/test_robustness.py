@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from smh_ml.robustness import SEVERITIES, perturb, plot_robustness, robustness_table
+from smh_ml.evaluation.robustness import SEVERITIES, perturb, plot_robustness, robustness_table
 
 
 @pytest.fixture()

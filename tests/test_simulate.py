@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from smh_ml.captures import load_manifest, read_gray, read_mask
-from smh_ml.patching import background_bbox
-from smh_ml.simulate import (
+from smh_ml.data.captures import load_manifest, read_gray, read_mask
+from smh_ml.data.patching import background_bbox
+from smh_ml.data.simulate import (
     DEFECT_CLASSES,
     WIDTH_CATEGORIES,
     class_counts,

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from torch import nn
 
-from smh_ml.captures import load_manifest
-from smh_ml.datasets import build_patch_set
-from smh_ml.gan.experiment import load_generator, run_class_gan
-from smh_ml.profiles import get_profile
-from smh_ml.synthetic import build_pgan, class_patches, read_synthetic
+from smh_ml.config.presets import get_profile
+from smh_ml.data.captures import load_manifest
+from smh_ml.data.datasets import build_patch_set
+from smh_ml.synthetic.gan.experiment import load_generator, run_class_gan
+from smh_ml.synthetic.pgan import build_pgan, class_patches, read_synthetic
 
 
 @pytest.mark.slow

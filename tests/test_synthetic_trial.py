@@ -1,4 +1,4 @@
-"""The validation trial of synthetic sets the FID ceiling alone refused (smh_ml.synthetic_trial)."""
+"""The validation trial of synthetic sets the FID ceiling alone refused (smh_ml.workflows.trial)."""
 
 import dataclasses
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from smh_ml.synthetic_trial import TRIAL_SET, judge, on_trial, trial_pgan
+from smh_ml.workflows.trial import TRIAL_SET, judge, on_trial, trial_pgan
 
 
 def _report(accuracy: float | None, captures: int = 50, arch: str = "baseline_cnn") -> dict:
@@ -52,10 +52,10 @@ def test_only_classes_refused_for_their_fid_alone_go_on_trial(tmp_path, ci_profi
 def test_a_class_on_trial_is_judged_by_two_fits_on_the_same_validation_captures(sim_root, tmp_path, ci_profile):
     """The pipeline's path (the training_set asset): a real GAN's set refused for its FID alone
     is trained with and without, and P-GAN holds its patches exactly when the trial admits them."""
-    from smh_ml.captures import load_manifest
-    from smh_ml.datasets import build_patch_set
-    from smh_ml.gan.experiment import synthesize_class, train_class_gan
-    from smh_ml.synthetic import class_patches
+    from smh_ml.data.captures import load_manifest
+    from smh_ml.data.datasets import build_patch_set
+    from smh_ml.synthetic.gan.experiment import synthesize_class, train_class_gan
+    from smh_ml.synthetic.pgan import class_patches
 
     profile = dataclasses.replace(ci_profile, gan=dataclasses.replace(ci_profile.gan, epochs=1, pgan_target=30,
                                                                       fid_ceiling=1e-9))

@@ -7,9 +7,11 @@ import pytest
 import torch
 from conftest import toy_set
 
+from smh_ml.config.overrides import with_overrides
+from smh_ml.config.presets import get_profile
+from smh_ml.config.schema import TrainConfig
 from smh_ml.models import build
-from smh_ml.profiles import TrainConfig, get_profile, with_overrides
-from smh_ml.training import (
+from smh_ml.training.loop import (
     class_names,
     classification_metrics,
     encode,
@@ -82,9 +84,9 @@ def test_class_order_puts_the_clean_class_first():
 
 @pytest.mark.slow
 def test_run_classifier_end_to_end(sim_root, tmp_path):
-    from smh_ml.captures import load_manifest
-    from smh_ml.classifier_experiment import ClassifierReport, run_classifier
-    from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
+    from smh_ml.data.captures import load_manifest
+    from smh_ml.data.datasets import build_ota, build_patch_set, build_pta, save_datasets
+    from smh_ml.workflows.classifier import ClassifierReport, run_classifier
 
     profile = with_overrides(get_profile("ci"), {"train": dataclasses.replace(
         get_profile("ci").train, arch="baseline_cnn", epochs=1)})
@@ -118,8 +120,8 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
     # an export that fails its parity check leaves no model.onnx where predict or the registry look
     import shutil
 
-    from smh_ml.classifier_experiment import export_stage
-    from smh_ml.export import ParityError
+    from smh_ml.export.onnx import ParityError
+    from smh_ml.workflows.classifier import export_stage
 
     refit = tmp_path / "refit"
     shutil.copytree(tmp_path / "model", refit, ignore=shutil.ignore_patterns("*.onnx"))
@@ -158,10 +160,10 @@ def test_a_capture_set_without_clean_captures_learns_its_clean_class_from_outsid
     classes, decided by arg-max (no clean captures to calibrate a threshold on)."""
     import shutil
 
-    from smh_ml.captures import load_manifest
-    from smh_ml.classifier_experiment import run_classifier
-    from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
-    from smh_ml.validation import NO_CLEAN_RULE, validate_manifest
+    from smh_ml.data.captures import load_manifest
+    from smh_ml.data.datasets import build_ota, build_patch_set, build_pta, save_datasets
+    from smh_ml.data.validation import NO_CLEAN_RULE, validate_manifest
+    from smh_ml.workflows.classifier import run_classifier
 
     root = tmp_path / "captures"
     shutil.copytree(sim_root, root, ignore=shutil.ignore_patterns("defect-free"))

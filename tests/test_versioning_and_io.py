@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
+from smh_ml.data.versioning import DataVersionError, commit_data, data_version, folder_fingerprint
 from smh_ml.io import atomic_dir, atomic_write_text, load_npy, save_npy
-from smh_ml.versioning import DataVersionError, commit_data, data_version, folder_fingerprint
 
 
 def test_data_version_reads_the_md5(tmp_path):

@@ -2,7 +2,7 @@
 -> registered model.
 
 Each candidate architecture has one folder, ``<storage>/<profile>/classifier/<arch>/``, in the
-layout of :mod:`smh_ml.classifier_experiment` (the same as ``smh-ml train``); every asset runs
+layout of :mod:`smh_ml.workflows.classifier` (the same as ``smh-ml train``); every asset runs
 one stage of it. ``test_report/report.json`` compares the candidates and names the best."""
 
 import dataclasses
@@ -21,7 +21,16 @@ from pipelines.resources import (
     QualityGatesResource,
     StorageResource,
 )
-from smh_ml.classifier_experiment import (
+from smh_ml.data.datasets import load_captures, load_patch_set, load_training_set
+from smh_ml.data.recipe import recorded_recipe
+from smh_ml.export.onnx import ParityError
+from smh_ml.io import atomic_dir, atomic_write_text, scratch_dir
+from smh_ml.synthetic.pgan import defect_classes, missing_synthetic, save_training_set
+from smh_ml.tracking.packaging import package_model
+from smh_ml.tracking.promotion import accuracy_floor, passes_floor
+from smh_ml.training.baselines import test_set_id
+from smh_ml.training.loop import class_names, test_patches
+from smh_ml.workflows.classifier import (
     INT8,
     ONNX,
     ClassifierReport,
@@ -35,16 +44,7 @@ from smh_ml.classifier_experiment import (
     select_candidate,
     test_stage,
 )
-from smh_ml.datasets import load_captures, load_patch_set, load_training_set
-from smh_ml.experiments import test_set_id
-from smh_ml.export import ParityError
-from smh_ml.io import atomic_dir, atomic_write_text, scratch_dir
-from smh_ml.promotion import accuracy_floor, passes_floor
-from smh_ml.recipe import recorded_recipe
-from smh_ml.synthetic import defect_classes, missing_synthetic, save_training_set
-from smh_ml.synthetic_trial import trial_pgan
-from smh_ml.tracking import package_model
-from smh_ml.training import class_names, test_patches
+from smh_ml.workflows.trial import trial_pgan
 
 SELECTION = "selection.json"
 ACCURACY_CHECK = "test_accuracy_floor"

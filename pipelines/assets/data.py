@@ -11,11 +11,11 @@ import dagster as dg
 
 from pipelines.assets.common import counts_table, picture
 from pipelines.resources import CaptureDataResource, ProfileResource, StorageResource
-from smh_ml.captures import class_counts, load_manifest, read_manifest, save_manifest
-from smh_ml.datasets import build_ota, build_patch_set, build_pta, save_datasets
-from smh_ml.plots import sample_grid
-from smh_ml.recipe import profile_for_captures
-from smh_ml.validation import validate_manifest, validate_patch_sets
+from smh_ml.data.captures import class_counts, load_manifest, read_manifest, save_manifest
+from smh_ml.data.datasets import build_ota, build_patch_set, build_pta, save_datasets
+from smh_ml.data.recipe import profile_for_captures
+from smh_ml.data.validation import validate_manifest, validate_patch_sets
+from smh_ml.evaluation.plots import sample_grid
 
 MANIFEST_CHECK = "gx_capture_manifest"
 PATCH_CHECK = "gx_patch_sets"

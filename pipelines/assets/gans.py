@@ -14,11 +14,12 @@ from pipelines.resources import (
     QualityGatesResource,
     StorageResource,
 )
-from smh_ml.datasets import load_patch_set
-from smh_ml.experiments import load_classifier, train_domain_extractor
-from smh_ml.fid import IMAGENET_NAME, DomainFeatures, ImageNetFeatures
-from smh_ml.gan.experiment import relative_fid_ceiling, synthesize_class, train_class_gan
-from smh_ml.synthetic import class_patches
+from smh_ml.data.datasets import load_patch_set
+from smh_ml.synthetic.fid import IMAGENET_NAME, DomainFeatures, ImageNetFeatures
+from smh_ml.synthetic.gan.experiment import relative_fid_ceiling, synthesize_class, train_class_gan
+from smh_ml.synthetic.pgan import class_patches
+from smh_ml.training.baselines import train_domain_extractor
+from smh_ml.training.checkpoint import load_classifier
 
 FID_CHECK = "fid_within_ceiling"
 GAN_KIND = "sdg"

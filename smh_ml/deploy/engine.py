@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from smh_ml.captures import CaptureError, capture_problem, open_image, read_gray, to_gray8
+from smh_ml.data.captures import CaptureError, capture_problem, open_image, read_gray, to_gray8
+from smh_ml.data.patching import Geometry, background_bbox, capture_patches, untile
 from smh_ml.decision import decide
 from smh_ml.deploy.runtime import onnx_metadata, onnx_predict, session
-from smh_ml.patching import Geometry, background_bbox, capture_patches, untile
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Engine:
 
     def read(self, path: Path | str) -> np.ndarray:
         """A capture file as (H, W) uint8, refused (CaptureError) when it cannot be decided
-        (smh_ml.captures.capture_problem, the rule validation applies); see ``fast_decode``."""
+        (smh_ml.data.captures.capture_problem, the rule validation applies); see ``fast_decode``."""
         image = None
         if self.fast_decode:
             try:
@@ -183,7 +183,7 @@ class Engine:
 
 def image_files(inputs: Iterable[Path | str]) -> list[Path]:
     """Files and folders (recursively) -> capture image paths, masks excluded, sorted."""
-    from smh_ml.captures import IMAGE_EXTENSIONS, is_mask_file
+    from smh_ml.data.captures import IMAGE_EXTENSIONS, is_mask_file
 
     found: list[Path] = []
     for item in map(Path, inputs):

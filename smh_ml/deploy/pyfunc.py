@@ -1,7 +1,7 @@
 """MLflow pyfunc flavour of a registered classifier: raw capture images -> decisions.
 
 ``mlflow models serve -m models:/<name>@champion`` loads this module's ``_load_pyfunc``
-with the packaged ONNX file (``smh_ml.tracking.package_model`` writes the folder). Requests
+with the packaged ONNX file (``smh_ml.tracking.packaging.package_model`` writes the folder). Requests
 carry a DataFrame with an ``image`` column of base64-encoded image files (PNG, JPEG, ...);
 each row gets the Algorithm 1 decision.
 Malformed rows are refused with a reason (MLflow turns the error into HTTP 400), never a
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from smh_ml.captures import CaptureError
+from smh_ml.data.captures import CaptureError
 from smh_ml.deploy.engine import Engine
 
 IMAGE_COLUMN = "image"

@@ -1,6 +1,6 @@
 """The ONNX side of a classifier export: session, metadata, input scaling, probabilities.
 
-The export (``smh_ml.export``) writes one self-contained ``.onnx`` file: input ``patches``
+The export (``smh_ml.export.onnx``) writes one self-contained ``.onnx`` file: input ``patches``
 float32 (batch, 1, P, P) holding grey levels / 255, dynamic batch; output ``probs``
 (batch, classes) after softmax; class names, clean class, geometry, preprocessing and the
 decision threshold as metadata. Nothing here imports torch.

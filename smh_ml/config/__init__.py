@@ -1,0 +1,1 @@
+"""Configuration: the profile schema, the named presets and ``section.key=value`` overrides."""

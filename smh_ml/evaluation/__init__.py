@@ -1,0 +1,1 @@
+"""Figures of a trained model: image-level metrics, robustness and pictures."""

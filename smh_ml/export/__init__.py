@@ -1,0 +1,1 @@
+"""Shipping a trained classifier: ONNX export with parity, int8 quantization."""

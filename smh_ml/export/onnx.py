@@ -1,0 +1,76 @@
+"""ONNX export of a trained patch classifier (the torch side; ``smh_ml.deploy`` runs it).
+
+One self-contained ``.onnx`` file: input ``patches`` float32 (batch, 1, P, P) in [0, 1],
+dynamic batch; output ``probs`` (batch, classes) after softmax. Class names, the clean class
+and the patch geometry ride along as metadata, so a runtime needs nothing else. A parity
+check against torch fails loudly when the two disagree by more than the tolerance.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from smh_ml.deploy.runtime import INPUT, OUTPUT, onnx_predict, session
+from smh_ml.io import atomic_write_bytes
+from smh_ml.training.loop import predict_proba
+
+
+class ParityError(AssertionError):
+    pass
+
+
+class WithSoftmax(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(patches), dim=1)
+
+
+def export_onnx(model: nn.Module, path: Path | str, patch: int, class_names: list[str],
+                geometry: dict, metadata: dict | None = None, opset: int = 18) -> Path:
+    """Export ``model`` to ``path`` (atomically) with class names and geometry as metadata."""
+    model = model.to("cpu").eval()
+    example = torch.rand(2, 1, patch, patch)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_file = Path(tmp) / "model.onnx"
+        torch.onnx.export(WithSoftmax(model).eval(), (example,), str(tmp_file), dynamo=True,
+                          input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
+                          dynamic_shapes={"patches": {0: batch}}, external_data=False,
+                          verbose=False)
+        proto = onnx.load(str(tmp_file))
+    meta = {"class_names": json.dumps(class_names), "clean_class": class_names[0],
+            "geometry": json.dumps(geometry), "patch": str(patch),
+            "input": "float32 (batch, 1, patch, patch) grey levels / 255",
+            **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.checker.check_model(proto)
+    buffer = io.BytesIO()
+    onnx.save(proto, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def check_parity(model: nn.Module, path: Path | str, arrays: np.ndarray, tol: float = 1e-4) -> float:
+    """Max |p_torch - p_onnx| over ``arrays`` (uint8 patches); raises ParityError above ``tol``."""
+    if len(arrays) == 0:
+        raise ValueError("parity needs at least one patch")
+    expected = predict_proba(model.to("cpu"), arrays)
+    got = np.concatenate([onnx_predict(session(path), arrays[i:i + 256])
+                          for i in range(0, len(arrays), 256)])
+    diff = float(np.abs(expected - got).max())
+    if not diff <= tol:
+        raise ParityError(f"{path}: ONNX and torch probabilities differ by {diff:.3g} > {tol:g} "
+                          f"on {len(arrays)} patches")
+    return diff

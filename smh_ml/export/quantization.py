@@ -1,0 +1,147 @@
+"""int8 static quantization of the exported classifier, behind an accuracy gate.
+
+onnxruntime's ``quantize_static`` (QDQ format, int8 weights, uint8 activations) is
+calibrated on real training patches, stratified by class so rare defect classes set
+activation ranges too. The int8 model is an alternative artifact: it is
+written only when its Algorithm 1 accuracy on the held-out test captures is within
+``tolerance`` of the fp32 model's, measured here on the same captures; otherwise it is
+refused and any older int8 file next to it is removed, so a stale one cannot be picked up.
+Softmax stays in float so decision probabilities are not quantized to 1/256.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from smh_ml.deploy.runtime import INPUT, onnx_metadata, onnx_predict, session
+from smh_ml.io import atomic_write_bytes
+from smh_ml.training.loop import class_names, evaluate_images, test_patches
+
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Add", "Mul", "Relu", "MaxPool", "AveragePool",
+                 "GlobalAveragePool", "Concat", "Flatten", "Reshape"]
+
+
+class GateRefused(RuntimeError):
+    """The int8 model costs more accuracy than the tolerance allows."""
+
+
+@dataclass
+class GateReport:
+    accepted: bool
+    fp32_accuracy: float
+    int8_accuracy: float
+    tolerance: float
+    test_images: int
+    calibration_patches: int
+    int8_path: str | None
+
+    @property
+    def drop(self) -> float:
+        return self.fp32_accuracy - self.int8_accuracy
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "drop": self.drop}
+
+
+class _Patches(CalibrationDataReader):
+    def __init__(self, patches: np.ndarray, batch: int = 32):
+        # equal batches: the histogram calibrators cannot stack a shorter last one
+        batch = min(batch, len(patches))
+        self.batches = [(patches[i:i + batch].astype(np.float32) / 255.0)[:, None]
+                        for i in range(0, len(patches) - batch + 1, batch)]
+        self.position = 0
+
+    def get_next(self) -> dict | None:
+        if self.position >= len(self.batches):
+            return None
+        self.position += 1
+        return {INPUT: self.batches[self.position - 1]}
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def calibration_patches(patch_set, count: int, seed: int = 0) -> np.ndarray:
+    """Up to ``count`` usable TRAIN patches, the same share for every class (rare ones whole)."""
+    index = patch_set.index
+    train = index[(index["split"] == "train") & index["usable"].astype(bool)]
+    labels = sorted(train["label"].unique())
+    if not labels:
+        raise ValueError("no usable training patches to calibrate int8 on")
+    rng = np.random.default_rng(seed)
+    per_class = max(1, count // len(labels))
+    chosen: list[int] = []
+    for label in labels:
+        rows = train.loc[train["label"] == label, "patch_index"].to_numpy()
+        chosen += rng.choice(rows, size=min(per_class, len(rows)), replace=False).tolist()
+    return patch_set.patches[np.sort(np.asarray(chosen))]
+
+
+def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.ndarray,
+                  per_channel: bool = False) -> Path:
+    """Static int8 quantization of ``fp32_path`` to ``out_path`` (atomic), metadata kept."""
+    if len(calibration) == 0:
+        raise ValueError("int8 calibration needs at least one patch")
+    source = onnx.load(str(fp32_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), _Patches(calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=QUANTIZED_OPS,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        model = onnx.load(str(quantized))
+    del model.metadata_props[:]
+    for prop in source.metadata_props:
+        model.metadata_props.append(onnx.StringStringEntryProto(key=prop.key, value=prop.value))
+    model.metadata_props.append(onnx.StringStringEntryProto(key="precision", value="int8"))
+    return atomic_write_bytes(out_path, model.SerializeToString())
+
+
+def onnx_accuracy(path: Path | str, patch_set, clean_class: str, threads: int | None = None) -> tuple[float, int]:
+    """Algorithm 1 accuracy of an ONNX model on the held-out test captures, and their count,
+    with the decision rule the model ships with (its calibrated threshold, when it has one)."""
+    sess = session(path, threads)
+    threshold = onnx_metadata(path).get("threshold")
+    captures, groups = test_patches(patch_set)
+    if not groups:
+        raise ValueError("the patch set has no held-out test captures to gate int8 on")
+    names = class_names(set(patch_set.captures["label"]), clean_class)
+    metrics = evaluate_images(lambda arrays: onnx_predict(sess, arrays), captures, groups, names,
+                              threshold=threshold)
+    return float(metrics["accuracy"]), len(groups)
+
+
+def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, tolerance: float = 0.005,
+               calibration_count: int = 512, per_channel: bool = False, out_path: Path | str | None = None,
+               seed: int = 0, calibration: np.ndarray | None = None) -> GateReport:
+    """Quantize, test fp32 and int8 on the same held-out captures, keep int8 only within tolerance.
+
+    ``out_path`` defaults to ``model.int8.onnx`` beside the fp32 file. On refusal that file
+    does not exist afterwards. ``calibration`` (uint8 patches) replaces the stratified
+    sample of the patch set's training patches.
+    """
+    if not tolerance >= 0:
+        raise ValueError(f"int8 tolerance must be >= 0, got {tolerance}")
+    fp32_path = Path(fp32_path)
+    out_path = Path(out_path) if out_path else fp32_path.with_name(fp32_path.stem + ".int8.onnx")
+    if calibration is None:
+        calibration = calibration_patches(patch_set, calibration_count, seed)
+    fp32_acc, n = onnx_accuracy(fp32_path, patch_set, clean_class)
+    with tempfile.TemporaryDirectory() as tmp:
+        candidate = quantize_int8(fp32_path, Path(tmp) / "int8.onnx", calibration, per_channel)
+        int8_acc, _ = onnx_accuracy(candidate, patch_set, clean_class)
+        accepted = fp32_acc - int8_acc <= tolerance + 1e-12
+        if accepted:
+            atomic_write_bytes(out_path, candidate.read_bytes())
+        else:
+            out_path.unlink(missing_ok=True)
+    return GateReport(accepted, fp32_acc, int8_acc, tolerance, n, len(calibration),
+                      str(out_path) if accepted else None)

@@ -1,7 +1,0 @@
-"""Per-class GANs: SDG-GAN (WGAN-GP) and the DCGAN baseline."""
-
-from smh_ml.gan.networks import DCGANDiscriminator, DCGANGenerator, SDGCritic, SDGGenerator, build_gan
-from smh_ml.gan.training import generate, gradient_penalty, train_gan
-
-__all__ = ["DCGANDiscriminator", "DCGANGenerator", "SDGCritic", "SDGGenerator", "build_gan",
-           "generate", "gradient_penalty", "train_gan"]

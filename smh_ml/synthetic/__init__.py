@@ -1,0 +1,1 @@
+"""Synthetic defects: the per-class GANs, FID/KID, the quality gate and P-GAN."""

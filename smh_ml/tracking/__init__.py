@@ -1,0 +1,1 @@
+"""MLflow: runs, the registry, promotion and the model folder a registered version holds."""

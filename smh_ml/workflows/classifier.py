@@ -1,0 +1,422 @@
+"""The classifier experiment as stages, one folder per trained candidate.
+
+    fit         k-fold CV (grouped by capture), the final model (best checkpoint on the
+                validation captures) and its calibrated threshold -> model.pt, report.json
+    test        Algorithm 1 on the held-out ORIGINAL captures, both rules -> confusion_matrix.png,
+                threshold_curve.{csv,png}
+    export      ONNX with its metadata, kept only when it matches torch -> model.onnx
+    quantize    gated int8 -> model.int8.onnx, only within the profile's tolerance of fp32
+    robustness  the exported model under blur, noise, light and scratches (Fig. 13)
+                -> robustness.{csv,png}
+
+``smh-ml train``, ``smh-ml reproduce`` and the Dagster assets call these same functions on the
+same layout; every stage adds its section to one :class:`ClassifierReport` (``report.json``).
+``fit`` replaces the whole folder, so files of an earlier model never sit beside a new one;
+each later stage writes its files atomically and then the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from smh_ml.config.schema import DeployConfig, Profile, TrainConfig
+from smh_ml.data.datasets import load_patch_set, load_training_set
+from smh_ml.data.patching import preprocessing_metadata
+from smh_ml.decision import threshold_curve
+from smh_ml.deploy.runtime import onnx_predict, session
+from smh_ml.evaluation.image_metrics import calibrate
+from smh_ml.evaluation.plots import confusion_matrix_png, threshold_curve_png
+from smh_ml.evaluation.robustness import SEVERITIES, plot_robustness, robustness_table
+from smh_ml.export.onnx import check_parity, export_onnx
+from smh_ml.hardware import describe
+from smh_ml.io import atomic_write_text
+from smh_ml.models import count_parameters
+from smh_ml.training.budget import plan_budget
+from smh_ml.training.checkpoint import load_classifier, save_classifier
+from smh_ml.training.loop import (
+    class_names,
+    cross_validate,
+    encode,
+    evaluate_images,
+    measure_step_cost,
+    test_patches,
+    train_final,
+    validation_captures,
+)
+
+log = logging.getLogger(__name__)
+
+REPORT = "report.json"
+ONNX = "model.onnx"
+INT8 = "model.int8.onnx"
+
+
+@dataclass
+class ClassifierReport:
+    """What one candidate's folder holds, stage by stage (None: the stage has not run)."""
+
+    profile: str
+    arch: str
+    classes: list[str]
+    geometry: dict[str, int]
+    train_set: str
+    train_size: int
+    train: dict[str, Any]
+    """The TrainConfig that ran."""
+    device: str
+    hardware: dict[str, Any]
+    preprocessing: dict[str, Any]
+    """Everything the engine needs to cut a capture as training did (also in the ONNX metadata)."""
+    parameters: int = 0
+    fit: dict[str, Any] = field(default_factory=dict)
+    """steps, best_step, precision, patches_per_second, train_seconds."""
+    final_history: list[dict[str, Any]] = field(default_factory=list)
+    decision: dict[str, Any] = field(default_factory=lambda: {"threshold": None})
+    """The calibrated threshold, its false-alarm target and the validation figures at it."""
+    cv: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
+    """Held-out image metrics under the shipped rule, with ``argmax`` (the paper's rule) beside."""
+    onnx: dict[str, Any] | None = None
+    """file, parity_max_abs_diff, parity_tolerance, parity_patches."""
+    int8: dict[str, Any] | None = None
+    robustness: list[dict[str, Any]] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per stage (cv, fit, test, export, quantize, robustness)."""
+    recipe: dict[str, Any] | None = None
+    """The recipe from the data the patch set was built with (geometry, reasons), if ``auto``."""
+    budget: dict[str, Any] | None = None
+    """The minute budget's plan: measured step costs, the steps each candidate got."""
+    selection: dict[str, Any] | None = None
+    """How this candidate was chosen among the others: validation scores of all of them."""
+
+    @property
+    def validation_accuracy(self) -> float | None:
+        """Image accuracy on the validation captures at the shipped checkpoint (the record of
+        the best step), None without validation captures."""
+        best = self.fit.get("best_step")
+        scores = [r for r in self.final_history if r.get("step") == best and "val_accuracy" in r]
+        return float(scores[-1]["val_accuracy"]) if scores else None
+
+    @property
+    def threshold(self) -> float | None:
+        return self.decision.get("threshold")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, folder: Path | str) -> Path:
+        return atomic_write_text(Path(folder) / REPORT, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path | str) -> ClassifierReport:
+        path = Path(folder) / REPORT
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no classifier report (run the fit stage first)")
+        return cls.from_dict(json.loads(path.read_text()), path)
+
+    @classmethod
+    def from_dict(cls, data: dict, path: Path | str = REPORT) -> ClassifierReport:
+        known = {f.name for f in dataclasses.fields(cls)}
+        missing = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING} - set(data)
+        if missing:
+            raise ValueError(f"{path}: not a classifier report (lacks {sorted(missing)})")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def export_metadata(report: ClassifierReport, **extra) -> dict:
+    """The ONNX metadata of a trained classifier: what a runtime needs to decide as training
+    did (preprocessing, threshold) and provenance."""
+    recipe = None if report.recipe is None else {k: report.recipe[k] for k in ("geometry", "patch", "tiles",
+                                                                              "defect_px", "reasons")}
+    return {"arch": report.arch, "profile": report.profile, "threshold": report.threshold,
+            "preprocessing": report.preprocessing, "recipe": recipe,
+            "test_accuracy": None if report.test is None else report.test["accuracy"], **extra}
+
+
+def decision_of(fitted, val, cfg: TrainConfig) -> dict:
+    """The shipped model's decision threshold, calibrated on the validation captures' clean
+    images with its selected checkpoint (None without validation captures)."""
+    if val is None or fitted.val_probs is None:
+        return {"threshold": None}
+    validation = calibrate(fitted.val_probs, val.truth, cfg.target_false_alarm)
+    return {"threshold": validation["threshold"], "target_false_alarm": cfg.target_false_alarm,
+            "validation": validation, "validation_captures": int(len(val.truth))}
+
+
+# --- stages ---------------------------------------------------------------------------------
+
+def plan_training(patch_set, train, names: list[str], profile: Profile, cv: bool = True,
+                  archs: list[str] | None = None) -> tuple[dict[str, TrainConfig], dict | None]:
+    """Each candidate's TrainConfig (``archs``, default the profile's candidates). With
+    ``train.budget_minutes``, a measured warm-up of every candidate turns the minutes into
+    steps (smh_ml.training.budget): the final fits' steps here, the chosen one's CV steps in the plan,
+    which comes back as a record (None without a budget)."""
+    archs = archs or profile.train.architectures()
+    cfgs = {arch: profile.train.for_arch(arch) for arch in archs}
+    minutes = profile.train.budget_minutes
+    if minutes <= 0:
+        return cfgs, None
+    start = time.perf_counter()
+    first = cfgs[archs[0]]
+    val = validation_captures(patch_set, names, first)
+    costs = [measure_step_cost(train.arrays, train.index, names, cfgs[a], patch_set.geometry.patch, val)
+             for a in archs]
+    warmup = time.perf_counter() - start
+    plan = plan_budget(costs, max(minutes * 60 - warmup, 1.0), first.cv_folds if cv else 0)
+    log.info("budget %g min (warm-up %.0f s): %s", minutes, warmup, "; ".join(plan.reasons))
+    planned = {arch: dataclasses.replace(cfgs[arch], steps=steps, eval_every=every, arch_budgets=())
+               for arch, (steps, every) in plan.steps().items()}
+    return planned, plan.to_dict() | {"budget_minutes": minutes, "warmup_seconds": round(warmup, 1),
+                                      "costs": [dataclasses.asdict(c) for c in costs]}
+
+
+def cv_stage(folder: Path | str, train, cfg: TrainConfig, steps: int) -> ClassifierReport:
+    """k-fold CV of a fitted candidate's recipe at ``steps`` steps a fold (the budget's share
+    for it), added to its report; the model is not touched."""
+    report = ClassifierReport.load(folder)
+    start = time.perf_counter()
+    report.cv = cross_validate(train.arrays, train.index, report.classes, dataclasses.replace(cfg, steps=steps),
+                               report.geometry["patch"]) | {"steps": steps}
+    report.seconds["cv"] = time.perf_counter() - start
+    report.save(folder)
+    return report
+
+
+def budget_cv(folder: Path | str, train, cfg: TrainConfig, budget: dict | None) -> ClassifierReport | None:
+    """The chosen candidate's CV when the budget left it steps (None: no CV ran)."""
+    if budget is None:
+        return None
+    steps = next(c["cv_steps"] for c in budget["candidates"] if c["arch"] == cfg.arch)
+    return cv_stage(folder, train, cfg, steps) if steps else None
+
+
+def fit_stage(patch_set, train, names: list[str], profile: Profile, cfg: TrainConfig,
+              cv: bool = True, recipe: dict | None = None,
+              budget: dict | None = None) -> tuple[torch.nn.Module, ClassifierReport]:
+    """k-fold CV (when ``cv`` and ``cfg.cv_folds`` > 1), the final model and its threshold.
+    The test captures are not touched. ``recipe`` and ``budget`` are recorded as they are."""
+    report = ClassifierReport(recipe=recipe, budget=budget,
+        profile=profile.name, arch=cfg.arch, classes=names, geometry=patch_set.geometry.to_dict(),
+        train_set=cfg.train_set, train_size=int(len(train.arrays)), train=dataclasses.asdict(cfg),
+        device="cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}", hardware=describe(),
+        preprocessing=preprocessing_metadata(patch_set.geometry, profile.patching.background_level))
+    patch = patch_set.geometry.patch
+    if cv and cfg.cv_folds > 1:
+        start = time.perf_counter()
+        report.cv = cross_validate(train.arrays, train.index, names, cfg, patch)
+        report.seconds["cv"] = time.perf_counter() - start
+    start = time.perf_counter()
+    val = validation_captures(patch_set, names, cfg)
+    final = train_final(train.arrays, train.index, names, cfg, patch, val)
+    report.seconds["fit"] = time.perf_counter() - start
+    report.final_history = final.history
+    report.fit = final.summary()
+    report.parameters = count_parameters(final.model)
+    report.decision = decision_of(final, val, cfg)
+    return final.model, report
+
+
+def save_fit(folder: Path | str, model: torch.nn.Module, report: ClassifierReport) -> Path:
+    """A fitted candidate's folder, replacing any earlier one whole (atomically)."""
+    return save_classifier(folder, model, report.to_dict())
+
+
+def load_fit(folder: Path | str) -> tuple[torch.nn.Module, ClassifierReport]:
+    model, data = load_classifier(folder)
+    return model, ClassifierReport.from_dict(data, Path(folder) / REPORT)
+
+
+def test_stage(folder: Path | str, patch_set, test: tuple[pd.DataFrame, list[np.ndarray]] | None = None,
+               model: torch.nn.Module | None = None) -> ClassifierReport:
+    """The held-out ORIGINAL captures, decided by the calibrated threshold rule (the paper's
+    arg-max rule beside it). ``test``: :func:`test_patches` of ``patch_set`` when already cut."""
+    folder = Path(folder)
+    if model is None:
+        model, report = load_fit(folder)
+    else:  # the caller's fitted model: only the report is read
+        report = ClassifierReport.load(folder)
+    start = time.perf_counter()
+    captures, groups = test or test_patches(patch_set)
+    metrics = evaluate_images(model, captures, groups, report.classes, threshold=report.threshold)
+    curve = threshold_curve(metrics.pop("per_image_probs"), encode(captures["label"], report.classes))
+    rule = "threshold rule" if metrics.get("rule") == "threshold" else "Algorithm 1 (arg-max)"
+    confusion_matrix_png(metrics["confusion_matrix"], report.classes, folder / "confusion_matrix.png",
+                         f"{report.arch}, held-out captures, {rule}")
+    atomic_write_text(folder / "threshold_curve.csv", curve.to_csv(index=False))
+    threshold_curve_png(curve, folder / "threshold_curve.png", f"{report.arch}: misses vs false alarms")
+    report.test = metrics
+    report.seconds["test"] = time.perf_counter() - start
+    report.save(folder)
+    return report
+
+
+def export_stage(folder: Path | str, patch_set, parity_tol: float = 1e-4,
+                 test: tuple[pd.DataFrame, list[np.ndarray]] | None = None, **metadata) -> ClassifierReport:
+    """``model.onnx`` with the report's threshold, preprocessing and provenance as metadata.
+    The file is written beside the model only after it matched torch within ``parity_tol`` on
+    up to 512 held-out patches; on a mismatch it is deleted and :class:`ParityError` raised.
+    An int8 file of an earlier export is removed: it belonged to another fp32 model."""
+    folder = Path(folder)
+    model, report = load_fit(folder)
+    start = time.perf_counter()
+    (folder / INT8).unlink(missing_ok=True)
+    _, groups = test or test_patches(patch_set)
+    sample = np.concatenate(groups)[:512] if groups else patch_set.patches[:512]
+    staged = folder / f".{ONNX}.staged"
+    try:
+        export_onnx(model, staged, report.geometry["patch"], report.classes, report.geometry,
+                    export_metadata(report, **metadata))
+        diff = check_parity(model, staged, sample, parity_tol)
+        os.replace(staged, folder / ONNX)
+    finally:
+        staged.unlink(missing_ok=True)
+    report.onnx = {"file": ONNX, "parity_max_abs_diff": diff, "parity_tolerance": parity_tol,
+                   "parity_patches": int(len(sample))}
+    report.seconds["export"] = time.perf_counter() - start
+    report.save(folder)
+    return report
+
+
+def quantize_stage(folder: Path | str, patch_set, deploy: DeployConfig, clean_class: str) -> ClassifierReport:
+    """int8 static quantization of ``model.onnx``, kept as ``model.int8.onnx`` only within
+    ``deploy.int8_tolerance`` of fp32's held-out accuracy (smh_ml.export.quantization)."""
+    from smh_ml.export.quantization import gated_int8
+
+    folder = Path(folder)
+    report = ClassifierReport.load(folder)
+    start = time.perf_counter()
+    gate = gated_int8(folder / ONNX, patch_set, clean_class, deploy.int8_tolerance, deploy.calibration_patches,
+                      deploy.per_channel)
+    report.int8 = dataclasses.asdict(gate) | {"file": INT8 if gate.accepted else None}
+    report.seconds["quantize"] = time.perf_counter() - start
+    report.save(folder)
+    return report
+
+
+def robustness_stage(folder: Path | str, patch_set, severities: dict[str, tuple[float, ...]] = SEVERITIES,
+                     test: tuple[pd.DataFrame, list[np.ndarray]] | None = None, seed: int = 0) -> ClassifierReport:
+    """Fig. 13 on the exported model (the one that ships), with its decision rule."""
+    folder = Path(folder)
+    report = ClassifierReport.load(folder)
+    if not (folder / ONNX).is_file():
+        raise FileNotFoundError(f"{folder / ONNX}: no exported model (run the export stage first)")
+    start = time.perf_counter()
+    captures, groups = test or test_patches(patch_set)
+    sess = session(folder / ONNX)
+
+    def accuracy(transform):
+        return evaluate_images(lambda arrays: onnx_predict(sess, arrays), captures, groups, report.classes,
+                               transform, report.threshold)["accuracy"]
+
+    table = robustness_table(accuracy, severities, seed=seed)
+    atomic_write_text(folder / "robustness.csv", table.to_csv(index=False))
+    plot_robustness(table, folder / "robustness.png", f"{report.arch} robustness")
+    report.robustness = table.to_dict(orient="records")
+    report.seconds["robustness"] = time.perf_counter() - start
+    report.save(folder)
+    return report
+
+
+def select_candidate(reports: dict[str, ClassifierReport]) -> dict:
+    """The candidate that ships, chosen on the validation captures (a split of the TRAINING
+    captures) and never on the test captures: the highest validation image accuracy at the
+    shipped checkpoint, ties to the smaller model. Without validation captures, the mean CV
+    accuracy; without either, the first candidate (the recipe's order)."""
+    from smh_ml.tracking.promotion import best_candidate
+
+    parameters = {arch: r.parameters for arch, r in reports.items()}
+    scores = {arch: r.validation_accuracy for arch, r in reports.items()}
+    metric = "validation image accuracy"
+    if any(v is None for v in scores.values()):
+        scores = {arch: (r.cv or {}).get("summary", {}).get("all", {}).get("mean_accuracy")
+                  for arch, r in reports.items()}
+        metric = "mean CV patch accuracy"
+    if any(v is None for v in scores.values()):
+        first = next(iter(reports))
+        return {"best": first, "metric": "the recipe's first candidate (no validation captures, no CV)",
+                "scores": {}, "parameters": parameters}
+    return {"best": best_candidate(scores, parameters), "metric": metric, "scores": scores,
+            "parameters": parameters}
+
+
+SHIPPED_FILES = (REPORT, "model.pt", ONNX, "confusion_matrix.png", "threshold_curve.csv", "threshold_curve.png",
+                 "robustness.csv", "robustness.png")
+
+
+def ship_candidate(candidate: Path | str, out: Path | str) -> Path:
+    """Copy a candidate's model files to ``out`` (each replaced atomically), so ``out`` is a
+    model folder for ``smh-ml predict --model``; files of an earlier model that this one lacks
+    are removed."""
+    import shutil
+
+    candidate, out = Path(candidate), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*SHIPPED_FILES, INT8):
+        source, target = candidate / name, out / name
+        if not source.is_file():
+            target.unlink(missing_ok=True)
+            continue
+        staged = out / f".{name}.staged"
+        shutil.copy2(source, staged)
+        os.replace(staged, target)
+    return out
+
+
+CANDIDATES_DIR = "candidates"
+
+
+def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv: bool = True,
+                   robustness: bool = True, parity_tol: float = 1e-4,
+                   severities: dict[str, tuple[float, ...]] = SEVERITIES,
+                   train_dir: Path | str | None = None, archs: list[str] | None = None) -> ClassifierReport:
+    """fit, test, export (and robustness) of the profile's candidates; the best on the
+    validation captures ships in ``out``.
+
+    ``archs`` (default: the profile's candidates) are trained on the same training captures,
+    within ``train.budget_minutes`` when the profile sets one. With one candidate ``out`` is
+    its folder; with several each has ``out/candidates/<arch>/`` and the chosen one's files are
+    copied to ``out``. The training set ``profile.train.train_set`` (pta, or pgan) is read from
+    ``train_dir`` (default: ``patch_dir``); the test captures always come from ``patch_dir``
+    and are used once per candidate, after the choice, for the report.
+    """
+    from smh_ml.data.recipe import recorded_recipe
+
+    patch_set = load_patch_set(patch_dir)
+    names = class_names(set(patch_set.captures["label"]), profile.clean_class)
+    archs = archs or profile.train.architectures()
+    train = load_training_set(train_dir or patch_dir, profile.train.for_arch(archs[0]).train_set)
+    cfgs, budget = plan_training(patch_set, train, names, profile, cv, archs)
+    recipe = recorded_recipe(patch_dir)
+    out = Path(out)
+    folders = {arch: out if len(cfgs) == 1 else out / CANDIDATES_DIR / arch for arch in cfgs}
+    reports: dict[str, ClassifierReport] = {}
+    for arch, cfg in cfgs.items():  # with a budget, CV waits for the choice
+        model, reports[arch] = fit_stage(patch_set, train, names, profile, cfg, cv and budget is None, recipe, budget)
+        save_fit(folders[arch], model, reports[arch])
+    selection = select_candidate(reports) | {"dropped": list((budget or {}).get("dropped", []))}
+    best = selection["best"]
+    for arch in cfgs:
+        reports[arch].selection = selection
+        reports[arch].save(folders[arch])
+    budget_cv(folders[best], train, cfgs[best], budget)
+    test = test_patches(patch_set)
+    for arch in cfgs:
+        test_stage(folders[arch], patch_set, test)
+    report = export_stage(folders[best], patch_set, parity_tol, test)
+    if robustness:
+        report = robustness_stage(folders[best], patch_set, severities, test, seed=cfgs[best].seed)
+    if folders[best] != out:
+        ship_candidate(folders[best], out)
+    return report
