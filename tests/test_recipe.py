@@ -129,7 +129,7 @@ def test_blank_or_collapsed_synthetic_patches_are_refused():
 
 
 def test_the_relative_fid_ceiling_is_the_lower_yardstick_times_the_factor():
-    """Magnetic tile's blowhole, session 4: a DCGAN without any blowhole in its patches scored
+    """Magnetic tile's blowhole: a DCGAN without any blowhole in its patches scored
     1,418, under 4 x the real-vs-real 401 but far over the traditional copies' 173."""
     import dataclasses
 

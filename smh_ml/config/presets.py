@@ -23,8 +23,8 @@ from smh_ml.config.schema import (
 
 # The converging CPU recipe (docs/MODELS.md): AdamW + one-cycle, label smoothing, square-root
 # class-balanced batches, on-the-fly augmentation, BatchNorm statistics recomputed before each
-# validation pass, best checkpoint on 15% of the training captures. The paper's constant
-# Adam 1e-4 with L2 0.01 for a few CPU epochs never left the majority class (docs/RESULTS.md).
+# validation pass, best checkpoint on 15% of the training captures: the paper's constant
+# Adam 1e-4 with L2 0.01 does not leave the majority class in a CPU's few epochs (docs/RESULTS.md).
 CPU_RECIPE: dict[str, Any] = {
     "optimizer": "adamw", "weight_decay": 0.05, "schedule": "onecycle", "warmup": 0.1, "lr": 1e-3,
     "label_smoothing": 0.1, "l2": 0.0, "balance": 0.5, "online_augment": True, "val_fraction": 0.15,
@@ -32,21 +32,15 @@ CPU_RECIPE: dict[str, Any] = {
 }
 
 
-# GANs that learn on a CPU (docs/GAN.md): a budget of generator steps, two time-scale rates (the
-# critic's 4x the generator's; with equal rates the small critic fell behind and the Wasserstein
-# estimate turned negative), DiffAugment on everything the critic sees, an EMA of the generator
-# for sampling, and FID checkpoints that keep the best weights and stop on a plateau. The domain
-# extractor scoring them gets the bench classifier's 600 steps (about a minute at 64 px). 1,800
-# steps of 32 at 64 px take about 9-10 minutes per class on 2 cores (0.30 s a step, plus the
-# checkpoints). FID over training is noisy (blowhole: 2,803 / 2,478 / 2,076 / 2,410 / 1,804 every
-# 500 steps), so a plateau needs three worse checkpoints in a row: with two, the first run
-# stopped at step 900 with its best at step 300.
-# upsample="resize" since session 8: on magnetic tile's blowhole at 1,800 steps the transposed convs
-# drew a periodic grid and reached domain FID 96.4; resize-convs drew none and reached 10.3 (docs/GAN.md).
-# A resize-conv step cost 0.42 s (transposed: 0.35 s): 11-11.5 min a class with scoring in session 8's
-# magnetic-tile reproduce, over the issue's 10 minutes. Channels-last networks (session 9) brought a
-# step to 0.26-0.29 s: blowhole's 1,800 steps took 502 s with its FID checkpoints (was 707 s), and a
-# simulated class 8-8.3 min from start to gate verdict.
+# GANs that learn on a CPU (docs/GAN.md has the figures behind each value):
+# - two time-scale rates, the critic's 4x the generator's: with equal rates the small critic
+#   falls behind and the Wasserstein estimate turns negative;
+# - DiffAugment on everything the critic sees and an EMA of the generator for sampling;
+# - FID checkpoints keep the best weights; FID over training is noisy, so a plateau needs three
+#   worse checkpoints in a row (two stop runs far before their best);
+# - resize-convs: transposed convs draw a periodic grid on small defect patches;
+# - 1,800 steps of 32 at 64 px keep a class within about 10 minutes on 2 cores with the
+#   channels-last networks; the domain extractor gets the bench classifier's 600 steps.
 CPU_GAN = GanConfig(width=0.25, upsample="resize", steps=1800, batch_size=32, lr=1e-4, critic_lr=4e-4,
                     diffaugment=("translation", "cutout"), ema=0.99, eval_every=300, patience=3,
                     augment_to=1000, pgan_target=300, checkpoint_every=100, fid_samples=300, domain_steps=600)
@@ -57,25 +51,22 @@ _DEMO = Profile(
     description="CPU demo: the paper's 609 simulated captures, 64 patches of 64 px per "
                 "capture (a 1024 x 256 image), the paper's Inception-CNN and baseline CNN, 600 steps "
                 "of 64, 2-fold CV, small GANs.",
-    # 64 tiles of 64 px with 1,200 clean patches and 150 per defect class, the bench data settings:
-    # the Inception-CNN reached 97.54% held-out in 600 steps (61 s of training a fit) where 16
-    # patches of 128 px gave EfficientNet-Lite0 95.08% and a 38-minute graph. Kept clean patches (no
-    # cap): 82.79% (defects were a fifth of the draws). EfficientNet-Lite0 at 64 px: 66.39% in
-    # 5 min 19 s, so the second candidate is the paper's baseline CNN; EfficientNet-Lite0 stays a
-    # candidate in `whole` (docs/RESULTS.md).
+    # 64 tiles of 64 px keep the simulated set's pits at 3 px for the Inception-CNN (the recipe's
+    # rule), and a fit takes about a minute; the clean patches are capped at 1,200 so that the
+    # defects are not a small share of the draws. EfficientNet-Lite0 does not learn 64-px tiles in
+    # a CPU budget, so the second candidate is the paper's baseline CNN (docs/RESULTS.md).
     patching=PatchingConfig(patch=64, tiles=64),
     augment=AugmentConfig(ota_size=(128, 64), ota_target=120, pta_target=150, max_clean_patches=1200),
     # the paper's count (479 + 130): 120 captures left 14 validation captures to pick a
     # checkpoint and a threshold with, and 24 test captures (one miss = 4 points)
     simulate=SimulateConfig(count=609),
-    # bench's recipe, checkpoints every 200 steps included: every 100, the noisy mid-schedule
-    # step 300 won on the 73 validation captures (72 right, as at step 500) and scored 91.80%
-    # held-out, against 97.54% for step 600 (docs/RESULTS.md)
+    # bench's recipe, checkpoints every 200 steps included: with a checkpoint every 100, a noisy
+    # mid-schedule step can win on the few validation captures and ship worse (docs/RESULTS.md)
     train=TrainConfig(arch="inception_cnn", candidates=("inception_cnn", "baseline_cnn"),
                       steps=600, eval_every=200, cv_folds=2, **CPU_RECIPE),
-    # 60 generator steps at 64 px (width 0.125) took 16-18 s a class in make demo, far too few to
-    # learn; the synthetic gate then tops the classes up by traditional augmentation. GANs
-    # that learn: the bench profile. The domain extractor: 300 steps (bench: 600).
+    # 60 generator steps keep make demo's GANs to seconds a class, far too few to learn; the
+    # synthetic gate then tops the classes up by traditional augmentation. GANs that learn: the
+    # bench profile.
     gan=dataclasses.replace(CPU_GAN, width=0.125, steps=60, eval_every=30, patience=0, checkpoint_every=30,
                             domain_steps=300),
 )
@@ -110,10 +101,10 @@ PROFILES: dict[str, Profile] = {
                     "64-px patches, 2-fold CV (paper 10), 600 steps, 1200 clean patches "
                     "(paper 2560), GANs of 1,800 generator steps with the CPU GAN recipe.",
         patching=PatchingConfig(patch=64, tiles=16),
-        # Clean patches are ~2/3 of the paper's P-TA (2560 of 3810). At 400 (a sixth of P-GAN)
-        # the classifiers called most clean patches defective, and Algorithm 1 (any defect patch
-        # flags the image) then flagged every clean capture: 7.8% held-out accuracy
-        # (docs/RESULTS.md). O-TA images are 2 patches in area and 2:1, as the paper's 512x256 are.
+        # Clean patches are ~2/3 of the paper's P-TA (2560 of 3810): with far fewer, the classifiers
+        # call clean patches defective and Algorithm 1 (any defect patch flags the image) flags
+        # every clean capture (docs/RESULTS.md). O-TA images are 2 patches in area and 2:1, as the
+        # paper's 512x256 are.
         augment=AugmentConfig(ota_size=(128, 64), ota_target=120, pta_target=150, max_clean_patches=1200),
         train=TrainConfig(steps=600, eval_every=200, cv_folds=2, **CPU_RECIPE),
         gan=CPU_GAN,
