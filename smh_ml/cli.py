@@ -207,7 +207,7 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
 
     _log_info()
     from smh_ml.config.overrides import with_overrides
-    from smh_ml.models import ARCHITECTURES
+    from smh_ml.models import list_models
 
     if steps is not None and epochs is not None:
         _fail("--steps and --epochs exclude each other")
@@ -217,8 +217,8 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
                                    "train.epochs": epochs, "train.cv_folds": folds,
                                    "train.train_set": train_set}.items()
                  if v is not None}
-    if arch is not None and arch not in ARCHITECTURES:
-        _fail(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    if arch is not None and arch not in list_models():
+        _fail(f"unknown architecture {arch!r}; known: {', '.join(list_models())}")
     if not (patch_dir / "geometry.json").exists():
         _fail(f"{patch_dir}: not a patch-set folder (run 'smh-ml patches' first)")
     prof = with_overrides(_folder_profile(profile, settings, patch_dir), overrides)
@@ -506,7 +506,7 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
     """Re-run the paper's experiments (Tables 6, 8, 9-10, Fig. 13) on a patch set; writes results.json."""
     import contextlib
 
-    from smh_ml.models import ARCHITECTURES
+    from smh_ml.models import list_models
     from smh_ml.workflows.reproduce import Reproduction
 
     _log_info()
@@ -525,7 +525,7 @@ def reproduce(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-
     try:
         with run_context as tracker:
             repro = Reproduction(patch_dir, out, prof, tracker, inception_weights, imagenet)
-            results = repro.run(chosen, _classes(archs) or list(ARCHITECTURES), _classes(classes),
+            results = repro.run(chosen, _classes(archs) or list_models(), _classes(classes),
                                 seed_list)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

@@ -80,7 +80,8 @@ def test_mlflow_folder_is_not_a_package():
 # (shared modules at the bottom), never one beside or above it.
 LAYERS = (
     ("io", "decision", "hardware", "config"),
-    ("data", "models", "evaluation"),
+    ("models",),
+    ("data", "evaluation"),
     ("deploy",),
     ("training",),
     ("export", "synthetic", "tracking"),

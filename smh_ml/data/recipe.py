@@ -43,9 +43,6 @@ a CPU budget (docs/RESULTS.md)."""
 KERNEL_PX = 3
 """Side of the first convolution's kernel in every candidate: a defect must cover one kernel
 footprint of the first feature map to be told from pixel noise."""
-STEM_STRIDE = {"efficientnet_lite0": 2, "inception_cnn": 1, "baseline_cnn": 1}
-"""Stride of each candidate's first layer: EfficientNet-Lite0's stem halves its input, the
-paper's CNNs keep full resolution to their first pooling."""
 AMBIGUOUS_FACTOR = 2.0
 """A whole-capture extent within this factor of the whole geometry's minimum is recorded as
 a close call in the recipe's reasons."""
@@ -166,8 +163,12 @@ def measure_capture_set(manifest: pd.DataFrame, clean_class: str, background_lev
 
 def min_defect_px(arch: str) -> float:
     """Model-input pixels the typical defect must span for ``arch``: one first-layer kernel
-    footprint after the stem's stride (6 px for EfficientNet-Lite0, 3 px for the paper's CNNs)."""
-    return float(KERNEL_PX * STEM_STRIDE[arch])
+    footprint after the stem's stride, from its card (6 px for EfficientNet-Lite0, whose stem
+    halves its input; 3 px for the paper's CNNs, which keep full resolution to their first
+    pooling)."""
+    from smh_ml.models import get_card  # lazily: measuring a capture set needs no torch
+
+    return float(KERNEL_PX * get_card(arch).stem_stride)
 
 
 def _tile_count(extent: float, aspect: float, need_px: float) -> int:

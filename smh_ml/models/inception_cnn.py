@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from smh_ml.models.registry import ArchCard, register_model
+
 # (f1, f2, f3, f4, f5, f6) of modules A, B and C
 INCEPTION_FILTERS = {
     "A": (32, 16, 16, 32, 16, 16),
@@ -98,3 +100,17 @@ class InceptionCNN(nn.Module):
 
 def inception_cnn(num_classes: int, patch: int = 256, in_channels: int = 1) -> InceptionCNN:
     return InceptionCNN(num_classes, patch, in_channels)
+
+
+def pools_to_head(patch: int, stages: int = 7) -> str | None:
+    """The problem with a patch side the paper's CNNs cannot pool to their 2x2 head, or None."""
+    try:
+        pooling_plan(patch, stages)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@register_model(ArchCard("inception_cnn", min_size=4, stem_stride=1, paper=True, size_rule=pools_to_head))
+def _build(num_classes: int, patch: int, weights=None, pretrained: bool = False) -> InceptionCNN:
+    return inception_cnn(num_classes, patch)

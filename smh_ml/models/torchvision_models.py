@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
+from smh_ml.models.registry import ArchCard, register_model
+
 
 def _first_conv(model: nn.Module, path: str) -> tuple[nn.Module, str]:
     parent_path, _, name = path.rpartition(".")
@@ -72,3 +74,14 @@ def torchvision_model(name: str, num_classes: int, patch: int = 256,
     if weights is not None:
         load_local_weights(model, weights, conv_path)
     return MinSize(model, 75) if name == "inception_v3" else model
+
+
+def _register(name: str) -> None:
+    @register_model(ArchCard(name, stem_stride=2, own_weights=True, paper=True))
+    def _build(num_classes: int, patch: int, weights=None, pretrained: bool = False) -> nn.Module:
+        # ``weights`` here are ImageNet weights adapted to one channel by the builder
+        return torchvision_model(name, num_classes, patch, weights)
+
+
+for _name in TORCHVISION:
+    _register(_name)

@@ -34,7 +34,7 @@ from pathlib import Path
 from smh_ml.config.schema import Profile
 from smh_ml.data.datasets import check_built_with, load_patch_set, patch_set_id, training_set_id
 from smh_ml.io import atomic_write_text, files_digest
-from smh_ml.models import ARCHITECTURES
+from smh_ml.models import check_input, list_models
 from smh_ml.workflows.step_cache import current, stamp, stamped
 from smh_ml.workflows.trial import TRIAL_FIELDS, TRIAL_SET, judge, on_trial, sample_ungated
 
@@ -59,18 +59,15 @@ def _metric_summary(report: dict) -> dict[str, float]:
 
 
 def check_profile(profile: Profile, experiments: Sequence[str] = EXPERIMENTS,
-                  archs: Sequence[str] = ARCHITECTURES) -> None:
-    """Build every network the chosen experiments will train, before any of them runs, so a
-    profile whose sizes a network cannot take fails in seconds, not after the GANs."""
-    from smh_ml.models import build
-    from smh_ml.models.baseline_cnn import baseline_cnn
-
+                  archs: Sequence[str] | None = None) -> None:
+    """Check every network the chosen experiments will train against its card's size rules,
+    before any of them runs, so a profile whose sizes a network cannot take fails in seconds,
+    not after the GANs (no network is built)."""
     try:
         if "table8" in experiments:
-            height, width = profile.augment.ota_size
-            baseline_cnn(2, width, height=height)
-        for arch in (archs if "tables9_10" in experiments else ["inception_cnn"]):
-            build(arch, 2, profile.patching.patch)
+            check_input("baseline_cnn", profile.augment.ota_size[1])  # the O-TA width sets its pooling
+        for arch in ((archs or list_models()) if "tables9_10" in experiments else ["inception_cnn"]):
+            check_input(arch, profile.patching.patch)
     except ValueError as exc:
         raise ValueError(f"profile {profile.name!r} (patching.patch {profile.patching.patch}, "
                          f"augment.ota_size {profile.augment.ota_size}): {exc}") from exc
@@ -315,21 +312,22 @@ class Reproduction:
                                                           train_dir, cv=False, robustness=False, seed=seed)
         return out
 
-    def tables9_10(self, archs: Sequence[str] = ARCHITECTURES, robustness_for: Sequence[str] = ()) -> dict:
+    def tables9_10(self, archs: Sequence[str] | None = None, robustness_for: Sequence[str] = ()) -> dict:
         pgan = self._pgan_dir()
         train_set = "pgan" if pgan is not None else "pta"
         return {arch: self._classifier(f"tables9_10/{arch}", self.out / "tables9_10" / arch, arch, train_set, pgan,
                                        cv=True, robustness=arch in robustness_for)
-                for arch in archs}
+                for arch in (archs or list_models())}
 
-    def run(self, experiments: Sequence[str] = EXPERIMENTS, archs: Sequence[str] = ARCHITECTURES,
+    def run(self, experiments: Sequence[str] = EXPERIMENTS, archs: Sequence[str] | None = None,
             classes: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> dict:
         unknown = set(experiments) - set(EXPERIMENTS)
         if unknown:
             raise ValueError(f"unknown experiments {sorted(unknown)}; known: {', '.join(EXPERIMENTS)}")
-        bad_archs = set(archs) - set(ARCHITECTURES)
+        archs = list(archs or list_models())
+        bad_archs = set(archs) - set(list_models())
         if bad_archs:
-            raise ValueError(f"unknown architectures {sorted(bad_archs)}; known: {', '.join(ARCHITECTURES)}")
+            raise ValueError(f"unknown architectures {sorted(bad_archs)}; known: {', '.join(list_models())}")
         check_profile(self.profile, experiments, archs)
         if not check_built_with(self.patch_dir, self.profile):
             log.warning("%s has no profile.json: cannot check that it was built with profile %r",
