@@ -104,7 +104,9 @@ def make_models(folder: Path, model_dir: Path | None, calibration: np.ndarray | 
 
     import torch
 
+    from smh_ml.data.patching import Geometry
     from smh_ml.deploy import Engine
+    from smh_ml.deploy.card import ModelCard
     from smh_ml.export.onnx import export_onnx
     from smh_ml.export.quantization import quantize_int8
     from smh_ml.models import build, count_parameters
@@ -121,7 +123,7 @@ def make_models(folder: Path, model_dir: Path | None, calibration: np.ndarray | 
         arch, geometry = "inception_cnn", {"rows": 8, "cols": 2, "patch": patch}
         model, weights = build(arch, len(CLASSES), patch).eval(), "random (speed only)"
         torch.save(model.state_dict(), folder / "model.pt")
-        fp32 = export_onnx(model, folder / "model.onnx", patch, CLASSES, geometry, {"arch": arch})
+        fp32 = export_onnx(model, folder / "model.onnx", ModelCard(arch, tuple(CLASSES), Geometry(**geometry)))
     if calibration is None:
         engine = Engine(fp32, threads=threads)
         calibration = np.concatenate([engine.patches(_read(p)) for p in calibration_files])

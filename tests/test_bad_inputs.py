@@ -158,6 +158,7 @@ def test_hostile_and_undecidable_files_are_refused_alike_by_validate_and_predict
                                                                                   tmp_path):
     from smh_ml.data.patching import Geometry
     from smh_ml.deploy import Engine
+    from smh_ml.deploy.card import ModelCard
     from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
 
@@ -176,8 +177,8 @@ def test_hostile_and_undecidable_files_are_refused_alike_by_validate_and_predict
         for name, words in {"black.png": "no product", "dot.png": "too small", "pages.tiff": "frames",
                             "nan.tiff": "NaN", "bomb.png": "too large"}.items():
             assert words in refused.get(f"defect-free/{name}", ""), (name, refused)
-        onnx_path = export_onnx(build("baseline_cnn", 2, 16).eval(), tmp_path / "m.onnx", 16,
-                                ["defect-free", "pits"], Geometry(rows=2, cols=1, patch=16).to_dict())
+        onnx_path = export_onnx(build("baseline_cnn", 2, 16).eval(), tmp_path / "m.onnx",
+                                ModelCard("baseline_cnn", ("defect-free", "pits"), Geometry(rows=2, cols=1, patch=16)))
         engine = Engine(onnx_path)
         files = [clean / n for n in ("black.png", "dot.png", "pages.tiff", "nan.tiff", "bomb.png")]
         files.append(next(clean.glob("sim-*.jpg")))

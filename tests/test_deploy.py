@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from smh_ml.data.patching import Geometry
+from smh_ml.deploy.card import ModelCard
 from smh_ml.export.onnx import export_onnx
 from smh_ml.models import build
 
@@ -27,8 +28,9 @@ print(json.dumps({"decisions": json.loads(result.output), "heavy": heavy}))
 def test_predict_and_pyfunc_never_import_torch(tmp_path):
     geometry = Geometry(rows=1, cols=2, patch=32)
     model = build("baseline_cnn", 3, 32).eval()
-    onnx_path = export_onnx(model, tmp_path / "model.onnx", 32, ["defect-free", "pits", "scratches"],
-                            geometry.to_dict(), {"preprocessing": {"background_level": 16}})
+    onnx_path = export_onnx(model, tmp_path / "model.onnx",
+                            ModelCard("baseline_cnn", ("defect-free", "pits", "scratches"), geometry,
+                                      background_level=16))
     capture = np.full((80, 120), 8, np.uint8)
     capture[10:70, 10:110] = np.random.default_rng(0).integers(60, 200, (60, 100))
     Image.fromarray(capture).save(tmp_path / "part.png")
@@ -62,8 +64,9 @@ def test_the_packaged_model_declares_every_import_its_loader_needs(tmp_path):
 
     from smh_ml.tracking.packaging import package_model
 
-    onnx_path = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx", 32,
-                            ["defect-free", "pits", "scratches"], Geometry(rows=1, cols=2, patch=32).to_dict())
+    onnx_path = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx",
+                            ModelCard("baseline_cnn", ("defect-free", "pits", "scratches"),
+                                      Geometry(rows=1, cols=2, patch=32)))
     big = np.full((3000, 1400), 8, np.uint8)
     big[100:2900, 100:1300] = np.random.default_rng(0).integers(60, 200, (2800, 1200))
     Image.fromarray(big).save(tmp_path / "capture.png")  # about 3 MB: never stored whole in a version

@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 from smh_ml.cli import app
 from smh_ml.config.overrides import with_overrides
 from smh_ml.config.presets import get_profile
+from smh_ml.data.patching import Geometry
 from smh_ml.decision import decide
+from smh_ml.deploy.card import ModelCard
 
 pytestmark = pytest.mark.real_data
 
@@ -41,8 +43,7 @@ def mt_model(mt_root, tmp_path_factory):
     fitted = train_final(patch_set.patches[train["patch_index"].to_numpy()], train, names, profile.train,
                          patch_set.geometry.patch)
     folder = tmp_path_factory.mktemp("mt-model")
-    path = export_onnx(fitted.model, folder / "model.onnx", patch_set.geometry.patch, names,
-                       patch_set.geometry.to_dict())
+    path = export_onnx(fitted.model, folder / "model.onnx", ModelCard("baseline_cnn", tuple(names), patch_set.geometry))
     return fitted.model.eval(), path, patch_set, names
 
 
@@ -222,8 +223,8 @@ def test_fast_decode_reads_big_jpegs_at_reduced_scale_with_nearly_the_same_patch
     from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
 
-    onnx_path = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx", 32,
-                            ["defect-free", "a", "b"], {"rows": 8, "cols": 2, "patch": 32})
+    onnx_path = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx",
+                            ModelCard("baseline_cnn", ("defect-free", "a", "b"), Geometry(rows=8, cols=2, patch=32)))
     capture = simulate_capture("pits", np.random.default_rng(3))  # 3584 px high
     Image.fromarray(capture.image).save(tmp_path / "c.jpg", quality=95)
     Image.fromarray(capture.image).save(tmp_path / "c.png")

@@ -126,12 +126,14 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
 
 def _registry(tmp_path):
     """A packaged (untrained) model and the tracker of an MLflow resource on a fresh sqlite store."""
+    from smh_ml.data.patching import Geometry
+    from smh_ml.deploy.card import ModelCard
     from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
     from smh_ml.tracking.packaging import package_model
 
-    onnx_path = export_onnx(build("baseline_cnn", 3, 16).eval(), tmp_path / "m.onnx", 16, ["defect-free", "a", "b"],
-                            {"rows": 4, "cols": 2, "patch": 16})
+    onnx_path = export_onnx(build("baseline_cnn", 3, 16).eval(), tmp_path / "m.onnx",
+                            ModelCard("baseline_cnn", ("defect-free", "a", "b"), Geometry(rows=4, cols=2, patch=16)))
     package = package_model(onnx_path, tmp_path / "pkg")
     tracker = MlflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
                              artifact_root=str(tmp_path / "arts")).tracker()

@@ -33,13 +33,15 @@ def test_concurrent_registrations_leave_the_better_model_champion(tmp_path, monk
     """Two runs register at once; the decision is slowed so that, unserialised, both would read
     'no champion' and the later alias write would win whatever its score."""
     import smh_ml.tracking.tracker as tracking
+    from smh_ml.data.patching import Geometry
+    from smh_ml.deploy.card import ModelCard
     from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
     from smh_ml.tracking.packaging import package_model
     from smh_ml.tracking.tracker import Tracker
 
-    package = package_model(export_onnx(build("baseline_cnn", 3, 16).eval(), tmp_path / "m.onnx", 16,
-                                        ["defect-free", "a", "b"], {"rows": 1, "cols": 1, "patch": 16}),
+    card = ModelCard("baseline_cnn", ("defect-free", "a", "b"), Geometry(rows=1, cols=1, patch=16))
+    package = package_model(export_onnx(build("baseline_cnn", 3, 16).eval(), tmp_path / "m.onnx", card),
                             tmp_path / "pkg")
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "arts"), "e", "m")
     runs = [tracker.client().create_run(tracker.experiment_id()).info.run_id for _ in range(2)]

@@ -105,10 +105,13 @@ def test_efficientnet_lite0_loads_the_packaged_imagenet_weights_exactly():
 
 
 def test_efficientnet_exports_to_onnx_with_its_preprocessing_inside(tmp_path):
+    from smh_ml.data.patching import Geometry
+    from smh_ml.deploy.card import ModelCard
     from smh_ml.export.onnx import check_parity, export_onnx
 
     model = build("efficientnet_lite0", 3, 64, pretrained=True).eval()
-    path = export_onnx(model, tmp_path / "m.onnx", 64, ["defect-free", "a", "b"], {"rows": 2, "cols": 2, "patch": 64})
+    path = export_onnx(model, tmp_path / "m.onnx",
+                       ModelCard("efficientnet_lite0", ("defect-free", "a", "b"), Geometry(rows=2, cols=2, patch=64)))
     patches = np.random.default_rng(0).integers(0, 256, (6, 64, 64), dtype=np.uint8)
     assert check_parity(model, path, patches, 1e-4) < 1e-4
 
@@ -190,8 +193,7 @@ def test_the_engine_cuts_exactly_the_training_patches(request, root_fixture, tmp
     from smh_ml.config.overrides import with_overrides
     from smh_ml.data.captures import load_manifest
     from smh_ml.data.datasets import build_patch_set
-    from smh_ml.data.patching import preprocessing_metadata
-    from smh_ml.deploy import Engine
+    from smh_ml.deploy import Engine, ModelCard
     from smh_ml.export.onnx import export_onnx
     from smh_ml.training.loop import class_names, test_patches
 
@@ -202,8 +204,8 @@ def test_the_engine_cuts_exactly_the_training_patches(request, root_fixture, tmp
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
     geometry = patch_set.geometry
     path = export_onnx(build("baseline_cnn", len(names), geometry.patch).eval(), tmp_path / "m.onnx",
-                       geometry.patch, names, geometry.to_dict(),
-                       {"preprocessing": preprocessing_metadata(geometry, profile.patching.background_level)})
+                       ModelCard("baseline_cnn", tuple(names), geometry,
+                                 background_level=profile.patching.background_level))
     engine = Engine(path)
     assert engine.background_level == 12 and engine.geometry == geometry
     captures, groups = test_patches(patch_set)

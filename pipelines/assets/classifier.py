@@ -23,6 +23,7 @@ from pipelines.resources import (
 )
 from smh_ml.data.datasets import load_captures, load_patch_set, load_training_set
 from smh_ml.data.recipe import recorded_recipe
+from smh_ml.deploy.runtime import read_card
 from smh_ml.export.onnx import ParityError
 from smh_ml.io import atomic_dir, atomic_write_text, scratch_dir
 from smh_ml.synthetic.pgan import defect_classes, missing_synthetic, save_training_set
@@ -321,7 +322,7 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
                                       input_example=examples[0] if examples else None)
             outcomes[arch] = tracker.register(
                 run_id, model_dir, test["candidates"][arch]["accuracy"], test["test_set_id"],
-                gates.promotion_margin, {"profile": prof.name, "arch": arch, "data_version": captures.version()},
+                gates.promotion_margin, {**read_card(folder / ONNX).tags(), "data_version": captures.version()},
                 baseline=test["majority_baseline"], baseline_margin=gates.baseline_margin,
                 contender=arch == test["best"], test_size=test["candidates"][arch]["n"],
                 retest=lambda version: tracker.version_accuracy(version, tests["path"], tests["label"],

@@ -20,9 +20,9 @@ import numpy as np
 from PIL import Image
 
 from smh_ml.data.captures import CaptureError, capture_problem, open_image, read_gray, to_gray8
-from smh_ml.data.patching import Geometry, background_bbox, capture_patches, untile
+from smh_ml.data.patching import background_bbox, capture_patches, untile
 from smh_ml.decision import decide
-from smh_ml.deploy.runtime import onnx_metadata, onnx_predict, session
+from smh_ml.deploy.runtime import onnx_predict, read_card, session
 
 
 @dataclass(frozen=True)
@@ -65,19 +65,16 @@ class Engine:
         self.fast_decode = fast_decode
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX model file")
-        meta = onnx_metadata(self.path)
-        missing = {"class_names", "geometry"} - set(meta)
-        if missing:
-            raise ValueError(f"{self.path}: not an smh-ml classifier export (metadata lacks {sorted(missing)})")
-        self.class_names: list[str] = list(meta["class_names"])
-        self.clean_index = self.class_names.index(meta.get("clean_class", self.class_names[0]))
-        self.geometry = Geometry(**meta["geometry"])
-        self.precision = meta.get("precision", "fp32")
-        self.recipe: dict | None = meta.get("recipe")
+        self.card = read_card(self.path)
+        """The model card: classes, geometry, threshold, recipe and provenance of the export."""
+        self.class_names: list[str] = list(self.card.classes)
+        self.clean_index = self.card.clean_index
+        self.geometry = self.card.geometry
+        self.precision = self.card.precision
+        self.recipe: dict | None = self.card.recipe
         """The recipe from the data the model was trained under (geometry and reasons), if any."""
-        trained = meta.get("preprocessing", {}).get("background_level", 16)  # 16: exports before it travelled
-        self.background_level = int(trained if background_level is None else background_level)
-        self.threshold = meta.get("threshold") if threshold == "model" else threshold
+        self.background_level = int(self.card.background_level if background_level is None else background_level)
+        self.threshold = self.card.threshold if threshold == "model" else threshold
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"{self.path}: threshold {self.threshold!r} is not a probability in [0, 1]")
         self.session = session(self.path, threads or os.cpu_count())

@@ -1,9 +1,9 @@
 """The ONNX side of a classifier export: session, metadata, input scaling, probabilities.
 
 The export (``smh_ml.export.onnx``) writes one self-contained ``.onnx`` file: input ``patches``
-float32 (batch, 1, P, P) holding grey levels / 255, dynamic batch; output ``probs``
-(batch, classes) after softmax; class names, clean class, geometry, preprocessing and the
-decision threshold as metadata. Nothing here imports torch.
+float32 (batch, 1, P, P) holding grey levels / 255 (:func:`smh_ml.deploy.card.to_input`),
+dynamic batch; output ``probs`` (batch, classes) after softmax; the model card as metadata
+(:func:`read_card`). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from smh_ml.deploy.card import ModelCard, to_input
 
 INPUT, OUTPUT = "patches", "probs"
 
@@ -36,9 +38,9 @@ def onnx_metadata(path: Path | str) -> dict:
     return out
 
 
-def to_input(patches: np.ndarray) -> np.ndarray:
-    """(N, P, P) uint8 patches -> (N, 1, P, P) float32 grey levels / 255, the model input."""
-    return (np.asarray(patches).astype(np.float32) * np.float32(1 / 255.0))[:, None]
+def read_card(path: Path | str) -> ModelCard:
+    """The model card of an export (a clear error names the file when it is not one)."""
+    return ModelCard.from_metadata(onnx_metadata(path), str(path))
 
 
 def onnx_predict(sess: ort.InferenceSession, patches: np.ndarray) -> np.ndarray:

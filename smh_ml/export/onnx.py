@@ -1,15 +1,15 @@
 """ONNX export of a trained patch classifier (the torch side; ``smh_ml.deploy`` runs it).
 
 One self-contained ``.onnx`` file: input ``patches`` float32 (batch, 1, P, P) in [0, 1],
-dynamic batch; output ``probs`` (batch, classes) after softmax. Class names, the clean class
-and the patch geometry ride along as metadata, so a runtime needs nothing else. A parity
+dynamic batch; output ``probs`` (batch, classes) after softmax. The model card
+(:class:`smh_ml.deploy.card.ModelCard`: classes, geometry, threshold, provenance) rides along
+as metadata, so a runtime needs nothing else. A parity
 check against torch fails loudly when the two disagree by more than the tolerance.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import tempfile
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import onnx
 import torch
 from torch import nn
 
+from smh_ml.deploy.card import ModelCard
 from smh_ml.deploy.runtime import INPUT, OUTPUT, onnx_predict, session
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training.loop import predict_proba
@@ -36,10 +37,18 @@ class WithSoftmax(nn.Module):
         return torch.softmax(self.model(patches), dim=1)
 
 
-def export_onnx(model: nn.Module, path: Path | str, patch: int, class_names: list[str],
-                geometry: dict, metadata: dict | None = None, opset: int = 18) -> Path:
-    """Export ``model`` to ``path`` (atomically) with class names and geometry as metadata."""
+def write_card(proto: onnx.ModelProto, card: ModelCard) -> onnx.ModelProto:
+    """Replace ``proto``'s metadata with ``card`` (the one place an export's metadata is written)."""
+    del proto.metadata_props[:]
+    for key, value in card.to_metadata().items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    return proto
+
+
+def export_onnx(model: nn.Module, path: Path | str, card: ModelCard, opset: int = 18) -> Path:
+    """Export ``model`` to ``path`` (atomically) with its model card as metadata."""
     model = model.to("cpu").eval()
+    patch = card.geometry.patch
     example = torch.rand(2, 1, patch, patch)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,13 +58,7 @@ def export_onnx(model: nn.Module, path: Path | str, patch: int, class_names: lis
                           dynamic_shapes={"patches": {0: batch}}, external_data=False,
                           verbose=False)
         proto = onnx.load(str(tmp_file))
-    meta = {"class_names": json.dumps(class_names), "clean_class": class_names[0],
-            "geometry": json.dumps(geometry), "patch": str(patch),
-            "input": "float32 (batch, 1, patch, patch) grey levels / 255",
-            **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}}
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    write_card(proto, card)
     onnx.checker.check_model(proto)
     buffer = io.BytesIO()
     onnx.save(proto, buffer)

@@ -20,7 +20,8 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from smh_ml.deploy.runtime import INPUT, onnx_metadata, onnx_predict, session
+from smh_ml.deploy.runtime import INPUT, onnx_predict, read_card, session
+from smh_ml.export.onnx import write_card
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training.loop import class_names, evaluate_images, test_patches
 
@@ -89,7 +90,6 @@ def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.n
     """Static int8 quantization of ``fp32_path`` to ``out_path`` (atomic), metadata kept."""
     if len(calibration) == 0:
         raise ValueError("int8 calibration needs at least one patch")
-    source = onnx.load(str(fp32_path))
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
@@ -98,10 +98,7 @@ def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.n
                         op_types_to_quantize=QUANTIZED_OPS,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         model = onnx.load(str(quantized))
-    del model.metadata_props[:]
-    for prop in source.metadata_props:
-        model.metadata_props.append(onnx.StringStringEntryProto(key=prop.key, value=prop.value))
-    model.metadata_props.append(onnx.StringStringEntryProto(key="precision", value="int8"))
+    write_card(model, read_card(fp32_path).with_precision("int8"))
     return atomic_write_bytes(out_path, model.SerializeToString())
 
 
@@ -109,7 +106,7 @@ def onnx_accuracy(path: Path | str, patch_set, clean_class: str, threads: int | 
     """Algorithm 1 accuracy of an ONNX model on the held-out test captures, and their count,
     with the decision rule the model ships with (its calibrated threshold, when it has one)."""
     sess = session(path, threads)
-    threshold = onnx_metadata(path).get("threshold")
+    threshold = read_card(path).threshold
     captures, groups = test_patches(patch_set)
     if not groups:
         raise ValueError("the patch set has no held-out test captures to gate int8 on")

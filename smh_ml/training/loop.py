@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from smh_ml.config.schema import TrainConfig
 from smh_ml.data.batch_augment import augment_batch
 from smh_ml.decision import decide_all
+from smh_ml.deploy.card import to_input as card_input
 from smh_ml.evaluation.image_metrics import calibrate, image_report
 from smh_ml.hardware import training_precision
 from smh_ml.models import build
@@ -64,8 +65,9 @@ def seed_everything(seed: int) -> None:
 
 
 def to_input(arrays: np.ndarray) -> torch.Tensor:
-    """(N, H, W) uint8 -> (N, 1, H, W) float32 in [0, 1], the models' input."""
-    return torch.from_numpy(np.array(arrays, dtype=np.float32)).unsqueeze(1).div_(255.0)
+    """(N, H, W) uint8 -> (N, 1, H, W) float32 in [0, 1]: the model card's input contract
+    (:func:`smh_ml.deploy.card.to_input`), as a tensor."""
+    return torch.from_numpy(card_input(arrays))
 
 
 def l2_penalty(model: nn.Module) -> torch.Tensor:

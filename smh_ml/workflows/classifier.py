@@ -32,8 +32,9 @@ import torch
 
 from smh_ml.config.schema import DeployConfig, Profile, TrainConfig
 from smh_ml.data.datasets import load_patch_set, load_training_set
-from smh_ml.data.patching import preprocessing_metadata
+from smh_ml.data.patching import Geometry, preprocessing_metadata
 from smh_ml.decision import threshold_curve
+from smh_ml.deploy.card import ModelCard
 from smh_ml.deploy.runtime import onnx_predict, session
 from smh_ml.evaluation.image_metrics import calibrate
 from smh_ml.evaluation.plots import confusion_matrix_png, threshold_curve_png
@@ -135,14 +136,15 @@ class ClassifierReport:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def export_metadata(report: ClassifierReport, **extra) -> dict:
-    """The ONNX metadata of a trained classifier: what a runtime needs to decide as training
-    did (preprocessing, threshold) and provenance."""
+def model_card(report: ClassifierReport, **provenance) -> ModelCard:
+    """The model card of a trained classifier: what a runtime needs to decide as training did
+    (geometry, background level, classes, threshold) and where it came from."""
     recipe = None if report.recipe is None else {k: report.recipe[k] for k in ("geometry", "patch", "tiles",
                                                                               "defect_px", "reasons")}
-    return {"arch": report.arch, "profile": report.profile, "threshold": report.threshold,
-            "preprocessing": report.preprocessing, "recipe": recipe,
-            "test_accuracy": None if report.test is None else report.test["accuracy"], **extra}
+    return ModelCard(arch=report.arch, classes=tuple(report.classes), geometry=Geometry(**report.geometry),
+                     background_level=int(report.preprocessing["background_level"]), threshold=report.threshold,
+                     profile=report.profile, recipe=recipe,
+                     test_accuracy=None if report.test is None else report.test["accuracy"], provenance=provenance)
 
 
 def decision_of(fitted, val, cfg: TrainConfig) -> dict:
@@ -264,7 +266,7 @@ def test_stage(folder: Path | str, patch_set, test: tuple[pd.DataFrame, list[np.
 
 def export_stage(folder: Path | str, patch_set, parity_tol: float = 1e-4,
                  test: tuple[pd.DataFrame, list[np.ndarray]] | None = None, **metadata) -> ClassifierReport:
-    """``model.onnx`` with the report's threshold, preprocessing and provenance as metadata.
+    """``model.onnx`` with the model card (:func:`model_card`) as metadata.
     The file is written beside the model only after it matched torch within ``parity_tol`` on
     up to 512 held-out patches; on a mismatch it is deleted and :class:`ParityError` raised.
     An int8 file of an earlier export is removed: it belonged to another fp32 model."""
@@ -276,8 +278,7 @@ def export_stage(folder: Path | str, patch_set, parity_tol: float = 1e-4,
     sample = np.concatenate(groups)[:512] if groups else patch_set.patches[:512]
     staged = folder / f".{ONNX}.staged"
     try:
-        export_onnx(model, staged, report.geometry["patch"], report.classes, report.geometry,
-                    export_metadata(report, **metadata))
+        export_onnx(model, staged, model_card(report, **metadata))
         diff = check_parity(model, staged, sample, parity_tol)
         os.replace(staged, folder / ONNX)
     finally:
