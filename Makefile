@@ -1,6 +1,6 @@
 # Two commands for a fresh machine (see README):
 #   make demo   set up, then run the main job on the embedded (simulated) default data
-#   make test   set up, then lint and run the test suite
+#   make test   set up, then lint and run the test suite (the end-to-end lane: make test-e2e)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint ui clean
+.PHONY: setup demo test test-e2e lint ui clean
 
 setup: $(VENV)/.installed
 
@@ -30,7 +30,11 @@ demo: setup
 	SMH_PROFILE=$(PROFILE) $(BIN)/python -m pipelines
 
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not e2e"
+
+# whole Dagster graphs, the paper's reproduction, the automation daemon, scale-out, a GAN that learns
+test-e2e: setup
+	$(BIN)/pytest -m e2e
 
 lint: setup
 	$(BIN)/ruff check smh_ml pipelines tests scripts benchmarks

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -9,6 +10,7 @@ import dagster as dg
 from smh_ml.config.overrides import apply_settings
 from smh_ml.config.presets import get_profile
 from smh_ml.config.schema import Profile
+from smh_ml.data.datasets import PatchSet, load_patch_set
 from smh_ml.data.recipe import profile_for_folder
 from smh_ml.data.versioning import data_version, folder_fingerprint
 from smh_ml.tracking.tracker import (
@@ -40,7 +42,7 @@ class ProfileResource(dg.ConfigurableResource):
         """What the assets after ``patch_sets`` run under: for ``auto``, the profile recorded
         with the patch sets; a named profile as it is."""
         prof = self.get()
-        return profile_for_folder(prof, storage.path(prof.name, "patch_sets"))
+        return profile_for_folder(prof, storage.store(prof.name).patch_dir)
 
 
 class CaptureDataResource(dg.ConfigurableResource):
@@ -67,6 +69,51 @@ class CaptureDataResource(dg.ConfigurableResource):
         return sorted(p.name for p in self.path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+GAN_KIND = "sdg"
+"""The GAN the pipeline trains per defect class (the paper's SDG-GAN)."""
+
+
+@dataclass(frozen=True)
+class ProfileStore:
+    """One profile's artifacts under the storage root: where each asset writes, and the
+    readers of what the assets before it wrote."""
+
+    root: Path
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    @property
+    def patch_dir(self) -> Path:
+        return self.root / "patch_sets"
+
+    def patch_set(self) -> PatchSet:
+        return load_patch_set(self.patch_dir)
+
+    @property
+    def domain_extractor_dir(self) -> Path:
+        return self.root / "domain_extractor"
+
+    @property
+    def gan_dir(self) -> Path:
+        return self.root / "gans" / GAN_KIND
+
+    @property
+    def training_set_dir(self) -> Path:
+        return self.root / "training_set"
+
+    @property
+    def classifier_dir(self) -> Path:
+        return self.root / "classifier"
+
+    def candidate_dir(self, arch: str) -> Path:
+        return self.classifier_dir / arch
+
+    @property
+    def test_report_dir(self) -> Path:
+        return self.root / "test_report"
+
+
 class StorageResource(dg.ConfigurableResource):
     """One root under which every asset writes its files (atomically)."""
 
@@ -75,12 +122,15 @@ class StorageResource(dg.ConfigurableResource):
     def path(self, profile: str, *parts: str) -> Path:
         return Path(self.root, profile, *parts)
 
+    def store(self, profile: str) -> ProfileStore:
+        """The typed handle to ``profile``'s artifacts."""
+        return ProfileStore(Path(self.root, profile))
+
 
 class QualityGatesResource(dg.ConfigurableResource):
-    """Thresholds of the blocking checks."""
+    """Thresholds of the blocking checks on the model. The GANs' FID ceiling is the profile's
+    ``gan.fid_ceiling`` (``SMH_FID_CEILING`` sets it), read by the synthetic gate and the check."""
 
-    fid_ceiling: float | None = None
-    """Domain FID above which a class's GAN fails its check (None: record only)."""
     accuracy_floor: float = 0.0
     """Held-out image-level accuracy below which the model is not registered."""
     baseline_margin: float = 0.02

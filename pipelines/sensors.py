@@ -15,7 +15,6 @@ Nothing in code names a class.
 
 import dagster as dg
 
-from pipelines.assets.gans import GAN_KIND
 from pipelines.jobs import classifier_job, gan_job, prepare_job
 from pipelines.partitions import defect_classes
 from pipelines.resources import CaptureDataResource, ProfileResource, StorageResource
@@ -55,7 +54,7 @@ def classes_without_synthetic(storage: StorageResource, profile: ProfileResource
                               instance: dg.DagsterInstance) -> list[str]:
     prof = profile.get()
     classes = sorted(instance.get_dynamic_partitions(defect_classes.name))
-    return missing_synthetic(storage.path(prof.name, "gans", GAN_KIND), classes)
+    return missing_synthetic(storage.store(prof.name).gan_dir, classes)
 
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[prepare_job],

@@ -23,7 +23,7 @@ from pipelines.resources import (
 )
 from pipelines.sensors import captures_sensor, classifier_after_gans, gans_after_prepare
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 class Daemon:

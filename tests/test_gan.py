@@ -285,6 +285,7 @@ def _blob_contrast(images: np.ndarray) -> np.ndarray:
     return (pooled.flatten(1).amax(1) - torch.from_numpy(images).float().flatten(1).median(1).values).numpy()
 
 
+@pytest.mark.e2e
 def test_a_gan_learns_toy_shapes():
     """Bright 4 x 4 blobs on a noisy background: with the CPU recipe (two time-scale rates,
     DiffAugment, EMA) FID falls well below the untrained generator's in under a thousand

@@ -25,7 +25,7 @@ from pipelines.resources import (
 )
 from pipelines.sensors import captures_sensor
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def _wait_http(url: str, timeout: float = 90) -> None:

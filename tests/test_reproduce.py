@@ -11,7 +11,7 @@ from smh_ml.config.overrides import with_overrides
 from smh_ml.config.presets import PROFILES, get_profile
 from smh_ml.workflows.reproduce import Reproduction, check_profile
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")

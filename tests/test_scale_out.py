@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["imprinted", "pits", "roll-marks", "scratches"]

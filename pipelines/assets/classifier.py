@@ -13,7 +13,7 @@ import dagster as dg
 
 from pipelines.assets.common import counts_table, picture, rounded, run_tags
 from pipelines.assets.data import patch_sets
-from pipelines.assets.gans import GAN_KIND, synthetic_sets
+from pipelines.assets.gans import synthetic_sets
 from pipelines.resources import (
     CaptureDataResource,
     MlflowResource,
@@ -21,7 +21,7 @@ from pipelines.resources import (
     QualityGatesResource,
     StorageResource,
 )
-from smh_ml.data.datasets import load_captures, load_patch_set, load_training_set
+from smh_ml.data.datasets import load_captures, load_training_set
 from smh_ml.data.recipe import recorded_recipe
 from smh_ml.deploy.runtime import read_card
 from smh_ml.export.onnx import ParityError
@@ -59,8 +59,8 @@ PARITY_CHECK = "onnx_parity"
 def training_set(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                  captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     prof = profile.resolved(storage)
-    patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
-    gan_dir = storage.path(prof.name, "gans", GAN_KIND)
+    patch_set = storage.store(prof.name).patch_set()
+    gan_dir = storage.store(prof.name).gan_dir
     classes = defect_classes(patch_set, prof.clean_class)
     if missing := missing_synthetic(gan_dir, classes):
         raise dg.Failure(
@@ -70,7 +70,7 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource, st
                         "is unchanged.",
             metadata={"missing": missing})
     pgan, trial = trial_pgan(patch_set, gan_dir, classes, prof)
-    out = storage.path(prof.name, "training_set")
+    out = storage.store(prof.name).training_set_dir
     with atomic_dir(out) as tmp:
         save_training_set(tmp / "pgan", pgan)
         if trial is not None:
@@ -97,12 +97,12 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource, st
 
 
 def _candidate_dir(storage: StorageResource, profile: str, arch: str) -> Path:
-    return storage.path(profile, "classifier", arch)
+    return storage.store(profile).candidate_dir(arch)
 
 
 def _best(storage: StorageResource, profile: str) -> dict:
     """The candidates' comparison written by ``test_report``."""
-    return json.loads((storage.path(profile, "test_report") / "report.json").read_text())
+    return json.loads((storage.store(profile).test_report_dir / "report.json").read_text())
 
 
 @dg.asset(deps=[training_set], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),
@@ -112,12 +112,12 @@ def _best(storage: StorageResource, profile: str) -> dict:
 def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                    captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     prof = profile.resolved(storage)
-    patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
-    train = load_training_set(storage.path(prof.name, "training_set"), "pgan")
+    patch_set = storage.store(prof.name).patch_set()
+    train = load_training_set(storage.store(prof.name).training_set_dir, "pgan")
     names = class_names(set(patch_set.captures["label"]), prof.clean_class)
     tags = run_tags(prof.name, captures.version())
     tracker = mlflow.tracker()
-    recipe = recorded_recipe(storage.path(prof.name, "patch_sets"))
+    recipe = recorded_recipe(storage.store(prof.name).patch_dir)
     cfgs, budget = plan_training(patch_set, train, names, prof)
     summary, reports = {}, {}
     for arch, cfg in cfgs.items():
@@ -154,10 +154,10 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
             for fold in chosen_cv.cv["folds"]:
                 tracker.log_metrics(run_id, {f"cv_{part}_accuracy": fold[part]["accuracy"]
                                              for part in ("all", "real_only")}, step=fold["fold"])
-    atomic_write_text(storage.path(prof.name, "classifier", SELECTION),
+    atomic_write_text(storage.store(prof.name).classifier_dir / SELECTION,
                       json.dumps({"candidates": list(cfgs), "selection": selection, "budget": budget}, indent=1) + "\n")
     return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(storage.path(prof.name, "classifier"))),
+        "path": dg.MetadataValue.path(str(storage.store(prof.name).classifier_dir)),
         "chosen_on_validation": selection["best"], "selection_metric": selection["metric"],
         "candidates": dg.MetadataValue.json(summary),
         **({} if budget is None else {"budget": dg.MetadataValue.md("\n".join(f"- {r}" for r in budget["reasons"]))})})
@@ -173,9 +173,9 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
 def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                 captures: CaptureDataResource, mlflow: MlflowResource, gates: QualityGatesResource):
     prof = profile.resolved(storage)
-    patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
+    patch_set = storage.store(prof.name).patch_set()
     test = test_patches(patch_set)
-    chosen = json.loads(storage.path(prof.name, "classifier", SELECTION).read_text())
+    chosen = json.loads((storage.store(prof.name).classifier_dir / SELECTION).read_text())
     reports = {arch: test_stage(_candidate_dir(storage, prof.name, arch), patch_set, test)
                for arch in chosen["candidates"]}
     candidates = {arch: r.test for arch, r in reports.items()}
@@ -186,7 +186,7 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
               "majority_baseline": baseline,
               "test_set_id": test_set_id(patch_set), "classes": reports[best].classes, "candidates": candidates,
               "parameters": parameters}
-    out = storage.path(prof.name, "test_report")
+    out = storage.store(prof.name).test_report_dir
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
     runs = {}
     tracker = mlflow.tracker()
@@ -236,7 +236,7 @@ def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, stor
                gates: QualityGatesResource):
     prof = profile.resolved(storage)
     compared = _best(storage, prof.name)
-    patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
+    patch_set = storage.store(prof.name).patch_set()
     test = test_patches(patch_set)
     diffs, failed = {}, []
     for arch in compared["candidates"]:
@@ -263,8 +263,7 @@ def int8_model(context: dg.AssetExecutionContext, profile: ProfileResource,
                storage: StorageResource) -> dg.MaterializeResult:
     prof = profile.resolved(storage)
     best = _best(storage, prof.name)["best"]
-    report = quantize_stage(_candidate_dir(storage, prof.name, best), load_patch_set(storage.path(prof.name,
-                                                                                                "patch_sets")),
+    report = quantize_stage(_candidate_dir(storage, prof.name, best), storage.store(prof.name).patch_set(),
                             prof.deploy, prof.clean_class)
     gate = report.int8
     drop = gate["fp32_accuracy"] - gate["int8_accuracy"]
@@ -285,7 +284,7 @@ def robustness_report(context: dg.AssetExecutionContext, profile: ProfileResourc
     prof = profile.resolved(storage)
     best = _best(storage, prof.name)["best"]
     folder = _candidate_dir(storage, prof.name, best)
-    report = robustness_stage(folder, load_patch_set(storage.path(prof.name, "patch_sets")), seed=prof.train.seed)
+    report = robustness_stage(folder, storage.store(prof.name).patch_set(), seed=prof.train.seed)
     rows = "\n".join(f"| {r['perturbation']} | {r['severity']:g} | {r['accuracy']:.4f} |" for r in report.robustness)
     return dg.MaterializeResult(metadata={
         "arch": best, "path": dg.MetadataValue.path(str(folder / "robustness.csv")),
@@ -304,7 +303,7 @@ def registered_model(context: dg.AssetExecutionContext, profile: ProfileResource
     prof = profile.resolved(storage)
     test = _best(storage, prof.name)
     tracker = mlflow.tracker()
-    captures_df = load_captures(storage.path(prof.name, "patch_sets"))
+    captures_df = load_captures(storage.store(prof.name).patch_dir)
     tests = captures_df[captures_df["split"] == "test"]
     examples = [Path(p) for p in tests["path"] if Path(p).is_file()]
     outcomes = {}

@@ -71,7 +71,7 @@ def patch_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
     if not report.success:  # nothing written: the previous good patch sets stay in place
         raise dg.Failure(description=report.format()[:20000],
                          metadata={"problems": len(report.violations)})
-    out = storage.path(prof.name, "patch_sets")
+    out = storage.store(prof.name).patch_dir
     stats = save_datasets(out, patch_set, pta, ota, prof, None if recipe is None else recipe.to_dict())
     grid = sample_grid(pta.arrays, pta.index["label"], storage.path(prof.name, "pta_samples.png"),
                        title=f"P-TA samples ({prof.name})")

@@ -8,13 +8,12 @@ from pipelines.assets.common import picture, rounded, run_tags
 from pipelines.assets.data import patch_sets
 from pipelines.partitions import defect_classes
 from pipelines.resources import (
+    GAN_KIND,
     CaptureDataResource,
     MlflowResource,
     ProfileResource,
-    QualityGatesResource,
     StorageResource,
 )
-from smh_ml.data.datasets import load_patch_set
 from smh_ml.synthetic.fid import IMAGENET_NAME, DomainFeatures, ImageNetFeatures
 from smh_ml.synthetic.gan.experiment import relative_fid_ceiling, synthesize_class, train_class_gan
 from smh_ml.synthetic.pgan import class_patches
@@ -22,7 +21,6 @@ from smh_ml.training.baselines import train_domain_extractor
 from smh_ml.training.checkpoint import load_classifier
 
 FID_CHECK = "fid_within_ceiling"
-GAN_KIND = "sdg"
 
 
 @dg.asset(deps=[patch_sets], group_name="gan",
@@ -31,11 +29,11 @@ GAN_KIND = "sdg"
 def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                      captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     prof = profile.resolved(storage)
-    out = storage.path(prof.name, "domain_extractor")
+    out = storage.store(prof.name).domain_extractor_dir
     with mlflow.nested_run(context, "domain_extractor", run_tags(prof.name, captures.version()),
                            {"arch": prof.train.arch, "epochs": prof.gan.domain_epochs,
                             "steps": prof.gan.domain_steps}) as run_id:
-        report = train_domain_extractor(storage.path(prof.name, "patch_sets"), out, prof)
+        report = train_domain_extractor(storage.store(prof.name).patch_dir, out, prof)
         tracker = mlflow.tracker()
         tracker.log_history(run_id, [{"step": r["step"], "train_loss": r["loss"]} for r in report["history"]])
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(out)),
@@ -48,17 +46,17 @@ def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource
           check_specs=[dg.AssetCheckSpec(FID_CHECK, asset="gan_models", blocking=True,
                                          description="Domain FID at most gan.gate_fid_factor x the lower of "
                                                      "the real-vs-real and augmented-vs-real FIDs (WARN), "
-                                                     "and below SMH_FID_CEILING if set (ERROR)")],
+                                                     "and below gan.fid_ceiling if set (SMH_FID_CEILING; ERROR)")],
           description="One SDG-GAN (WGAN-GP) per defect class, trained on that class's real TRAIN "
                       "patches; resumes from its checkpoint.")
 def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
-               captures: CaptureDataResource, mlflow: MlflowResource, gates: QualityGatesResource):
+               captures: CaptureDataResource, mlflow: MlflowResource):
     prof, label = profile.resolved(storage), context.partition_key
-    patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
+    patch_set = storage.store(prof.name).patch_set()
     real = class_patches(patch_set, label)
-    extractors = {"domain": DomainFeatures(load_classifier(storage.path(prof.name, "domain_extractor"))[0]),
+    extractors = {"domain": DomainFeatures(load_classifier(storage.store(prof.name).domain_extractor_dir)[0]),
                   IMAGENET_NAME: ImageNetFeatures()}
-    gan_dir = storage.path(prof.name, "gans", GAN_KIND)
+    gan_dir = storage.store(prof.name).gan_dir
     params = {"class": label, "kind": GAN_KIND, **{k: v for k, v in vars(prof.gan).items()}}
     with mlflow.nested_run(context, f"gan-{label}", run_tags(prof.name, captures.version()) | {"class": label},
                            params) as run_id:
@@ -77,7 +75,8 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
     floor = result["real_vs_real"][0]["fid"] if result["real_vs_real"] else None
     augmented = result["augmented_vs_real"][0]["fid"] if result["augmented_vs_real"] else None
     relative = relative_fid_ceiling(prof.gan, result)
-    over_absolute = gates.fid_ceiling is not None and score["fid"] > gates.fid_ceiling
+    ceiling = prof.gan.fid_ceiling
+    over_absolute = ceiling is not None and score["fid"] > ceiling
     over_relative = relative is not None and score["fid"] > relative
     yield dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(gan_dir / label)),
@@ -87,7 +86,7 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
         "samples": picture(gan_dir / label / "samples.png", f"{GAN_KIND} samples of {label}"),
         "curves": picture(gan_dir / label / "curves.png", f"{GAN_KIND} losses and FID of {label}"),
         "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))})
-    # Over the set ceiling (SMH_FID_CEILING) is an ERROR and blocks this class's synthetic set;
+    # Over the profile's gan.fid_ceiling (SMH_FID_CEILING sets it) is an ERROR and blocks this class's synthetic set;
     # over gan.gate_fid_factor x the lower of the real-vs-real and augmented-vs-real FIDs (the
     # default) is a WARN: the class's set is then refused by the synthetic gate and topped up
     # by traditional augmentation instead.
@@ -98,7 +97,7 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
                   "real_vs_real_fid": "none" if floor is None else rounded(floor),
                   "augmented_vs_real_fid": "none" if augmented is None else rounded(augmented),
                   "relative_ceiling": "none" if relative is None else rounded(relative),
-                  "ceiling": "none" if gates.fid_ceiling is None else gates.fid_ceiling})
+                  "ceiling": "none" if ceiling is None else ceiling})
 
 
 @dg.asset(partitions_def=defect_classes, deps=[gan_models], group_name="gan",
@@ -108,9 +107,9 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
 def synthetic_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
                    storage: StorageResource) -> dg.MaterializeResult:
     prof, label = profile.resolved(storage), context.partition_key
-    patch_set = load_patch_set(storage.path(prof.name, "patch_sets"))
+    patch_set = storage.store(prof.name).patch_set()
     real = class_patches(patch_set, label)
-    gan_dir = storage.path(prof.name, "gans", GAN_KIND)
+    gan_dir = storage.store(prof.name).gan_dir
     outcome = synthesize_class(label, gan_dir, real, prof.gan)
     scores = json.loads((gan_dir / label / "scores.json").read_text())
     if outcome["refused"]:

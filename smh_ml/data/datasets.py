@@ -70,11 +70,13 @@ def _crop_box(row: pd.Series, level: int, convert: bool) -> tuple[int, int, int,
         raise CaptureError(row["path"], str(exc)) from None
 
 
-def _process(row: pd.Series, geometry: Geometry, profile: Profile):
-    image = read_gray(row["path"], convert=profile.validation.convert_color)
+def _process(row: pd.Series, geometry: Geometry, background_level: int, ota_size: tuple[int, int],
+             convert: bool):
+    """One capture's tiles, mask statistics and whole O-TA image, from one decode."""
+    image = read_gray(row["path"], convert=convert)
     top, bottom, left, right = box = (row["crop_top"], row["crop_bottom"], row["crop_left"], row["crop_right"])
-    patches = capture_patches(image, geometry, profile.patching.background_level, box)
-    whole = resize(image[top:bottom, left:right], profile.augment.ota_size)
+    patches = capture_patches(image, geometry, background_level, box)
+    whole = resize(image[top:bottom, left:right], ota_size)
     fraction = share = None
     if isinstance(row["mask_path"], str):
         mask = read_mask(row["mask_path"])[top:bottom, left:right]
@@ -112,7 +114,8 @@ def build_patch_set(manifest: pd.DataFrame, profile: Profile, workers: int | Non
                                    captures["crop_right"] - captures["crop_left"],
                                    cfg.patch, cfg.tiles)
     with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda r: _process(r, geometry, profile),
+        results = list(pool.map(lambda r: _process(r, geometry, cfg.background_level, profile.augment.ota_size,
+                                                    profile.validation.convert_color),
                                 (row for _, row in captures.iterrows())))
     rows, patch_arrays, wholes = [], [], []
     for ci, (row, (patches, fraction, share, whole)) in enumerate(zip(captures.itertuples(), results)):

@@ -145,7 +145,8 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
                            + " vs image " + manifest["height"].astype(str) + "x"
                            + manifest["width"].astype(str) + " "
                            + manifest["mask_error"].fillna(""))
-    checks["decidable"], checks["decide_problem"] = _decidable(manifest, checks["gray8"], profile)
+    checks["decidable"], checks["decide_problem"] = _decidable(manifest, checks["gray8"],
+                                                               profile.patching.background_level)
     labels_per_hash = manifest.groupby("content_hash")["label"].transform("nunique")
     checks["labels_for_content"] = labels_per_hash.fillna(1).astype(int)
     checks["clean_mask_empty"] = ~((manifest["label"] == profile.clean_class)
@@ -223,14 +224,14 @@ DECIDABLE_RULE = (f"a product brighter than the background, at least {MIN_CAPTUR
                   "(as predict requires)")
 
 
-def _decidable(manifest: pd.DataFrame, readable: pd.Series, profile: Profile) -> tuple[pd.Series, pd.Series]:
-    """Per capture: whether the inference engine could decide it (capture_problem at the
-    profile's background level) and why not. Files that do not decode are other rules' business."""
+def _decidable(manifest: pd.DataFrame, readable: pd.Series, background_level: int) -> tuple[pd.Series, pd.Series]:
+    """Per capture: whether the inference engine could decide it (capture_problem at
+    ``background_level``) and why not. Files that do not decode are other rules' business."""
     from concurrent.futures import ThreadPoolExecutor
 
     def problem(path: str) -> str:
         try:
-            return capture_problem(read_gray(path, convert=True), profile.patching.background_level) or ""
+            return capture_problem(read_gray(path, convert=True), background_level) or ""
         except CaptureError as exc:
             return exc.problem
 
