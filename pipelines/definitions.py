@@ -22,9 +22,8 @@ from smh_ml.tracking.tracker import DEFAULT_ARTIFACT_ROOT, DEFAULT_MODEL_NAME, D
 
 def default_resources() -> dict:
     """Resources from the environment (SMH_*), with local defaults."""
+    ceiling = os.environ.get("SMH_FID_CEILING")
     settings = [x.strip() for x in os.environ.get("SMH_SETTINGS", "").split(";") if x.strip()]
-    if os.environ.get("SMH_FID_CEILING"):  # the one FID ceiling: the profile's, for the gate and the check
-        settings.append(f"gan.fid_ceiling={float(os.environ['SMH_FID_CEILING'])}")
     return {
         "profile": ProfileResource(name=os.environ.get("SMH_PROFILE", "auto"), settings=settings),
         "captures": CaptureDataResource(root=os.environ.get("SMH_DATA_ROOT", "data")),
@@ -35,6 +34,7 @@ def default_resources() -> dict:
             model_name=os.environ.get("SMH_MODEL_NAME", DEFAULT_MODEL_NAME),
             ui_url=os.environ.get("SMH_MLFLOW_UI", DEFAULT_UI_URL)),
         "gates": QualityGatesResource(
+            fid_ceiling=float(ceiling) if ceiling else None,
             accuracy_floor=float(os.environ.get("SMH_ACCURACY_FLOOR", "0.0")),
             baseline_margin=float(os.environ.get("SMH_BASELINE_MARGIN", "0.02")),
             promotion_margin=float(os.environ.get("SMH_PROMOTION_MARGIN", "0.0"))),

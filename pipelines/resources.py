@@ -1,5 +1,6 @@
 """Configurable resources: profile, capture data (DVC), storage, MLflow, quality gates."""
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ import dagster as dg
 
 from smh_ml.config.overrides import apply_settings
 from smh_ml.config.presets import get_profile
-from smh_ml.config.schema import Profile
+from smh_ml.config.schema import GanConfig, Profile
 from smh_ml.data.datasets import PatchSet, load_patch_set
 from smh_ml.data.recipe import profile_for_folder
 from smh_ml.data.versioning import data_version, folder_fingerprint
@@ -128,9 +129,12 @@ class StorageResource(dg.ConfigurableResource):
 
 
 class QualityGatesResource(dg.ConfigurableResource):
-    """Thresholds of the blocking checks on the model. The GANs' FID ceiling is the profile's
-    ``gan.fid_ceiling`` (``SMH_FID_CEILING`` sets it), read by the synthetic gate and the check."""
+    """Thresholds of the blocking checks."""
 
+    fid_ceiling: float | None = None
+    """Domain FID above which a class's GAN fails its check and its synthetic set is refused
+    (None: the profile's ``gan.fid_ceiling``). It overrides the profile's value without renaming
+    the profile, so the artifacts stay where they are."""
     accuracy_floor: float = 0.0
     """Held-out image-level accuracy below which the model is not registered."""
     baseline_margin: float = 0.02
@@ -138,11 +142,17 @@ class QualityGatesResource(dg.ConfigurableResource):
     passes the accuracy check or becomes champion."""
     parity_tolerance: float = 1e-4
     promotion_margin: float = 0.0
+
+    def gan_config(self, profile: Profile) -> GanConfig:
+        """``profile``'s GAN section with the one FID ceiling the gate and the check both read."""
+        if self.fid_ceiling is None:
+            return profile.gan
+        return dataclasses.replace(profile.gan, fid_ceiling=self.fid_ceiling)
     """A challenger becomes champion when its accuracy >= champion's + margin."""
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """Where runs and the registry live; every MLflow call is in ``smh_ml.tracking.tracker``.
+    """Where runs and the registry live; every MLflow call is in ``smh_ml.tracking``.
 
     Default backend: sqlite under mlflow/ (MLflow's file store is gone); set
     ``tracking_uri`` to a server (http://...) to share runs and the registry.

@@ -109,3 +109,18 @@ def test_patch_sets_under_auto_record_the_recipe_for_every_later_asset(sim_root,
     resolved = resources["profile"].resolved(StorageResource(root=str(storage)))
     assert resolved.name == name and resolved.train.budget_minutes > 0
     assert resolved.patching.tiles == page["geometry"].value["rows"] * page["geometry"].value["cols"]
+
+
+def test_one_fid_ceiling_for_the_gate_and_the_check_without_renaming_the_profile(monkeypatch):
+    """SMH_FID_CEILING is the gates resource's ceiling; the synthetic gate and the GAN check
+    both read it through gan_config, and the profile (so its storage folder) keeps its name."""
+    from pipelines.definitions import default_resources
+    from pipelines.resources import QualityGatesResource
+
+    monkeypatch.setenv("SMH_FID_CEILING", "inf")
+    resources = default_resources()
+    prof = resources["profile"].get()
+    assert prof.name == "auto" and prof.gan.fid_ceiling is None
+    assert resources["gates"].gan_config(prof).fid_ceiling == float("inf")
+    assert QualityGatesResource().gan_config(prof) is prof.gan
+    assert QualityGatesResource(fid_ceiling=50.0).gan_config(prof).fid_ceiling == 50.0

@@ -12,6 +12,7 @@ from pipelines.resources import (
     CaptureDataResource,
     MlflowResource,
     ProfileResource,
+    QualityGatesResource,
     StorageResource,
 )
 from smh_ml.synthetic.fid import IMAGENET_NAME, DomainFeatures, ImageNetFeatures
@@ -46,11 +47,12 @@ def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource
           check_specs=[dg.AssetCheckSpec(FID_CHECK, asset="gan_models", blocking=True,
                                          description="Domain FID at most gan.gate_fid_factor x the lower of "
                                                      "the real-vs-real and augmented-vs-real FIDs (WARN), "
-                                                     "and below gan.fid_ceiling if set (SMH_FID_CEILING; ERROR)")],
+                                                     "and below the FID ceiling if set (SMH_FID_CEILING or "
+                                                     "gan.fid_ceiling; ERROR)")],
           description="One SDG-GAN (WGAN-GP) per defect class, trained on that class's real TRAIN "
                       "patches; resumes from its checkpoint.")
 def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
-               captures: CaptureDataResource, mlflow: MlflowResource):
+               captures: CaptureDataResource, mlflow: MlflowResource, gates: QualityGatesResource):
     prof, label = profile.resolved(storage), context.partition_key
     patch_set = storage.store(prof.name).patch_set()
     real = class_patches(patch_set, label)
@@ -75,7 +77,7 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
     floor = result["real_vs_real"][0]["fid"] if result["real_vs_real"] else None
     augmented = result["augmented_vs_real"][0]["fid"] if result["augmented_vs_real"] else None
     relative = relative_fid_ceiling(prof.gan, result)
-    ceiling = prof.gan.fid_ceiling
+    ceiling = gates.gan_config(prof).fid_ceiling
     over_absolute = ceiling is not None and score["fid"] > ceiling
     over_relative = relative is not None and score["fid"] > relative
     yield dg.MaterializeResult(metadata={
@@ -86,7 +88,8 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
         "samples": picture(gan_dir / label / "samples.png", f"{GAN_KIND} samples of {label}"),
         "curves": picture(gan_dir / label / "curves.png", f"{GAN_KIND} losses and FID of {label}"),
         "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))})
-    # Over the profile's gan.fid_ceiling (SMH_FID_CEILING sets it) is an ERROR and blocks this class's synthetic set;
+    # Over the FID ceiling (SMH_FID_CEILING, else the profile's gan.fid_ceiling) is an ERROR and
+    # blocks this class's synthetic set (the synthetic gate reads the same value);
     # over gan.gate_fid_factor x the lower of the real-vs-real and augmented-vs-real FIDs (the
     # default) is a WARN: the class's set is then refused by the synthetic gate and topped up
     # by traditional augmentation instead.
@@ -105,12 +108,12 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
           description="Synthetic patches of one class, up to the profile's P-GAN target, marked "
                       "synthetic and named after their GAN.")
 def synthetic_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
-                   storage: StorageResource) -> dg.MaterializeResult:
+                   storage: StorageResource, gates: QualityGatesResource) -> dg.MaterializeResult:
     prof, label = profile.resolved(storage), context.partition_key
     patch_set = storage.store(prof.name).patch_set()
     real = class_patches(patch_set, label)
     gan_dir = storage.store(prof.name).gan_dir
-    outcome = synthesize_class(label, gan_dir, real, prof.gan)
+    outcome = synthesize_class(label, gan_dir, real, gates.gan_config(prof))
     scores = json.loads((gan_dir / label / "scores.json").read_text())
     if outcome["refused"]:
         context.log.warning(f"{label}: synthetic patches refused by the quality gate: "

@@ -21,7 +21,6 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from smh_ml.deploy.runtime import INPUT, onnx_predict, read_card, session
-from smh_ml.export.onnx import write_card
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training.loop import class_names, evaluate_images, test_patches
 
@@ -98,7 +97,13 @@ def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.n
                         op_types_to_quantize=QUANTIZED_OPS,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         model = onnx.load(str(quantized))
-    write_card(model, read_card(fp32_path).with_precision("int8"))
+    # the fp32 file's card verbatim (no decode and re-encode of its values), precision replaced
+    source = onnx.load(str(fp32_path))
+    del model.metadata_props[:]
+    for prop in source.metadata_props:
+        if prop.key != "precision":
+            model.metadata_props.append(onnx.StringStringEntryProto(key=prop.key, value=prop.value))
+    model.metadata_props.append(onnx.StringStringEntryProto(key="precision", value="int8"))
     return atomic_write_bytes(out_path, model.SerializeToString())
 
 

@@ -63,7 +63,8 @@ def register_model(card: ArchCard) -> Callable[[Builder], Builder]:
 
 
 def list_models(paper_only: bool = False) -> list[str]:
-    """The registered architectures, in registration order (the paper's first)."""
+    """The registered architectures, in registration order (the paper's two CNNs first, then
+    EfficientNet-Lite0 and the torchvision baselines)."""
     return [name for name, (card, _) in _REGISTRY.items() if card.paper or not paper_only]
 
 
