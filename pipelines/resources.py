@@ -81,9 +81,6 @@ class ProfileStore:
 
     root: Path
 
-    def path(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
-
     @property
     def patch_dir(self) -> Path:
         return self.root / "patch_sets"

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -6,7 +7,7 @@ import torch
 
 from smh_ml.data.patching import Geometry
 from smh_ml.deploy.card import ModelCard
-from smh_ml.deploy.runtime import onnx_metadata, onnx_predict, session
+from smh_ml.deploy.runtime import load_onnx, onnx_metadata, onnx_predict
 from smh_ml.export.onnx import ParityError, check_parity, export_onnx
 from smh_ml.models import build
 
@@ -62,7 +63,7 @@ def test_the_model_card_is_the_metadata_and_reads_older_exports(exported, tmp_pa
         ModelCard.from_metadata({**old, "threshold": 1.5}, "m.onnx")
     with pytest.raises(ValueError, match="clean class 'free'"):
         ModelCard("x", ("a", "b"), Geometry(1, 1, 16), clean_class="free")
-    proto = write_card(onnx.load(str(path)), card.with_precision("int8"))
+    proto = write_card(onnx.load(str(path)), dataclasses.replace(card, precision="int8"))
     assert [p.key for p in proto.metadata_props].count("precision") == 1
     patches = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
     assert to_input(patches).shape == (2, 1, 4, 4) and to_input(patches).dtype == np.float32
@@ -70,7 +71,7 @@ def test_the_model_card_is_the_metadata_and_reads_older_exports(exported, tmp_pa
 
 def test_dynamic_batch_and_probabilities(exported):
     _, path = exported
-    sess = session(path)
+    sess = load_onnx(path)
     for batch in (1, 7):
         probs = onnx_predict(sess, np.zeros((batch, 32, 32), np.uint8))
         assert probs.shape == (batch, 4) and np.allclose(probs.sum(1), 1, atol=1e-5)

@@ -10,7 +10,6 @@ apply to uint8 patches. Nothing here imports torch.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,9 +101,6 @@ class ModelCard:
                        provenance={k: v for k, v in meta.items() if k not in known})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from exc
-
-    def with_precision(self, precision: str) -> ModelCard:
-        return dataclasses.replace(self, precision=precision)
 
     def tags(self) -> dict[str, str]:
         """Registry tags of a version holding this model: what a reviewer filters on."""

@@ -22,7 +22,7 @@ from PIL import Image
 from smh_ml.data.captures import CaptureError, capture_problem, open_image, read_gray, to_gray8
 from smh_ml.data.patching import background_bbox, capture_patches, untile
 from smh_ml.decision import decide
-from smh_ml.deploy.runtime import onnx_predict, read_card, session
+from smh_ml.deploy.runtime import load_onnx, onnx_predict, read_card
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Engine:
         self.threshold = self.card.threshold if threshold == "model" else threshold
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"{self.path}: threshold {self.threshold!r} is not a probability in [0, 1]")
-        self.session = session(self.path, threads or os.cpu_count())
+        self.runtime = load_onnx(self.path, threads or os.cpu_count())
 
     def patches(self, image: np.ndarray) -> np.ndarray:
         """(H, W) uint8 capture -> (tiles, P, P) uint8: background cropped, resized, tiled."""
@@ -124,7 +124,7 @@ class Engine:
 
     def probabilities(self, patches: np.ndarray) -> np.ndarray:
         """(tiles, P, P) uint8 -> (tiles, classes) probabilities: one model call per image."""
-        return onnx_predict(self.session, patches)
+        return onnx_predict(self.runtime, patches)
 
     def decide_probs(self, probs: np.ndarray) -> Decision:
         index, patch = decide(probs, self.clean_index, self.threshold)

@@ -1,4 +1,4 @@
-"""The ONNX side of a classifier export: session, metadata, input scaling, probabilities.
+"""The ONNX side of a classifier export: loading it into onnxruntime, the card, probabilities.
 
 The export (``smh_ml.export.onnx``) writes one self-contained ``.onnx`` file: input ``patches``
 float32 (batch, 1, P, P) holding grey levels / 255 (:func:`smh_ml.deploy.card.to_input`),
@@ -19,7 +19,8 @@ from smh_ml.deploy.card import ModelCard, to_input
 INPUT, OUTPUT = "patches", "probs"
 
 
-def session(path: Path | str, threads: int | None = None) -> ort.InferenceSession:
+def load_onnx(path: Path | str, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime inference runner of ``path`` on the CPU, ``threads`` intra-op threads."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -28,7 +29,7 @@ def session(path: Path | str, threads: int | None = None) -> ort.InferenceSessio
 
 def onnx_metadata(path: Path | str) -> dict:
     """The metadata stored by the export, JSON values decoded."""
-    raw = session(path).get_modelmeta().custom_metadata_map
+    raw = load_onnx(path).get_modelmeta().custom_metadata_map
     out = {}
     for key, value in raw.items():
         try:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from smh_ml.deploy.card import ModelCard
-from smh_ml.deploy.runtime import INPUT, OUTPUT, onnx_predict, session
+from smh_ml.deploy.runtime import INPUT, OUTPUT, load_onnx, onnx_predict
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training.loop import predict_proba
 
@@ -70,8 +70,8 @@ def check_parity(model: nn.Module, path: Path | str, arrays: np.ndarray, tol: fl
     if len(arrays) == 0:
         raise ValueError("parity needs at least one patch")
     expected = predict_proba(model.to("cpu"), arrays)
-    got = np.concatenate([onnx_predict(session(path), arrays[i:i + 256])
-                          for i in range(0, len(arrays), 256)])
+    runtime = load_onnx(path)  # loaded once for every chunk
+    got = np.concatenate([onnx_predict(runtime, arrays[i:i + 256]) for i in range(0, len(arrays), 256)])
     diff = float(np.abs(expected - got).max())
     if not diff <= tol:
         raise ParityError(f"{path}: ONNX and torch probabilities differ by {diff:.3g} > {tol:g} "

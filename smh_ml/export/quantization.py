@@ -20,7 +20,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from smh_ml.deploy.runtime import INPUT, onnx_predict, read_card, session
+from smh_ml.deploy.runtime import INPUT, load_onnx, onnx_predict, read_card
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training.loop import class_names, evaluate_images, test_patches
 
@@ -110,7 +110,7 @@ def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.n
 def onnx_accuracy(path: Path | str, patch_set, clean_class: str, threads: int | None = None) -> tuple[float, int]:
     """Algorithm 1 accuracy of an ONNX model on the held-out test captures, and their count,
     with the decision rule the model ships with (its calibrated threshold, when it has one)."""
-    sess = session(path, threads)
+    sess = load_onnx(path, threads)
     threshold = read_card(path).threshold
     captures, groups = test_patches(patch_set)
     if not groups:

@@ -397,7 +397,7 @@ def evaluate_images(model: nn.Module | Callable[[np.ndarray], np.ndarray], captu
     """Image-level test through Algorithm 1: one batch of patches per capture.
 
     ``model`` is a torch module or any function from uint8 patches to probabilities (an
-    ONNX session, say), so fp32 and int8 exports are tested exactly like the torch model.
+    ONNX runtime, say), so fp32 and int8 exports are tested exactly like the torch model.
     With ``threshold`` the decision is the threshold rule, and the paper's plain arg-max rule
     is reported beside it under ``argmax``; ``image`` holds AUROC, recall and false alarms.
     """

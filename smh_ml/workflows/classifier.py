@@ -35,7 +35,7 @@ from smh_ml.data.datasets import load_patch_set, load_training_set
 from smh_ml.data.patching import Geometry, preprocessing_metadata
 from smh_ml.decision import threshold_curve
 from smh_ml.deploy.card import ModelCard
-from smh_ml.deploy.runtime import onnx_predict, session
+from smh_ml.deploy.runtime import load_onnx, onnx_predict
 from smh_ml.evaluation.image_metrics import calibrate
 from smh_ml.evaluation.plots import confusion_matrix_png, threshold_curve_png
 from smh_ml.evaluation.robustness import SEVERITIES, plot_robustness, robustness_table
@@ -315,7 +315,7 @@ def robustness_stage(folder: Path | str, patch_set, severities: dict[str, tuple[
         raise FileNotFoundError(f"{folder / ONNX}: no exported model (run the export stage first)")
     start = time.perf_counter()
     captures, groups = test or test_patches(patch_set)
-    sess = session(folder / ONNX)
+    sess = load_onnx(folder / ONNX)
 
     def accuracy(transform):
         return evaluate_images(lambda arrays: onnx_predict(sess, arrays), captures, groups, report.classes,
