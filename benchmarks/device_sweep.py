@@ -54,7 +54,8 @@ def patch_folder(captures: Path, out: Path, profile: Profile) -> Path:
     folder = out / f"patches-{key}"
     if not (folder / "geometry.json").exists():
         patch_set = build_patch_set(load_manifest(captures), profile)
-        save_datasets(folder, patch_set, build_pta(patch_set, profile), build_ota(patch_set, profile), profile)
+        save_datasets(folder, patch_set, build_pta(patch_set, profile.clean_class, profile.augment),
+                      build_ota(patch_set, profile.augment), profile)
     return folder
 
 

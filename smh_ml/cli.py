@@ -169,7 +169,7 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
         patch_set = build_patch_set(manifest, prof, boxes=boxes)
     except (CaptureError, ValueError) as exc:
         _fail(f"{exc}\nnothing written; {out} is unchanged")
-    pta, ota = build_pta(patch_set, prof), build_ota(patch_set, prof)
+    pta, ota = build_pta(patch_set, prof.clean_class, prof.augment), build_ota(patch_set, prof.augment)
     checked = validate_patch_sets(patch_set, {"pta": pta, "ota": ota}, prof.clean_class)
     if not checked.success:
         _fail(checked.format() + f"\nnothing written; {out} is unchanged")
@@ -211,8 +211,8 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
 
     if steps is not None and epochs is not None:
         _fail("--steps and --epochs exclude each other")
-    if steps is not None or epochs is not None:  # an explicit budget replaces the per-architecture ones
-        settings = [*settings, "train.arch_budgets=[]"]
+    if steps is not None or epochs is not None:  # an explicit budget is every candidate's
+        settings = [*settings, "train.scale_steps=false"]
     overrides = {k: v for k, v in {"train.arch": arch, "train.steps": 0 if epochs is not None else steps,
                                    "train.epochs": epochs, "train.cv_folds": folds,
                                    "train.train_set": train_set}.items()
@@ -282,14 +282,16 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
                                                                  "(pt_inception-2015-12-05)."),
         imagenet: bool = typer.Option(True, help="Also score with EfficientNet-Lite0's ImageNet features "
                                                  "(imagenet-efficientnet-lite0)."),
+        fresh: bool = typer.Option(False, "--fresh", help="Train every class again, even one whose GAN is current."),
         settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
-    """Train one GAN per defect class, score it (FID/KID) and write its synthetic patches."""
+    """Train one GAN per defect class, score it (FID/KID) and write its synthetic patches.
+    A class whose GAN folder was computed from the same settings, patches and extractors is
+    reused, so a stopped run resumes at the first class it had not finished."""
     from smh_ml.config.overrides import with_overrides
-    from smh_ml.data.datasets import load_patch_set
-    from smh_ml.synthetic.fid import extractor_for
-    from smh_ml.synthetic.gan.experiment import run_class_gan
-    from smh_ml.synthetic.pgan import class_patches, defect_classes
-    from smh_ml.training.checkpoint import load_classifier
+    from smh_ml.data.datasets import load_patch_set, patch_set_id
+    from smh_ml.io import atomic_write_text
+    from smh_ml.synthetic.pgan import defect_classes
+    from smh_ml.workflows.gans import class_gan, gan_extractors
 
     _log_info()
     if kind not in ("sdg", "dcgan"):
@@ -299,26 +301,22 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
         prof = with_overrides(prof, {"gan.steps": steps})
     patch_set = load_patch_set(patch_dir)
     labels = _classes(classes) or defect_classes(patch_set, prof.clean_class)
-    extractors = {}
-    if domain_model is not None:
-        extractors["domain"] = extractor_for("domain", load_classifier(domain_model)[0])
-    if imagenet:
-        from smh_ml.synthetic.fid import IMAGENET_NAME
-        extractors[IMAGENET_NAME] = extractor_for("imagenet")
-    if inception_weights is not None:
-        extractors["inception"] = extractor_for("inception", inception_weights=inception_weights)
+    extractors, extractor_ids = gan_extractors(domain_model, imagenet, inception_weights)
     table = Table("class", "GAN", "real", "steps (best)", "train s", *(f"{n} FID" for n in extractors),
                   *(f"{n} KID x1e3" for n in extractors), "synthetic")
-    rows = []
+    rows, set_id = [], patch_set_id(patch_dir)
     for label in labels:
-        result = run_class_gan(class_patches(patch_set, label), label, kind, out / kind, prof, extractors)
+        step = class_gan(patch_set, set_id, label, kind, out / kind, prof, extractors, extractor_ids, fresh)
+        if step.reused:
+            console.print(f"{label}: reused the {kind} GAN in {out / kind / label} (its inputs are unchanged)")
+        result = step.result
         rows.append(result)
         scores = {s["extractor"]: s for s in result["scores"]}
         table.add_row(label, kind, str(result["real_patches"]), f"{result['steps']} ({result['best_step']})",
                       f"{result['train_seconds']:.0f}", *(f"{scores[n]['fid']:.2f}" for n in extractors),
                       *(f"{1e3 * scores[n]['kid_mean']:.2f} +- {1e3 * scores[n]['kid_std']:.2f}"
                         for n in extractors), str(result["synthetic"]))
-    (out / kind / "summary.json").write_text(json.dumps(
+    atomic_write_text(out / kind / "summary.json", json.dumps(
         [{k: v for k, v in r.items() if k != "history"} for r in rows], indent=1) + "\n")
     console.print(table)
 

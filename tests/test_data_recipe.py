@@ -104,8 +104,15 @@ def test_auto_resolves_to_the_presets_on_their_data_and_keeps_user_settings(tmp_
 
 
 def _digest(profile) -> str:
+    from smh_ml.training.budget import candidate_config
+
     data = {k: v for k, v in profile.to_dict().items() if k not in ("description", "settings")}
-    data["train"] = {k: v for k, v in data["train"].items() if k != "budget_minutes"}
+    data["train"] = {k: v for k, v in data["train"].items() if k not in ("budget_minutes", "scale_steps")}
+    # the per-architecture budgets, once a train setting, now come from the architecture cards:
+    # the digest holds what every candidate trains, in the setting's old form
+    train = profile.train
+    data["train"]["arch_budgets"] = [[a, c.steps, c.eval_every] for a in train.architectures()
+                                     if (c := candidate_config(train, a)).steps != train.steps]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -205,7 +212,7 @@ def test_the_budget_stops_a_long_schedule_in_time_on_a_tiny_set(tmp_path):
                                                  "train.candidates=[\"baseline_cnn\"]", "train.cv_folds=1"])
     patch_set = build_patch_set(load_manifest(root), profile)
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
-    cfgs, plan = plan_training(patch_set, build_pta(patch_set, profile), names, profile)
+    cfgs, plan = plan_training(patch_set, build_pta(patch_set, profile.clean_class, profile.augment), names, profile)
     steps = cfgs["baseline_cnn"].steps
     assert 20 <= steps < 100_000 and plan["folds"] == 1
     assert plan["candidates"][0]["planned_seconds"] <= plan["budget_seconds"]
@@ -228,7 +235,8 @@ def test_a_set_without_masks_gets_whole_captures_labelled_as_their_folders(tmp_p
     profile = apply_settings(resolve_profile(get_profile("auto"), recipe), ["patching.patch=32"])
     patch_set = build_patch_set(manifest, profile, boxes=boxes)
     assert patch_set.index["usable"].all() and set(patch_set.index["label"]) == {"defect-free", "dent", "spot"}
-    assert set(build_pta(patch_set, profile).index["label"]) == {"defect-free", "dent", "spot"}
+    pta = build_pta(patch_set, profile.clean_class, profile.augment)
+    assert set(pta.index["label"]) == {"defect-free", "dent", "spot"}
 
 
 def test_colour_folders_of_defect_classes_only_pass_under_auto(tmp_path):
@@ -256,3 +264,37 @@ def test_colour_folders_of_defect_classes_only_pass_under_auto(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((patches / "profile.json").read_text())
     assert record["recipe"]["geometry"] == "whole" and record["resolved"]["validation"]["convert_color"]
+
+
+def test_a_capture_is_inspected_once_and_cut_once_on_its_way_to_patches(tmp_path, monkeypatch):
+    """After the manifest, validation, the recipe and patching decode each capture twice: one
+    inspection that all three earlier questions share, and the cut."""
+    from collections import Counter
+
+    from smh_ml.data import captures as captures_module
+    from smh_ml.data.datasets import build_patch_set
+    from smh_ml.data.inspection import _inspect, _measure_mask
+    from smh_ml.data.recipe import profile_for_captures
+    from smh_ml.data.validation import validate_manifest
+
+    root = make_set(tmp_path / "set", 160, 12)
+    manifest = load_manifest(root)
+    _inspect.cache_clear(), _measure_mask.cache_clear()
+    decoded, real_open = Counter(), captures_module.open_image
+    monkeypatch.setattr(captures_module, "open_image",
+                        lambda source, name=None: decoded.update([str(source)]) or real_open(source, name))
+    profile = get_profile("auto")
+    validate_manifest(manifest, profile).raise_for_failure()
+    resolved, _, boxes = profile_for_captures(profile, manifest)
+    build_patch_set(manifest, resolved, boxes=boxes)
+    images = set(manifest["path"].astype(str))
+    assert {decoded[p] for p in images} == {2}
+    # a mask: once for the recipe's measurement, once to label the tiles
+    assert {decoded[str(p)] for p in manifest["mask_path"].dropna()} == {2}
+    # a changed file is inspected again, not read back
+    path = manifest["path"].iloc[0]
+    Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(path)
+    changed = load_manifest(root)
+    decoded.clear()
+    validate_manifest(changed, profile)
+    assert decoded[str(path)] == 1 and all(decoded[p] == 0 for p in images - {str(path)})

@@ -21,7 +21,8 @@ from smh_ml.data.validation import validate_patch_sets
 def sim_sets(sim_root):
     profile = get_profile("ci")
     patch_set = build_patch_set(load_manifest(sim_root), profile)
-    return profile, patch_set, build_pta(patch_set, profile), build_ota(patch_set, profile)
+    pta, ota = build_pta(patch_set, profile.clean_class, profile.augment), build_ota(patch_set, profile.augment)
+    return profile, patch_set, pta, ota
 
 
 def test_split_is_by_capture_stratified_and_keeps_duplicates_together():

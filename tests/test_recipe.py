@@ -171,7 +171,8 @@ def test_a_refused_gan_class_is_topped_up_by_traditional_augmentation(sim_root, 
     gate = json.loads((gan_dir / "pits" / "synthetic" / "gate.json").read_text())
     assert gate["refused"] and gate["reasons"]
     arrays, index = read_synthetic(gan_dir / "pits" / "synthetic")
-    pgan = build_pgan(patch_set, {"pits": (arrays, index)}, profile)
+    pgan = build_pgan(patch_set, {"pits": (arrays, index)}, profile.clean_class, profile.augment,
+                      profile.gan.pgan_target)
     pits = pgan.index[pgan.index["label"] == "pits"]
     assert len(pits) == 30 and (pits["origin"] == "augmented").sum() == 30 - len(real)
     assert not (pgan.index["origin"] == "synthetic").any()
@@ -229,10 +230,20 @@ def test_precision_follows_the_cpu_and_is_never_emulated(monkeypatch):
 def test_an_architecture_gets_its_own_step_budget():
     from smh_ml.config.overrides import apply_settings
     from smh_ml.config.presets import get_profile
+    from smh_ml.config.schema import profile_from_dict
+    from smh_ml.training.budget import candidate_config
 
     whole = get_profile("whole").train
-    assert whole.for_arch("efficientnet_lite0").steps == whole.steps == 300
-    inception = whole.for_arch("inception_cnn")
+    assert candidate_config(whole, "efficientnet_lite0").steps == whole.steps == 300
+    inception = candidate_config(whole, "inception_cnn")
     assert (inception.arch, inception.steps, inception.eval_every) == ("inception_cnn", 1500, 250)
-    cleared = apply_settings(get_profile("whole"), ["train.arch_budgets=[]", "train.steps=40"]).train
-    assert cleared.for_arch("inception_cnn").steps == 40
+    # among networks that all learn from scratch, each trains the configured steps
+    demo = get_profile("demo").train
+    assert [candidate_config(demo, a).steps for a in demo.architectures()] == [600, 600]
+    # an explicit budget (smh-ml train --steps) is every candidate's
+    cleared = apply_settings(get_profile("whole"), ["train.scale_steps=false", "train.steps=40"]).train
+    assert candidate_config(cleared, "inception_cnn").steps == 40
+    # a record written while the budgets were a train setting still reads back
+    record = get_profile("whole").to_dict()
+    record["train"]["arch_budgets"] = [["inception_cnn", 1500, 250]]
+    assert profile_from_dict(record) == get_profile("whole")

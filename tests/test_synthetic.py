@@ -31,9 +31,28 @@ def test_class_gan_writes_a_marked_synthetic_set_that_never_meets_test_data(sim_
     assert arrays.shape[1:] == (32, 32)
     generator, config = load_generator(folder)
     assert config["upsample"] == "resize" and not any(isinstance(m, nn.ConvTranspose2d) for m in generator.modules())
-    pgan = build_pgan(patch_set, {"pits": (arrays, index)}, profile)
+    pgan = build_pgan(patch_set, {"pits": (arrays, index)}, profile.clean_class, profile.augment,
+                      profile.gan.pgan_target)
     counts = pgan.index["label"].value_counts()
     assert counts["pits"] == 20
     test_ids = set(patch_set.captures.loc[patch_set.captures["split"] == "test", "capture_id"])
     assert not test_ids & set(pgan.index["capture_id"])
     assert np.array_equal(pgan.arrays[pgan.index["origin"].eq("synthetic").to_numpy()], arrays)
+
+
+def test_a_class_gan_is_a_step_reused_while_its_inputs_are_unchanged(sim_root, tmp_path):
+    from smh_ml.workflows.gans import class_gan
+
+    profile = get_profile("ci")
+    profile = dataclasses.replace(profile, gan=dataclasses.replace(profile.gan, epochs=1, pgan_target=20, gate=False))
+    patch_set = build_patch_set(load_manifest(sim_root), profile)
+    gans = tmp_path / "gans" / "sdg"
+    first = class_gan(patch_set, "set-a", "pits", "sdg", gans, profile, {}, {})
+    assert not first.reused and first.result["synthetic"] == 20 - len(class_patches(patch_set, "pits"))
+    generator = (gans / "pits" / "generator.pt").stat().st_mtime_ns
+    again = class_gan(patch_set, "set-a", "pits", "sdg", gans, profile, {}, {})
+    assert again.reused and again.result == first.result
+    assert (gans / "pits" / "generator.pt").stat().st_mtime_ns == generator
+    # another patch set, or asked fresh: trained again
+    assert not class_gan(patch_set, "set-b", "pits", "sdg", gans, profile, {}, {}).reused
+    assert not class_gan(patch_set, "set-b", "pits", "sdg", gans, profile, {}, {}, fresh=True).reused

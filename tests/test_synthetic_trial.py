@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from smh_ml.training.budget import candidate_config
 from smh_ml.workflows.trial import TRIAL_SET, judge, on_trial, trial_pgan
 
 
@@ -69,7 +70,7 @@ def test_a_class_on_trial_is_judged_by_two_fits_on_the_same_validation_captures(
     if not gate["content_passed"]:  # what one epoch drew decides this; the verdict is on record
         gate |= {"content_passed": True, "reasons": [r for r in gate["reasons"] if r.startswith("FID ")]}
         (gan_dir / "pits" / "synthetic" / "gate.json").write_text(json.dumps(gate))
-    cfg = profile.train.for_arch("baseline_cnn")
+    cfg = candidate_config(profile.train, "baseline_cnn")
     pgan, trial = trial_pgan(patch_set, gan_dir, ["pits"], profile, cfg)
     assert trial is not None and trial.classes == ["pits"] and trial.arch == "baseline_cnn"
     assert trial.validation_captures > 0 and trial.with_synthetic["captures"] == trial.without["captures"]

@@ -91,7 +91,7 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
     profile = with_overrides(get_profile("ci"), {"train": dataclasses.replace(
         get_profile("ci").train, arch="baseline_cnn", epochs=1)})
     patch_set = build_patch_set(load_manifest(sim_root), profile)
-    pta, ota = build_pta(patch_set, profile), build_ota(patch_set, profile)
+    pta, ota = build_pta(patch_set, profile.clean_class, profile.augment), build_ota(patch_set, profile.augment)
     save_datasets(tmp_path / "patches", patch_set, pta, ota)
     report = run_classifier(tmp_path / "patches", tmp_path / "model", profile,
                             severities={"blur": (1.0,), "brightness_up": (2.0,)})
@@ -176,7 +176,8 @@ def test_a_capture_set_without_clean_captures_learns_its_clean_class_from_outsid
     patch_set = build_patch_set(manifest, profile)
     usable = patch_set.index[patch_set.index["usable"] & (patch_set.index["split"] == "train")]
     assert (usable["label"] == "defect-free").sum() > 0  # clean patches from defect captures
-    save_datasets(tmp_path / "patches", patch_set, build_pta(patch_set, profile), build_ota(patch_set, profile))
+    pta, ota = build_pta(patch_set, profile.clean_class, profile.augment), build_ota(patch_set, profile.augment)
+    save_datasets(tmp_path / "patches", patch_set, pta, ota)
     result = run_classifier(tmp_path / "patches", tmp_path / "model", profile, robustness=False)
     assert result.threshold is None and result.test["rule"] != "threshold"
     assert result.test["image"]["clean_images"] == 0 and result.test["n"] > 0

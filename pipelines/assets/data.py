@@ -66,7 +66,7 @@ def patch_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
     if recipe is not None:
         context.log.info("recipe from the data: " + "; ".join(recipe.reasons))
     patch_set = build_patch_set(manifest, prof, boxes=boxes)
-    pta, ota = build_pta(patch_set, prof), build_ota(patch_set, prof)
+    pta, ota = build_pta(patch_set, prof.clean_class, prof.augment), build_ota(patch_set, prof.augment)
     report = validate_patch_sets(patch_set, {"pta": pta, "ota": ota}, prof.clean_class)
     if not report.success:  # nothing written: the previous good patch sets stay in place
         raise dg.Failure(description=report.format()[:20000],

@@ -89,7 +89,7 @@ PROFILES: dict[str, Profile] = {
         patching=PatchingConfig(patch=256, tiles=1),
         augment=AugmentConfig(ota_target=120, pta_target=120, max_clean_patches=None),
         train=TrainConfig(arch="efficientnet_lite0", candidates=("efficientnet_lite0", "inception_cnn"),
-                          steps=300, eval_every=50, cv_folds=2, arch_budgets=(("inception_cnn", 1500, 250),),
+                          steps=300, eval_every=50, cv_folds=2,
                           **(CPU_RECIPE | {"batch_size": 32, "flip_average": True, "target_false_alarm": 0.02})),
         # whole captures of 256 px: a GAN that learns them does not fit a CPU budget
         gan=dataclasses.replace(CPU_GAN, width=0.125, steps=100, eval_every=50, patience=0, checkpoint_every=25,

@@ -142,20 +142,14 @@ class TrainConfig:
     measured warm-up of each candidate turns it into optimiser steps (smh_ml.training.budget), never
     more than ``steps`` (or the architecture's budget). 0 = ``steps`` as given."""
 
-    arch_budgets: tuple[tuple[str, int, int], ...] = ()
-    """(architecture, steps, eval_every) for architectures that need another budget than
-    ``steps``: a network learnt from scratch needs far more steps than a pretrained one."""
+    scale_steps: bool = True
+    """A candidate learnt from scratch beside one fine-tuned from ImageNet weights trains its
+    card's ``steps_scale`` times ``steps`` (smh_ml.training.budget.candidate_config); False:
+    every candidate trains ``steps``, as an explicit ``smh-ml train --steps`` asks."""
 
     def architectures(self) -> list[str]:
         """The candidates the pipeline trains: ``candidates``, or just ``arch``."""
         return list(self.candidates) or [self.arch]
-
-    def for_arch(self, arch: str) -> TrainConfig:
-        """This config for ``arch``, with its own budget from ``arch_budgets`` if it has one."""
-        budget = next((b for b in self.arch_budgets if b[0] == arch), None)
-        if budget is None:
-            return dataclasses.replace(self, arch=arch)
-        return dataclasses.replace(self, arch=arch, steps=int(budget[1]), eval_every=int(budget[2]))
 
 
 GAN_UPSAMPLING = ("transposed", "resize")
@@ -281,6 +275,11 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
+RETIRED_KEYS: dict[str, frozenset[str]] = {"train": frozenset({"arch_budgets"})}
+"""Keys that records written before a setting left the schema may still hold, read back and
+dropped (per-architecture step budgets are the architecture cards' ``steps_scale`` now)."""
+
+
 def profile_from_dict(data: dict[str, Any]) -> Profile:
     """A :class:`Profile` from :meth:`Profile.to_dict` output (as read back from JSON).
     Keys a section does not know are refused with their names."""
@@ -288,6 +287,7 @@ def profile_from_dict(data: dict[str, Any]) -> Profile:
     for key, value in data.items():
         if key in SECTIONS:
             cls = SECTIONS[key]
+            value = {k: v for k, v in value.items() if k not in RETIRED_KEYS.get(key, ())}
             unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
             if unknown:
                 raise ValueError(f"profile section {key!r} has unknown keys {sorted(unknown)}")

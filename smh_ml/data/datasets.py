@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from smh_ml.config.schema import Profile
+from smh_ml.config.schema import AugmentConfig, Profile
 from smh_ml.data.augment import augment_to_count
-from smh_ml.data.captures import CaptureError, read_gray, read_mask
+from smh_ml.data.captures import read_gray, read_mask
+from smh_ml.data.inspection import product_box
 from smh_ml.data.patching import (
     Geometry,
-    background_bbox,
     capture_patches,
     derive_geometry,
     label_patches,
@@ -62,14 +63,6 @@ def usable_rows(manifest: pd.DataFrame) -> pd.Series:
     return manifest["decodes"].astype(bool) & masks_ok.fillna(False).astype(bool)
 
 
-def _crop_box(row: pd.Series, level: int, convert: bool) -> tuple[int, int, int, int]:
-    image = read_gray(row["path"], convert=convert)
-    try:
-        return background_bbox(image, level)
-    except ValueError as exc:  # no product found: name the file
-        raise CaptureError(row["path"], str(exc)) from None
-
-
 def _process(row: pd.Series, geometry: Geometry, background_level: int, ota_size: tuple[int, int],
              convert: bool):
     """One capture's tiles, mask statistics and whole O-TA image, from one decode."""
@@ -103,8 +96,7 @@ def build_patch_set(manifest: pd.DataFrame, profile: Profile, workers: int | Non
     workers = workers or min(4, os.cpu_count() or 1)
     if boxes is None:
         with ThreadPoolExecutor(workers) as pool:
-            boxes = list(pool.map(lambda r: _crop_box(r, cfg.background_level,
-                                                      profile.validation.convert_color),
+            boxes = list(pool.map(lambda r: product_box(r["path"], cfg.background_level),
                                   (row for _, row in captures.iterrows())))
     captures[["crop_top", "crop_bottom", "crop_left", "crop_right"]] = np.array(boxes, dtype=np.int64)
     if cfg.image_size is not None:
@@ -147,7 +139,7 @@ def build_patch_set(manifest: pd.DataFrame, profile: Profile, workers: int | Non
 
 
 def top_up(arrays: np.ndarray, meta: pd.DataFrame, target: int | None, cap: int | None,
-            profile: Profile, seed: int) -> TrainingSet:
+           augment: AugmentConfig, seed: int) -> TrainingSet:
     """Keep at most ``cap`` real items (random subset), then augment up to ``target``."""
     rng = np.random.default_rng(seed)
     if cap is not None and len(meta) > cap:
@@ -155,41 +147,44 @@ def top_up(arrays: np.ndarray, meta: pd.DataFrame, target: int | None, cap: int 
     real = arrays[meta["source"].to_numpy()]
     parts, frames = [real], [meta.assign(origin="real")]
     if target is not None and len(real) < target:
-        extra, src = augment_to_count(real, target, profile.augment.brightness,
-                                      profile.augment.contrast, seed)
+        extra, src = augment_to_count(real, target, augment.brightness, augment.contrast, seed)
         parts.append(extra)
         frames.append(meta.iloc[src].assign(origin="augmented"))
     return TrainingSet(np.concatenate(parts), pd.concat(frames, ignore_index=True))
 
 
-def build_pta(patch_set: PatchSet, profile: Profile) -> TrainingSet:
-    """P-TA: usable TRAIN patches; clean capped, each defect class topped up to its target."""
-    aug = profile.augment
+def train_patches_by_class(patch_set: PatchSet) -> Iterator[tuple[int, str, pd.DataFrame]]:
+    """The usable TRAIN patches class by class, in name order: (the class's position, which
+    seeds its augmentation; its label; the ``meta`` that :func:`top_up` takes)."""
     train = patch_set.index[(patch_set.index["split"] == "train") & patch_set.index["usable"]]
-    sets = []
     for k, label in enumerate(sorted(train["label"].unique())):
-        meta = train[train["label"] == label]
-        meta = pd.DataFrame({"label": label, "source": meta["patch_index"].to_numpy(),
-                             "capture_id": meta["capture_id"].to_numpy()})
-        clean = label == profile.clean_class
-        sets.append(top_up(patch_set.patches, meta, None if clean else aug.pta_target,
-                            aug.max_clean_patches if clean else None, profile, aug.seed + k))
-    return TrainingSet(np.concatenate([s.arrays for s in sets]),
-                       pd.concat([s.index for s in sets], ignore_index=True))
+        rows = train[train["label"] == label]
+        yield k, label, pd.DataFrame({"label": label, "source": rows["patch_index"].to_numpy(),
+                                      "capture_id": rows["capture_id"].to_numpy()})
 
 
-def build_ota(patch_set: PatchSet, profile: Profile) -> TrainingSet:
+def concat_sets(sets: list[TrainingSet]) -> TrainingSet:
+    return TrainingSet(np.concatenate([s.arrays for s in sets]), pd.concat([s.index for s in sets], ignore_index=True))
+
+
+def build_pta(patch_set: PatchSet, clean_class: str, augment: AugmentConfig) -> TrainingSet:
+    """P-TA: usable TRAIN patches; clean capped, each defect class topped up to its target."""
+    return concat_sets([
+        top_up(patch_set.patches, meta, None if label == clean_class else augment.pta_target,
+               augment.max_clean_patches if label == clean_class else None, augment, augment.seed + k)
+        for k, label, meta in train_patches_by_class(patch_set)])
+
+
+def build_ota(patch_set: PatchSet, augment: AugmentConfig) -> TrainingSet:
     """O-TA: TRAIN captures as whole images, every class topped up to ``ota_target``."""
-    aug = profile.augment
     train = patch_set.captures[patch_set.captures["split"] == "train"]
     sets = []
     for k, label in enumerate(sorted(train["label"].unique())):
         rows = train[train["label"] == label]
         meta = pd.DataFrame({"label": label, "source": rows.index.to_numpy(),
                              "capture_id": rows["capture_id"].to_numpy()})
-        sets.append(top_up(patch_set.images, meta, aug.ota_target, None, profile, aug.seed + k))
-    return TrainingSet(np.concatenate([s.arrays for s in sets]),
-                       pd.concat([s.index for s in sets], ignore_index=True))
+        sets.append(top_up(patch_set.images, meta, augment.ota_target, None, augment, augment.seed + k))
+    return concat_sets(sets)
 
 
 def summary(patch_set: PatchSet, pta: TrainingSet, ota: TrainingSet) -> dict:

@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from smh_ml.config.overrides import apply_settings
 from smh_ml.config.presets import get_profile
 from smh_ml.config.schema import Profile, profile_from_dict
-from smh_ml.data.captures import CaptureError, read_gray, read_mask
-from smh_ml.data.patching import background_bbox
+from smh_ml.data.captures import CaptureError
+from smh_ml.data.inspection import Inspection, inspect_capture
 
 WHOLE_SIDE = 256
 """Input side of a whole-capture model: EfficientNet-Lite0's ImageNet scale (224) rounded up
@@ -103,47 +102,29 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def _largest_defect(mask: np.ndarray) -> tuple[float, float]:
-    """(geometric-mean box side of the largest connected defect, defect share) of a mask."""
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return 0.0, 0.0
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-    box = ndimage.find_objects(labels)[int(np.argmax(sizes))]
-    side = math.sqrt((box[0].stop - box[0].start) * (box[1].stop - box[1].start))
-    return side, float(mask.mean())
-
-
-def _measure_one(row: pd.Series, level: int, convert: bool) -> tuple[tuple[int, int, int, int], float, float]:
-    """Crop box, the largest defect's relative extent and the defect share of one capture."""
-    image = read_gray(row["path"], convert=convert)
-    try:
-        box = background_bbox(image, level)
-    except ValueError as exc:  # no product found: name the file
-        raise CaptureError(row["path"], str(exc)) from None
-    extent = area = float("nan")
-    if isinstance(row.get("mask_path"), str):
-        top, bottom, left, right = box
-        side, area = _largest_defect(read_mask(row["mask_path"])[top:bottom, left:right])
-        extent = side / math.sqrt((bottom - top) * (right - left))
-    return box, extent, area
+def _measure_one(row: pd.Series, level: int) -> Inspection:
+    mask = row.get("mask_path")
+    found = inspect_capture(row["path"], level, mask if isinstance(mask, str) else None)
+    if found.box is None:  # no product found: name the file
+        raise CaptureError(row["path"], found.problem or "no product found")
+    return found
 
 
 def measure_capture_set(manifest: pd.DataFrame, clean_class: str, background_level: int = 16,
-                        convert: bool = False, workers: int | None = None
-                        ) -> tuple[CaptureStats, np.ndarray]:
+                        workers: int | None = None) -> tuple[CaptureStats, np.ndarray]:
     """The set's :class:`CaptureStats` and every capture's crop box (top, bottom, left,
-    right; the patch set reuses them, so each capture is decoded once here)."""
+    right), from each capture's one inspection (smh_ml.data.inspection: validation's, when it
+    ran first in this process); the patch set reuses the boxes."""
     rows = [row for _, row in manifest.reset_index(drop=True).iterrows()]
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-        measured = list(pool.map(lambda r: _measure_one(r, background_level, convert), rows))
-    boxes = np.array([m[0] for m in measured], dtype=np.int64)
+        measured = list(pool.map(lambda r: _measure_one(r, background_level), rows))
+    boxes = np.array([m.box for m in measured], dtype=np.int64)
     heights = (boxes[:, 1] - boxes[:, 0]).astype(float)
     widths = (boxes[:, 3] - boxes[:, 2]).astype(float)
     full = (manifest["height"].to_numpy(float) * manifest["width"].to_numpy(float))
     labels = manifest["label"].to_numpy()
-    extents = np.array([m[1] for m in measured])
-    areas = np.array([m[2] for m in measured])
+    extents = np.array([m.defect_extent for m in measured])
+    areas = np.array([m.defect_area for m in measured])
     defect_extent, defect_area = {}, {}
     for label in sorted(set(labels) - {clean_class}):
         known = (labels == label) & np.isfinite(extents) & (extents > 0)
@@ -255,8 +236,7 @@ def profile_for_captures(profile: Profile, manifest: pd.DataFrame
     profile as it is, with neither."""
     if not is_auto(profile):
         return profile, None, None
-    stats, boxes = measure_capture_set(manifest, profile.clean_class, profile.patching.background_level,
-                                       profile.validation.convert_color)
+    stats, boxes = measure_capture_set(manifest, profile.clean_class, profile.patching.background_level)
     recipe = derive_recipe(stats)
     return resolve_profile(profile, recipe), recipe, boxes
 

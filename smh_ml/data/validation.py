@@ -27,11 +27,9 @@ from smh_ml.data.captures import (  # noqa: E402
     CLASS_NAME,
     GREY_RGB_MODE,
     MIN_CAPTURE_SIDE,
-    CaptureError,
-    capture_problem,
-    read_gray,
 )
 from smh_ml.data.datasets import PatchSet, TrainingSet  # noqa: E402
+from smh_ml.data.inspection import inspect_capture  # noqa: E402
 from smh_ml.data.recipe import is_auto  # noqa: E402
 
 
@@ -226,18 +224,15 @@ DECIDABLE_RULE = (f"a product brighter than the background, at least {MIN_CAPTUR
 
 def _decidable(manifest: pd.DataFrame, readable: pd.Series, background_level: int) -> tuple[pd.Series, pd.Series]:
     """Per capture: whether the inference engine could decide it (capture_problem at
-    ``background_level``) and why not. Files that do not decode are other rules' business."""
+    ``background_level``) and why not. Files that do not decode are other rules' business.
+    The recipe and patching that follow read the inspection back instead of decoding the
+    capture again (smh_ml.data.inspection)."""
     from concurrent.futures import ThreadPoolExecutor
-
-    def problem(path: str) -> str:
-        try:
-            return capture_problem(read_gray(path, convert=True), background_level) or ""
-        except CaptureError as exc:
-            return exc.problem
 
     todo = manifest["decodes"].astype(bool) & readable
     with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
-        found = dict(zip(manifest.index[todo], pool.map(problem, manifest.loc[todo, "path"])))
+        found = dict(zip(manifest.index[todo], pool.map(
+            lambda path: inspect_capture(path, background_level).problem or "", manifest.loc[todo, "path"])))
     problems = pd.Series([found.get(i, "") for i in manifest.index], index=manifest.index)
     return problems == "", problems
 

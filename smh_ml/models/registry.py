@@ -40,6 +40,10 @@ class ArchCard:
     before any wrapper; otherwise :func:`build` loads it into the finished model."""
     size_rule: Callable[[int], str | None] | None = None
     """Further size rule: the problem with a patch side, None when it is fine."""
+    steps_scale: float = 1.0
+    """Its optimiser steps (and validation interval) relative to ``train.steps`` when it learns
+    from scratch beside a candidate fine-tuned from ImageNet weights, for which ``train.steps``
+    is sized (:func:`smh_ml.training.budget.candidate_config`)."""
 
     def input_problem(self, patch: int) -> str | None:
         if patch < self.min_size:

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from smh_ml.config.schema import Profile
-from smh_ml.data.datasets import PatchSet, TrainingSet, top_up
+from smh_ml.config.schema import AugmentConfig
+from smh_ml.data.datasets import PatchSet, TrainingSet, concat_sets, top_up, train_patches_by_class
 from smh_ml.io import atomic_dir, save_npy
 
 
@@ -57,32 +57,23 @@ def read_synthetic(folder: Path | str) -> tuple[np.ndarray, pd.DataFrame]:
 
 
 def build_pgan(patch_set: PatchSet, synthetic: dict[str, tuple[np.ndarray, pd.DataFrame]],
-               profile: Profile) -> TrainingSet:
+               clean_class: str, augment: AugmentConfig, pgan_target: int) -> TrainingSet:
     """P-GAN: usable TRAIN patches (clean capped as in P-TA) plus each defect class's
-    synthetic patches (already sized to reach ``gan.pgan_target``). A defect class with too
+    synthetic patches (already sized to reach ``pgan_target``). A defect class with too
     few (its GAN's patches were refused by the quality gate, or it has no GAN yet) is topped
     up to the target by traditional augmentation instead, marked ``augmented``."""
-    index = patch_set.index
-    train = index[(index["split"] == "train") & index["usable"]]
-    parts, frames = [], []
-    for k, label in enumerate(sorted(train["label"].unique())):
-        rows = train[train["label"] == label]
-        meta = pd.DataFrame({"label": label, "source": rows["patch_index"].to_numpy(),
-                             "capture_id": rows["capture_id"].to_numpy()})
-        clean = label == profile.clean_class
-        cap = profile.augment.max_clean_patches if clean else None
-        n_synthetic = len(synthetic[label][1]) if label in synthetic else 0
-        target = None if clean else profile.gan.pgan_target - n_synthetic
-        real = top_up(patch_set.patches, meta, target, cap, profile, profile.augment.seed + k)
-        parts.append(real.arrays)
-        frames.append(real.index)
-        if label in synthetic and len(synthetic[label][1]):
-            arrays, syn_index = synthetic[label]
-            parts.append(arrays)
-            frames.append(pd.DataFrame({"label": label, "source": -1,
-                                        "capture_id": syn_index["capture_id"], "origin": "synthetic",
-                                        "gan": syn_index["gan"]}))
-    return TrainingSet(np.concatenate(parts), pd.concat(frames, ignore_index=True))
+    sets = []
+    for k, label, meta in train_patches_by_class(patch_set):
+        clean = label == clean_class
+        arrays, syn_index = synthetic.get(label, (None, pd.DataFrame()))
+        target = None if clean else pgan_target - len(syn_index)
+        sets.append(top_up(patch_set.patches, meta, target, augment.max_clean_patches if clean else None,
+                           augment, augment.seed + k))
+        if len(syn_index):
+            sets.append(TrainingSet(arrays, pd.DataFrame({
+                "label": label, "source": -1, "capture_id": syn_index["capture_id"], "origin": "synthetic",
+                "gan": syn_index["gan"]})))
+    return concat_sets(sets)
 
 
 def save_training_set(folder: Path | str, training_set: TrainingSet) -> Path:

@@ -14,6 +14,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from smh_ml.config.schema import TrainConfig
+
 MIN_SHARE = 0.5
 """A candidate trained for less than this share of its configured steps is left out: an
 under-trained network loses the validation comparison and costs the others their steps."""
@@ -23,6 +25,23 @@ MIN_CV_SHARE = 0.25
 MIN_STEPS = 20
 """Fewest steps a candidate that is kept gets, whatever the budget (or its configured steps,
 when fewer)."""
+
+
+def candidate_config(train: TrainConfig, arch: str) -> TrainConfig:
+    """``train`` for candidate ``arch``. ``train.steps`` is sized for the quickest learner: one
+    fine-tuned from ImageNet weights when the candidates hold one; a network learnt from scratch
+    beside it gets its card's ``steps_scale`` times the steps and the validation interval
+    (unless ``train.scale_steps`` is off). Among networks that all learn from scratch every one
+    trains ``steps``."""
+    from smh_ml.models import get_card  # lazily: the planner's arithmetic needs no torch
+
+    cfg = dataclasses.replace(train, arch=arch)
+    pretrained = train.pretrained and any(get_card(a).weights for a in train.architectures())
+    card = get_card(arch)
+    if not (train.scale_steps and pretrained and not card.weights) or card.steps_scale == 1.0 or not train.steps:
+        return cfg
+    return dataclasses.replace(cfg, steps=round(train.steps * card.steps_scale),
+                               eval_every=round(train.eval_every * card.steps_scale))
 
 
 @dataclass(frozen=True)

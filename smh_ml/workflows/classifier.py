@@ -43,7 +43,7 @@ from smh_ml.export.onnx import check_parity, export_onnx
 from smh_ml.hardware import describe
 from smh_ml.io import atomic_write_text
 from smh_ml.models import count_parameters
-from smh_ml.training.budget import plan_budget
+from smh_ml.training.budget import candidate_config, plan_budget
 from smh_ml.training.checkpoint import load_classifier, save_classifier
 from smh_ml.training.loop import (
     class_names,
@@ -166,7 +166,7 @@ def plan_training(patch_set, train, names: list[str], profile: Profile, cv: bool
     steps (smh_ml.training.budget): the final fits' steps here, the chosen one's CV steps in the plan,
     which comes back as a record (None without a budget)."""
     archs = archs or profile.train.architectures()
-    cfgs = {arch: profile.train.for_arch(arch) for arch in archs}
+    cfgs = {arch: candidate_config(profile.train, arch) for arch in archs}
     minutes = profile.train.budget_minutes
     if minutes <= 0:
         return cfgs, None
@@ -178,7 +178,7 @@ def plan_training(patch_set, train, names: list[str], profile: Profile, cv: bool
     warmup = time.perf_counter() - start
     plan = plan_budget(costs, max(minutes * 60 - warmup, 1.0), first.cv_folds if cv else 0)
     log.info("budget %g min (warm-up %.0f s): %s", minutes, warmup, "; ".join(plan.reasons))
-    planned = {arch: dataclasses.replace(cfgs[arch], steps=steps, eval_every=every, arch_budgets=())
+    planned = {arch: dataclasses.replace(cfgs[arch], steps=steps, eval_every=every)
                for arch, (steps, every) in plan.steps().items()}
     return planned, plan.to_dict() | {"budget_minutes": minutes, "warmup_seconds": round(warmup, 1),
                                       "costs": [dataclasses.asdict(c) for c in costs]}
@@ -397,7 +397,7 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
     patch_set = load_patch_set(patch_dir)
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
     archs = archs or profile.train.architectures()
-    train = load_training_set(train_dir or patch_dir, profile.train.for_arch(archs[0]).train_set)
+    train = load_training_set(train_dir or patch_dir, profile.train.train_set)
     cfgs, budget = plan_training(patch_set, train, names, profile, cv, archs)
     recipe = recorded_recipe(patch_dir)
     out = Path(out)

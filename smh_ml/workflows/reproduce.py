@@ -35,8 +35,9 @@ from smh_ml.config.schema import Profile
 from smh_ml.data.datasets import check_built_with, load_patch_set, patch_set_id, training_set_id
 from smh_ml.io import atomic_write_text, files_digest
 from smh_ml.models import check_input, list_models
-from smh_ml.workflows.step_cache import current, stamp, stamped
-from smh_ml.workflows.trial import TRIAL_FIELDS, TRIAL_SET, judge, on_trial, sample_ungated
+from smh_ml.workflows.gans import class_gan, gan_extractors
+from smh_ml.workflows.step_cache import run_step, stamp, stamped
+from smh_ml.workflows.trial import TRIAL_SET, judge, on_trial, sample_ungated
 
 log = logging.getLogger(__name__)
 
@@ -119,60 +120,37 @@ class Reproduction:
         inputs = {"train": dataclasses.asdict(self.profile.train), "epochs": self.profile.gan.domain_epochs,
                   **({"steps": steps} if steps else {}),  # an epoch-sized extractor keeps its earlier stamp
                   "patch_set": self.patch_set_id, "pta": training_set_id(self.patch_dir, "pta")}
-        if current(folder, inputs) is None:
-            t0 = time.perf_counter()
-            report = train_domain_extractor(self.patch_dir, folder, self.profile)
-            stamp(folder, inputs)
+        ran = run_step(folder, inputs, lambda: train_domain_extractor(self.patch_dir, folder, self.profile))
+        if not ran.reused:
+            report = ran.result
             self._record("domain_extractor", {"arch": report["arch"], "steps": report["steps"]},
-                         {"final_train_accuracy": report["history"][-1]["train_accuracy"]}, folder,
-                         time.perf_counter() - t0)
+                         {"final_train_accuracy": report["history"][-1]["train_accuracy"]}, folder, ran.seconds)
         return folder
 
     def table6(self, classes: Sequence[str] | None = None) -> list[dict]:
-        from smh_ml.models.efficientnet_lite import imagenet_weights_path
-        from smh_ml.synthetic.fid import IMAGENET_NAME, extractor_for
-        from smh_ml.synthetic.gan.experiment import relative_fid_ceiling, run_class_gan
-        from smh_ml.synthetic.pgan import class_patches, defect_classes
-        from smh_ml.training.checkpoint import load_classifier
+        from smh_ml.synthetic.gan.experiment import relative_fid_ceiling
+        from smh_ml.synthetic.pgan import defect_classes
 
-        domain = self.domain_extractor()
-        extractors = {"domain": extractor_for("domain", load_classifier(domain)[0])}
-        extractor_ids = {"domain": files_digest([domain / "model.pt"])}
-        if self.imagenet:
-            extractors[IMAGENET_NAME] = extractor_for("imagenet")
-            extractor_ids[IMAGENET_NAME] = files_digest([imagenet_weights_path()])
-        if self.inception_weights:
-            extractors["inception"] = extractor_for("inception", inception_weights=self.inception_weights)
-            extractor_ids["inception"] = files_digest([self.inception_weights])
+        extractors, extractor_ids = gan_extractors(self.domain_extractor(), self.imagenet, self.inception_weights)
         rows = []
         for kind in GAN_KINDS:
             for label in classes or defect_classes(self.patch_set, self.profile.clean_class):
-                folder = self.out / "gans" / kind / label
-                # the trial's settings judge P-GAN downstream (table8), not this GAN or its gate
-                gan = {k: v for k, v in dataclasses.asdict(self.profile.gan).items() if k not in TRIAL_FIELDS}
-                inputs = {"gan": gan, "kind": kind, "class": label,
-                          "patch_set": self.patch_set_id, "extractors": extractor_ids}
-                scores, seconds = current(folder, inputs, "scores.json"), None
-                if scores is None:
-                    t0 = time.perf_counter()
-                    scores = run_class_gan(class_patches(self.patch_set, label), label, kind,
-                                           self.out / "gans" / kind, self.profile, extractors)
-                    scores = {k: v for k, v in scores.items() if k != "history"}
-                    seconds = time.perf_counter() - t0
-                    stamp(folder, inputs)
+                ran = class_gan(self.patch_set, self.patch_set_id, label, kind, self.out / "gans" / kind,
+                                 self.profile, extractors, extractor_ids)
+                scores = ran.result
                 metrics = {f"{s['extractor']}_{m}": s[m] for s in scores["scores"] for m in ("fid", "kid_mean")}
                 for yardstick in ("real_vs_real", "augmented_vs_real"):
                     metrics |= {f"{s['extractor']}_{yardstick}_fid": s["fid"] for s in scores.get(yardstick, [])}
                 ceiling = relative_fid_ceiling(self.profile.gan, scores)
                 if ceiling is not None:
                     metrics["gate_fid_ceiling"] = ceiling
-                gate = json.loads((folder / "synthetic" / "gate.json").read_text())
-                metrics |= {"train_seconds": scores["train_seconds"], "synthetic": gate["written"]}
+                metrics |= {"train_seconds": scores["train_seconds"], "synthetic": scores["synthetic"]}
                 self._record(f"table6/{kind}/{label}", {"gan": kind, "class": label, "steps": scores["steps"],
                                                         "best_step": scores.get("best_step"),
                                                         "real_patches": scores["real_patches"],
-                                                        "refused": gate["refused"], "gate": "; ".join(gate["reasons"])},
-                             metrics, folder, seconds)
+                                                        "refused": scores["refused"],
+                                                        "gate": "; ".join(scores["gate"]["reasons"])},
+                             metrics, self.out / "gans" / kind / label, ran.seconds)
                 rows.append({"gan": kind, "class": label, **metrics, "real_patches": scores["real_patches"],
                              "wall_seconds": self.results["steps"][f"table6/{kind}/{label}"].get("wall_seconds")})
         return rows
@@ -207,7 +185,8 @@ class Reproduction:
                   "synthetic": files_digest(f for s in synthetic for f in sorted(s.iterdir()) if f.is_file())}
         if not (folder / "arrays.npy").is_file() or not stamped(folder, inputs):
             sets = {label: read_synthetic(gans / label / name) for label, name in folders.items()}
-            save_training_set(folder, build_pgan(self.patch_set, sets, self.profile))
+            save_training_set(folder, build_pgan(self.patch_set, sets, self.profile.clean_class,
+                                                      self.profile.augment, self.profile.gan.pgan_target))
             stamp(folder, inputs)
         return root
 
@@ -247,14 +226,15 @@ class Reproduction:
         train = dataclasses.replace(self.profile.train, arch="baseline_cnn", train_set="pgan")
         inputs = {"train": dataclasses.asdict(train), "patch_set": self.patch_set_id,
                   "pgan": training_set_id(train_dir, "pgan")}
-        trained = current(folder, inputs) is None
-        if trained:
+
+        def fit() -> None:
             names = class_names(set(self.patch_set.captures["label"]), self.profile.clean_class)
             model, report = fit_stage(self.patch_set, load_training_set(train_dir, "pgan"), names,
                                       dataclasses.replace(self.profile, train=train), train, cv=False)
             save_fit(folder, model, report)
-            stamp(folder, inputs)
-        return ClassifierReport.load(folder).to_dict(), trained
+
+        ran = run_step(folder, inputs, fit)
+        return ClassifierReport.load(folder).to_dict(), not ran.reused
 
     def _classifier(self, step: str, folder: Path, arch: str, train_set: str, train_dir: Path | None,
                     cv: bool, robustness: bool, seed: int | None = None) -> dict:
@@ -264,14 +244,11 @@ class Reproduction:
         train = dataclasses.replace(self.profile.train, arch=arch, train_set=train_set, seed=seed)
         inputs = {"train": dataclasses.asdict(train), "patch_set": self.patch_set_id,
                   train_set: training_set_id(train_dir or self.patch_dir, train_set)}
-        report, seconds = current(folder, inputs), None
-        if report is None or (cv and not report.get("cv")) or (robustness and not report.get("robustness")):
-            profile = dataclasses.replace(self.profile, train=train)
-            t0 = time.perf_counter()
-            report = run_classifier(self.patch_dir, folder, profile, cv=cv, robustness=robustness,
-                                    train_dir=train_dir).to_dict()
-            seconds = time.perf_counter() - t0
-            stamp(folder, inputs)
+        ran = run_step(folder, inputs,
+                        lambda: run_classifier(self.patch_dir, folder, dataclasses.replace(self.profile, train=train),
+                                               cv=cv, robustness=robustness, train_dir=train_dir),
+                        rerun_if=lambda r: (cv and not r.get("cv")) or (robustness and not r.get("robustness")))
+        report, seconds = ran.result, ran.seconds
         self._record(step, {"arch": arch, "train_set": train_set, "cv": cv, "seed": seed, "steps": train.steps,
                             "epochs": train.epochs, "folds": train.cv_folds, "train_dir": str(train_dir or "")},
                      _metric_summary(report), folder, seconds)
@@ -287,14 +264,10 @@ class Reproduction:
         folder = self.out / "table8" / "ota"
         inputs = {"train": dataclasses.asdict(self.profile.train), "patch_set": self.patch_set_id,
                   "ota": training_set_id(self.patch_dir, "ota")}
-        report, seconds = current(folder, inputs), None
-        if report is None:
-            t0 = time.perf_counter()
-            report = run_whole_image_classifier(self.patch_dir, folder, self.profile)
-            seconds = time.perf_counter() - t0
-            stamp(folder, inputs)
+        ran = run_step(folder, inputs, lambda: run_whole_image_classifier(self.patch_dir, folder, self.profile))
+        report = ran.result
         self._record("table8/ota", {"arch": "baseline_cnn", "train_set": "ota"}, _metric_summary(report), folder,
-                     seconds)
+                     ran.seconds)
         out["ota"] = report
         pgan = self._pgan_dir()
         if pgan is None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from smh_ml.config.schema import GanConfig, Profile, TrainConfig
 from smh_ml.data.datasets import PatchSet, TrainingSet
 from smh_ml.io import atomic_write_text
+from smh_ml.training.budget import candidate_config
 
 TRIAL_FIELDS = ("trial", "trial_min_gain")
 """The GanConfig settings of the trial: they judge P-GAN, not a GAN or its gate."""
@@ -121,14 +122,15 @@ def trial_pgan(patch_set: PatchSet, gan_dir: Path | str, classes: list[str], pro
 
     gan_dir = Path(gan_dir)
     gated = {c: read_synthetic(gan_dir / c / "synthetic") for c in classes}
-    without = build_pgan(patch_set, gated, profile)
+    without = build_pgan(patch_set, gated, profile.clean_class, profile.augment, profile.gan.pgan_target)
     trial = on_trial(gan_dir, classes, profile.gan)
     if not trial:
         return without, None
     candidate = gated | {label: read_synthetic(sample_ungated(patch_set, gan_dir, label, profile.gan))
                          for label in trial}
-    with_synthetic = build_pgan(patch_set, candidate, profile)
-    cfg = cfg or profile.train.for_arch(profile.train.arch)
+    with_synthetic = build_pgan(patch_set, candidate, profile.clean_class, profile.augment,
+                                profile.gan.pgan_target)
+    cfg = cfg or candidate_config(profile.train, profile.train.arch)
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
     reports = [fit_stage(patch_set, s, names, profile, cfg, cv=False)[1].to_dict() for s in (without, with_synthetic)]
     result = judge(trial, *reports, profile.gan.trial_min_gain)
