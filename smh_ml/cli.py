@@ -452,6 +452,85 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
         raise typer.Exit(1)
 
 
+def _heatmap_drawer(geometry):
+    """PNG bytes of one decision's heat map, as ``smh-ml predict --heatmap`` draws it."""
+    import tempfile
+
+    from smh_ml.data.patching import untile
+    from smh_ml.evaluation.plots import decision_heatmap_png
+
+    def draw(row: dict, patches) -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            return decision_heatmap_png(untile(patches, geometry.rows, geometry.cols), row["defect_probability"],
+                                        geometry.rows, geometry.cols, Path(tmp) / "heat.png",
+                                        f"{Path(row['path']).name}: {row['label']}", row.get("patch")).read_bytes()
+    return draw
+
+
+@app.command()
+def watch(folder: Path = typer.Argument(..., help="Folder the camera writes captures into (watched recursively)."),
+          model: str = typer.Option(DEFAULT_MODEL_URI,
+                                    help="Registry URI (models:/<name>@<alias>: followed when the alias moves), "
+                                         "an .onnx file, or a folder holding model.onnx."),
+          tracking_uri: str | None = typer.Option(None, envvar="MLFLOW_TRACKING_URI",
+                                                  help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})."),
+          log: Path | None = typer.Option(None, help="Results log, one JSON line per capture (default "
+                                                     "FOLDER/.smh-watch/decisions.jsonl; status.json beside it)."),
+          route: Path | None = typer.Option(None, help="Copy each decided capture into ROUTE/<verdict>/."),
+          int8: bool = typer.Option(False, help="Use the gated int8 model beside the fp32 one."),
+          settle: float = typer.Option(0.5, help="Seconds a file's size must stay unchanged before it is read."),
+          reload_every: float = typer.Option(5.0, help="Seconds between checks that the model (alias) moved."),
+          threads: int | None = typer.Option(None, help="onnxruntime threads (default: every core)."),
+          max_captures: int | None = typer.Option(None, help="Stop after this many captures (decided or failed)."),
+          idle_exit: float | None = typer.Option(None, help="Stop after this many seconds with nothing to decide."),
+          status_port: int = typer.Option(8750, help="Port of the status page on 127.0.0.1 (0: a free one, "
+                                                     "-1: no page).")) -> None:
+    """Decide each capture once it is completely written, append the decision to a results log
+    a line PC can tail, and follow the registry alias. A restart decides only what the log does
+    not hold; a bad file gets an error line and the station goes on."""
+    import signal
+    import threading
+
+    from smh_ml.deploy import Engine
+    from smh_ml.deploy.watch import Station
+    from smh_ml.tracking.tracker import RegistrySource
+
+    log = log or folder / ".smh-watch" / "decisions.jsonl"
+    try:
+        station = Station(folder, RegistrySource(model, tracking_uri, int8), log,
+                          engine=lambda path: Engine(path, threads=threads), route=route, settle_seconds=settle,
+                          reload_seconds=reload_every,
+                          on_decision=lambda row: console.print(
+                              f"{row['path']}: " + (f"[red]error[/] {row['error']}" if "error" in row else
+                                                    f"{row['label']} (p={row['probability']:.3f}, "
+                                                    f"{row['latency_ms']:.0f} ms)"), highlight=False))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    page = None
+    if status_port >= 0:
+        from smh_ml.deploy.status_page import StatusPage
+
+        try:
+            page = StatusPage(station.status, station.recent, _heatmap_drawer(station.engine.geometry),
+                              status_port).start()
+        except OSError as exc:
+            _fail(f"status page on 127.0.0.1:{status_port}: {exc} (choose another --status-port, or -1)")
+    err.print(f"watching {folder} with {station.version} ({station.engine.precision}); log {log}"
+              + (f"; status page {page.url}" if page else ""), highlight=False)
+    try:
+        status = station.run(stop, max_captures=max_captures, idle_exit_seconds=idle_exit)
+    except KeyboardInterrupt:
+        status = station.write_status()
+    finally:
+        if page is not None:
+            page.stop()
+    err.print(f"{status['decided']} decided, {status['errors']} failed, {status['captures_per_second']} captures/s, "
+              f"latency p50 {status['latency_ms_p50']} ms, p99 {status['latency_ms_p99']} ms, "
+              f"{status['reloads']} model reload(s)", highlight=False)
+
+
 @app.command()
 def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output folder (holds model.onnx) or "
                                                         "an .onnx file."),

@@ -339,3 +339,32 @@ def resolve_model(spec: str | Path, uri: str | None = None, cache: Path | str | 
     return path
 
 
+
+
+class RegistrySource:
+    """A model the station (smh_ml.deploy.watch) follows: a registry URI whose alias may move
+    (``models:/<name>@<alias>``), or a file or folder (its version is the file's stamp)."""
+
+    def __init__(self, spec: str | Path, uri: str | None = None, int8: bool = False):
+        self.spec, self.uri, self.int8 = str(spec), uri, int8
+        match = re.fullmatch(r"models:/([^@/]+)@([^@/]+)", self.spec)
+        self.alias = match.groups() if match else None
+
+    def version(self) -> str:
+        if self.alias is None:
+            path = resolve_model(self.spec, self.uri, int8=self.int8)
+            info = path.stat()
+            return f"{path.name}@{info.st_mtime_ns}-{info.st_size}"
+        connect(self.uri)
+        from mlflow import MlflowClient
+
+        name, alias = self.alias
+        self._number = MlflowClient().get_model_version_by_alias(name, alias).version
+        return f"{name}/{self._number}"
+
+    def fetch(self) -> Path:
+        """The model of the version last read (an alias that moves in between does not mix
+        one version's label with another's file); the alias itself before any read."""
+        number = getattr(self, "_number", None)
+        spec = f"models:/{self.alias[0]}/{number}" if self.alias and number else self.spec
+        return resolve_model(spec, self.uri, int8=self.int8)
