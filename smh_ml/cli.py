@@ -452,19 +452,17 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
         raise typer.Exit(1)
 
 
-def _heatmap_drawer(geometry):
+def _draw_heatmap(row: dict, patches, geometry) -> bytes:
     """PNG bytes of one decision's heat map, as ``smh-ml predict --heatmap`` draws it."""
     import tempfile
 
     from smh_ml.data.patching import untile
     from smh_ml.evaluation.plots import decision_heatmap_png
 
-    def draw(row: dict, patches) -> bytes:
-        with tempfile.TemporaryDirectory() as tmp:
-            return decision_heatmap_png(untile(patches, geometry.rows, geometry.cols), row["defect_probability"],
-                                        geometry.rows, geometry.cols, Path(tmp) / "heat.png",
-                                        f"{Path(row['path']).name}: {row['label']}", row.get("patch")).read_bytes()
-    return draw
+    with tempfile.TemporaryDirectory() as tmp:
+        return decision_heatmap_png(untile(patches, geometry.rows, geometry.cols), row["defect_probability"],
+                                    geometry.rows, geometry.cols, Path(tmp) / "heat.png",
+                                    f"{Path(row['path']).name}: {row['label']}", row.get("patch")).read_bytes()
 
 
 @app.command()
@@ -513,8 +511,7 @@ def watch(folder: Path = typer.Argument(..., help="Folder the camera writes capt
         from smh_ml.deploy.status_page import StatusPage
 
         try:
-            page = StatusPage(station.status, station.recent, _heatmap_drawer(station.engine.geometry),
-                              status_port).start()
+            page = StatusPage(station.status, station.recent, _draw_heatmap, status_port).start()
         except OSError as exc:
             _fail(f"status page on 127.0.0.1:{status_port}: {exc} (choose another --status-port, or -1)")
     err.print(f"watching {folder} with {station.version} ({station.engine.precision}); log {log}"

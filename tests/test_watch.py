@@ -98,7 +98,26 @@ def test_a_cut_last_line_is_decided_again_not_fatal(tmp_path):
     log.write_text(json.dumps({"path": str(tmp_path / "a.png"), "size": 3, "mtime_ns": 4}) + "\n{\"path\": ")
     held = ResultsLog(log)
     assert held.holds(tmp_path / "a.png", 3, 4) and len(held.decided) == 1
+    held.append({"path": str(tmp_path / "b.png"), "size": 5, "mtime_ns": 6})
     held.close()
+    # the cut line was ended, so the next line parses and its capture is not decided again
+    assert ResultsLog(log).holds(tmp_path / "b.png", 5, 6)
+
+
+def test_a_model_that_fails_to_load_is_retried_while_the_old_one_decides(two_models, tmp_path):
+    folder, current = tmp_path / "line", tmp_path / "current.onnx"
+    folder.mkdir()
+    shutil.copyfile(two_models[0], current)
+    station = _station(folder, current, tmp_path / "decisions.jsonl", reload_seconds=0.0)
+    old = station.version
+    current.write_bytes(b"half a model")  # a copy caught mid-write
+    assert not station.maybe_reload() and station.version == old and station.status()["reload_errors"]
+    _capture(folder / "a.png")
+    station.notice(folder / "a.png")
+    assert _settle(station) == 1 and "label" in _lines(tmp_path / "decisions.jsonl")[0]
+    shutil.copyfile(two_models[1], current)
+    assert station.maybe_reload() and station.version != old
+    station.log.close()
 
 
 def test_a_model_moved_under_the_station_is_swapped_between_captures(two_models, tmp_path):
@@ -160,9 +179,9 @@ def test_the_status_page_shows_the_decisions_with_their_heat_maps(two_models, tm
     folder = tmp_path / "line"
     folder.mkdir()
     station = _station(folder, two_models[0], tmp_path / "decisions.jsonl")
-    from smh_ml.cli import _heatmap_drawer
+    from smh_ml.cli import _draw_heatmap
 
-    page = StatusPage(station.status, station.recent, _heatmap_drawer(station.engine.geometry)).start()
+    page = StatusPage(station.status, station.recent, _draw_heatmap).start()
     try:
         empty = urllib.request.urlopen(page.url, timeout=10).read().decode()
         assert "No capture decided yet" in empty

@@ -287,6 +287,8 @@ def profile_from_dict(data: dict[str, Any]) -> Profile:
     for key, value in data.items():
         if key in SECTIONS:
             cls = SECTIONS[key]
+            if key == "train" and value.get("arch_budgets") == []:  # cleared budgets: every candidate alike
+                value = {**value, "scale_steps": False}
             value = {k: v for k, v in value.items() if k not in RETIRED_KEYS.get(key, ())}
             unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
             if unknown:

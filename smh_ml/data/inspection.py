@@ -57,22 +57,29 @@ def largest_defect(mask: np.ndarray) -> tuple[float, float]:
     return side, float(mask.mean())
 
 
-def _stamp(path: str | None) -> tuple[int, int] | None:
+def _stamp(path: str | None) -> tuple[int, ...] | None:
+    """What tells a file's versions apart: a replacement with the same size and a preserved
+    modification time still gets another inode or change time."""
     if path is None:
         return None
     try:
         info = os.stat(path)
     except OSError:
         return None
-    return info.st_mtime_ns, info.st_size
+    return info.st_mtime_ns, info.st_size, info.st_ino, info.st_ctime_ns
+
+
+class _Undecodable(Exception):
+    """Raised inside the cache so that a failed decode is not remembered (a permission fixed
+    later changes no stamp)."""
 
 
 @lru_cache(maxsize=CACHE_SIZE)
-def _inspect(path: str, stamp: tuple[int, int] | None, level: int) -> Inspection:
+def _inspect(path: str, stamp: tuple[int, ...] | None, level: int) -> Inspection:
     try:
         image = read_gray(path, convert=True)
     except CaptureError as exc:
-        return Inspection(exc.problem, None)
+        raise _Undecodable(exc.problem) from None
     try:
         box = background_bbox(image, level)
     except ValueError:
@@ -81,7 +88,7 @@ def _inspect(path: str, stamp: tuple[int, int] | None, level: int) -> Inspection
 
 
 @lru_cache(maxsize=CACHE_SIZE)
-def _measure_mask(mask_path: str, stamp: tuple[int, int] | None, box: tuple[int, int, int, int]
+def _measure_mask(mask_path: str, stamp: tuple[int, ...] | None, box: tuple[int, int, int, int]
                   ) -> tuple[float, float]:
     top, bottom, left, right = box
     side, area = largest_defect(read_mask(mask_path)[top:bottom, left:right])
@@ -93,7 +100,10 @@ def inspect_capture(path: Path | str, background_level: int, mask_path: Path | s
     largest defect measured when ``mask_path`` is given; each file is decoded on the first
     call only, while it is unchanged (the mask only when someone asks for its defect)."""
     path = str(path)
-    found = _inspect(path, _stamp(path), int(background_level))
+    try:
+        found = _inspect(path, _stamp(path), int(background_level))
+    except _Undecodable as exc:
+        return Inspection(str(exc), None)
     if found.box is None or not isinstance(mask_path, (str, Path)):
         return found
     extent, area = _measure_mask(str(mask_path), _stamp(str(mask_path)), found.box)

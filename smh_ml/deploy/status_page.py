@@ -19,42 +19,48 @@ from collections.abc import Callable
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-RECENT = 12
-"""Decisions the page keeps (with the patches their heat maps are drawn from)."""
+SHOWN = 12
+"""Decisions on the page."""
+KEPT = 120
+"""Decisions whose patches are kept for heat maps: several seconds at line speed, so a page
+that reloads every two seconds still finds the ones it shows."""
 
 
 class Recent:
     """The last decisions and their patches, shared by the station's thread and the page's."""
 
-    def __init__(self, size: int = RECENT):
-        self._items: deque[tuple[int, dict, np.ndarray | None]] = deque(maxlen=size)
+    def __init__(self, size: int = KEPT):
+        self._items: deque[tuple[int, dict, np.ndarray | None, Any]] = deque(maxlen=size)
         self._lock = threading.Lock()
         self._count = 0
 
-    def add(self, row: dict, patches: np.ndarray | None) -> None:
+    def add(self, row: dict, patches: np.ndarray | None, geometry: Any = None) -> None:
+        """One decision, its patches and the geometry of the model that cut them (a reloaded
+        model may cut another grid)."""
         with self._lock:
             self._count += 1
-            self._items.appendleft((self._count, row, patches))
+            self._items.appendleft((self._count, dict(row), patches, geometry))
 
-    def items(self) -> list[tuple[int, dict, np.ndarray | None]]:
+    def items(self, limit: int | None = None) -> list[tuple[int, dict, np.ndarray | None, Any]]:
         with self._lock:
-            return list(self._items)
+            return list(self._items)[:limit]
 
 
-HeatMap = Callable[[dict, np.ndarray], bytes]
-"""Draws one decision's heat map as PNG bytes from its log row and patches (the CLI passes the
+HeatMap = Callable[[dict, np.ndarray, Any], bytes]
+"""Draws one decision's heat map as PNG bytes from its log row, patches and model geometry (the CLI passes the
 one ``smh-ml predict --heatmap`` draws, smh_ml.evaluation.plots.decision_heatmap_png)."""
 
 
-def render(status: dict, recent: list[tuple[int, dict, np.ndarray | None]]) -> str:
+def render(status: dict, recent: list[tuple[int, dict, np.ndarray | None, Any]]) -> str:
     """The page's HTML (every value from files and the model escaped)."""
     esc = html.escape
     counts = "".join(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in status.get("counts", {}).items())
     cards = []
-    for n, row, patches in recent:
+    for n, row, patches, _ in recent:
         verdict = (f"<b class='err'>error</b> {esc(str(row['error']))}" if "error" in row else
                    f"<b>{esc(row['label'])}</b> p={row['probability']:.3f} · {row['latency_ms']:.0f} ms")
         picture = (f"<img src='/heatmap/{n}.png' alt='heat map of {esc(Path(row['path']).name)}'>"
@@ -83,13 +89,19 @@ class StatusPage:
     def __init__(self, status: Callable[[], dict], recent: Recent, draw: HeatMap, port: int = 0):
         lock = threading.Lock()  # matplotlib's pyplot is global state: one heat map at a time
 
-        @lru_cache(maxsize=RECENT * 2)
-        def heatmap(n: int) -> bytes | None:
-            for m, row, patches in recent.items():
+        @lru_cache(maxsize=SHOWN * 4)
+        def drawn(n: int) -> bytes:
+            for m, row, patches, geometry in recent.items():
                 if m == n and patches is not None:
                     with lock:
-                        return draw(row, patches)
-            return None
+                        return draw(row, patches, geometry)
+            raise KeyError(n)  # not cached: a miss is not remembered
+
+        def heatmap(n: int) -> bytes | None:
+            try:
+                return drawn(n)
+            except KeyError:
+                return None
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:  # quiet: the station prints its own lines
@@ -105,7 +117,7 @@ class StatusPage:
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 if self.path in ("/", "/index.html"):
-                    self._send(200, "text/html; charset=utf-8", render(status(), recent.items()).encode())
+                    self._send(200, "text/html; charset=utf-8", render(status(), recent.items(SHOWN)).encode())
                 elif self.path == "/status.json":
                     self._send(200, "application/json", json.dumps(status()).encode())
                 elif self.path.startswith("/heatmap/") and self.path.endswith(".png"):

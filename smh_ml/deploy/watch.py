@@ -22,6 +22,7 @@ import queue
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,8 @@ class ResultsLog:
                 except (ValueError, KeyError, TypeError):
                     continue  # a line cut by a power loss: that capture is decided again
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (held open for the run)
+        if self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
+            self._file.write("\n")  # end a line cut by a power loss, so the next one parses
 
     def holds(self, path: Path, size: int, mtime_ns: int) -> bool:
         return _key(path, size, mtime_ns) in self.decided
@@ -110,8 +113,10 @@ class StationStats:
     decided: int = 0
     errors: int = 0
     reloads: int = 0
+    reload_errors: deque = field(default_factory=lambda: deque(maxlen=10))
+    """The last model loads that failed (the station kept deciding with the model it had)."""
     counts: dict[str, int] = field(default_factory=dict)
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
     first: float | None = None
     last: float | None = None
     """When the first and the latest capture were decided (captures/s between them: an idle
@@ -122,11 +127,12 @@ class StationStats:
         self.last = when
 
     def to_dict(self, model_version: str) -> dict:
-        lat = np.asarray(self.latencies_ms[-10_000:], dtype=float)
+        lat = np.asarray(self.latencies_ms, dtype=float)
         done = self.decided + self.errors
         rate = (done - 1) / (self.last - self.first) if done > 1 and self.last > self.first else None
         return {"decided": self.decided, "errors": self.errors, "counts": dict(sorted(self.counts.items())),
                 "model_version": model_version, "reloads": self.reloads,
+                "reload_errors": list(self.reload_errors),
                 "captures_per_second": None if rate is None else round(rate, 3),
                 "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
                 "latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
@@ -217,7 +223,11 @@ class Station:
             return False
         if version == self.version:
             return False
-        engine = self.make_engine(self.source.fetch())  # loaded before the swap: no capture waits on it
+        try:  # loaded before the swap: no capture waits on it
+            engine = self.make_engine(self.source.fetch())
+        except Exception as exc:  # a download cut off, a file still being copied: retried at the next check
+            self.stats.reload_errors.append(f"{version}: {exc}")
+            return False
         self.engine, self.version = engine, version
         self.stats.reloads += 1
         return True
@@ -250,15 +260,27 @@ class Station:
             self.stats.counts[d.label] = self.stats.counts.get(d.label, 0) + 1
             self.stats.latencies_ms.append(row["latency_ms"])
             if self.route is not None:
-                target = self.route / d.label / path.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-                row["routed"] = str(target)
+                self._route(path, d.label, row)
         self.log.append(row)
-        self.recent.add(row, prediction.patches)
+        self.recent.add(row, prediction.patches, self.engine.geometry)
         if self.on_decision is not None:
             self.on_decision(row)
         return row
+
+    def _route(self, path: Path, label: str, row: dict) -> None:
+        """A copy under ROUTE/<verdict>/, at the capture's path inside the watched folder (two
+        folders' same file names stay apart); a failed copy is recorded, not fatal."""
+        try:
+            relative = path.resolve().relative_to(self.folder.resolve())
+        except ValueError:
+            relative = Path(path.name)
+        target = self.route / label / relative
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            row["routed"] = str(target)
+        except OSError as exc:
+            row["route_error"] = f"{target}: {exc}"
 
     def status(self) -> dict:
         return self.stats.to_dict(self.version)

@@ -351,6 +351,8 @@ class RegistrySource:
         self.alias = match.groups() if match else None
 
     def version(self) -> str:
+        if self.alias is None and self.spec.startswith(("models:/", "runs:/")):
+            return self.spec  # a pinned version or run: it never moves, so it is fetched once
         if self.alias is None:
             path = resolve_model(self.spec, self.uri, int8=self.int8)
             info = path.stat()
