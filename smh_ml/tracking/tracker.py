@@ -302,11 +302,54 @@ class Tracker:
         return outcome
 
 
+COMPLETE = ".complete"
+"""Written last inside a finished download: the path of what was downloaded, relative to it."""
+
+
+def _cached_download(text: str, root: Path) -> Path:
+    """A registry model on local disk, safe when many calls run at once. An alias is first
+    read as the version it points at; a version (or a run's artifact) never changes, so its
+    download is kept under the store and the version, made in a temporary folder and renamed
+    into place whole, and never deleted under a reader. The first finished download wins; a
+    concurrent one is discarded. A reference that can move without an alias
+    (``models:/<name>/latest``, a stage) is downloaded into a folder of its own each time."""
+    import hashlib
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    alias = re.fullmatch(r"models:/([^@/]+)@([^@/]+)", text)
+    if alias:
+        text = f"models:/{alias[1]}/{MlflowClient().get_model_version_by_alias(alias[1], alias[2]).version}"
+    fixed = bool(re.fullmatch(r"models:/[^@/]+/\d+", text)) or text.startswith("runs:/")
+    store = hashlib.sha256(mlflow.get_tracking_uri().encode()).hexdigest()[:12]
+    dest = root / store / re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+    if fixed and (dest / COMPLETE).is_file():
+        return dest / (dest / COMPLETE).read_text()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
+    try:
+        got = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(tmp)))
+        (tmp / COMPLETE).write_text(str(got.relative_to(tmp)))
+        if not fixed:
+            return got
+        try:
+            os.rename(tmp, dest)  # atomic; refused when another call's download is already there
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest / (dest / COMPLETE).read_text()
+
+
 def resolve_model(spec: str | Path, uri: str | None = None, cache: Path | str | None = None,
                   int8: bool = False) -> Path:
     """An ONNX file from a path (file, or folder holding ``model.onnx``) or a registry URI
-    such as ``models:/smh-defect-classifier@champion``, downloaded afresh from MLflow into
-    ``cache`` (default ``$SMH_MODEL_CACHE`` or ``~/.cache/smh-ml/models``).
+    such as ``models:/smh-defect-classifier@champion``, from MLflow through the download
+    cache in ``cache`` (default ``$SMH_MODEL_CACHE`` or ``~/.cache/smh-ml/models``), which
+    concurrent calls share safely (:func:`_cached_download`).
 
     With ``int8`` the gated ``model.int8.onnx`` beside it is used; it exists only when it
     passed the accuracy gate, so asking for it without one is an error, not a silent fp32.
@@ -317,11 +360,8 @@ def resolve_model(spec: str | Path, uri: str | None = None, cache: Path | str | 
 
         connect(uri)
         root = Path(cache or os.environ.get("SMH_MODEL_CACHE", Path.home() / ".cache" / "smh-ml" / "models"))
-        dest = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-        shutil.rmtree(dest, ignore_errors=True)  # an alias may have moved: never reuse an old download
-        dest.mkdir(parents=True)
         try:
-            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dest)))
+            path = _cached_download(text, root)
         except Exception as exc:  # MLflow raises several types for a missing model or alias
             raise FileNotFoundError(f"{text}: cannot load it from the registry at "
                                     f"{mlflow.get_tracking_uri()} ({exc})") from None
