@@ -68,3 +68,16 @@ def test_concurrent_registrations_leave_the_better_model_champion(tmp_path, monk
     assert float(champion.tags["test_accuracy"]) == 0.95
     assert outcomes[0.95]["promote"] and not outcomes[0.80]["promote"]
     assert outcomes[0.80]["champion_accuracy"] == 0.95  # the later run saw the earlier champion
+
+
+def test_the_baseline_floor_grows_with_the_test_sets_noise():
+    from smh_ml.tracking.promotion import accuracy_floor
+
+    # 4 of 9 right against a 3-of-9 majority baseline is one lucky capture, not a model
+    assert not promotion_decision(4 / 9, None, baseline_accuracy=3 / 9, test_size=9)["promote"]
+    assert accuracy_floor(3 / 9, 0.02, test_size=9) == pytest.approx(3 / 9 + noise_margin(3 / 9, 9))
+    assert promotion_decision(8 / 9, None, baseline_accuracy=3 / 9, test_size=9)["promote"]
+    # on a large test set the fixed margin is what binds
+    assert accuracy_floor(0.709, 0.05, test_size=100_000) == pytest.approx(0.759)
+    assert accuracy_floor(None, 0.02, floor=0.5, test_size=9) == 0.5
+    assert accuracy_floor(3 / 9, -1.0, test_size=9) == 0.0  # a negative margin turns the rule off

@@ -204,7 +204,7 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
             for name in ("confusion_matrix.png", "threshold_curve.png", "threshold_curve.csv"):
                 tracker.log_artifacts(run_id, folder / name, "test_report")
             runs[arch] = dg.MetadataValue.url(tracker.run_link(run_id))
-    floor = accuracy_floor(baseline, gates.baseline_margin, gates.accuracy_floor)
+    floor = accuracy_floor(baseline, gates.baseline_margin, gates.accuracy_floor, candidates[best]["n"])
     table = "\n".join(f"| {a} | {m['accuracy']:.4f} | {m.get('argmax', m)['accuracy']:.4f} | "
                       f"{m['image']['auroc']:.4f} | {m['image'].get('defect_recall', float('nan')):.4f} | "
                       f"{m['image'].get('false_alarm_rate', float('nan')):.4f} |" for a, m in candidates.items())

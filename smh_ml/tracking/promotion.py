@@ -5,10 +5,18 @@ from __future__ import annotations
 import math
 
 
-def accuracy_floor(baseline_accuracy: float | None, baseline_margin: float, floor: float = 0.0) -> float:
+def accuracy_floor(baseline_accuracy: float | None, baseline_margin: float, floor: float = 0.0,
+                   test_size: int | None = None) -> float:
     """The accuracy a model must exceed to count at all: the trivial baseline (answering the
-    majority class for every capture) + margin, and never less than ``floor``."""
-    return floor if baseline_accuracy is None else max(floor, baseline_accuracy + baseline_margin)
+    majority class for every capture) + the larger of ``baseline_margin`` and the noise of a
+    test set of ``test_size`` captures (:func:`noise_margin` at the baseline: on 9 captures one
+    more right answer is noise, not skill), and never less than ``floor``. A negative margin
+    lowers the floor below the baseline, noise or not (tests of the wiring turn the rule off so)."""
+    if baseline_accuracy is None:
+        return floor
+    if baseline_margin < 0:
+        return max(floor, baseline_accuracy + baseline_margin)
+    return max(floor, baseline_accuracy + max(baseline_margin, noise_margin(baseline_accuracy, test_size)))
 
 
 def passes_floor(accuracy: float, floor: float) -> bool:
@@ -39,10 +47,12 @@ def promotion_decision(challenger_accuracy: float, champion_accuracy: float | No
     both scores, the margins and the reason, for the record.
     """
     required = max(margin, noise_margin(champion_accuracy, test_size)) if champion_accuracy is not None else margin
-    if baseline_accuracy is not None and not passes_floor(challenger_accuracy,
-                                                          accuracy_floor(baseline_accuracy, baseline_margin)):
+    floor = accuracy_floor(baseline_accuracy, baseline_margin, test_size=test_size)
+    if baseline_accuracy is not None and not passes_floor(challenger_accuracy, floor):
         promote, reason = False, (f"challenger {challenger_accuracy:.4f} is not above the trivial baseline "
-                                  f"{baseline_accuracy:.4f} + {baseline_margin} (always answering the majority class)")
+                                  f"{baseline_accuracy:.4f} + {floor - baseline_accuracy:.4f} (always answering the "
+                                  f"majority class; the larger of {baseline_margin} and the noise of "
+                                  f"{test_size or 'an unknown number of'} test captures)")
     elif champion_accuracy is None:
         promote, reason = True, "no champion yet"
     elif not same_test_set:
