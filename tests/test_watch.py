@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from smh_ml.cli import app
 from smh_ml.data.patching import Geometry
 from smh_ml.deploy.card import ModelCard
-from smh_ml.deploy.watch import FileSource, ResultsLog, Station, is_capture
+from smh_ml.deploy.engine import is_capture
+from smh_ml.deploy.watch import FileSource, ResultsLog, Station
 
 
 @pytest.fixture(scope="module")

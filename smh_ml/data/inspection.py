@@ -110,9 +110,15 @@ def inspect_capture(path: Path | str, background_level: int, mask_path: Path | s
     return dataclasses.replace(found, defect_extent=extent, defect_area=area)
 
 
-def product_box(path: Path | str, background_level: int) -> tuple[int, int, int, int]:
-    """The product's crop box; CaptureError naming the file when there is none."""
-    found = inspect_capture(path, background_level)
+def inspect_product(path: Path | str, background_level: int, mask_path: Path | str | None = None) -> Inspection:
+    """:func:`inspect_capture` of a capture that must have a product; CaptureError naming the
+    file when it has none."""
+    found = inspect_capture(path, background_level, mask_path)
     if found.box is None:
         raise CaptureError(path, found.problem or "no product found")
-    return found.box
+    return found
+
+
+def product_box(path: Path | str, background_level: int) -> tuple[int, int, int, int]:
+    """The product's crop box; CaptureError naming the file when there is none."""
+    return inspect_product(path, background_level).box

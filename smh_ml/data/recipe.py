@@ -30,8 +30,7 @@ import pandas as pd
 from smh_ml.config.overrides import apply_settings
 from smh_ml.config.presets import get_profile
 from smh_ml.config.schema import Profile, profile_from_dict
-from smh_ml.data.captures import CaptureError
-from smh_ml.data.inspection import Inspection, inspect_capture
+from smh_ml.data.inspection import inspect_product
 
 WHOLE_SIDE = 256
 """Input side of a whole-capture model: EfficientNet-Lite0's ImageNet scale (224) rounded up
@@ -102,14 +101,6 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def _measure_one(row: pd.Series, level: int) -> Inspection:
-    mask = row.get("mask_path")
-    found = inspect_capture(row["path"], level, mask if isinstance(mask, str) else None)
-    if found.box is None:  # no product found: name the file
-        raise CaptureError(row["path"], found.problem or "no product found")
-    return found
-
-
 def measure_capture_set(manifest: pd.DataFrame, clean_class: str, background_level: int = 16,
                         workers: int | None = None) -> tuple[CaptureStats, np.ndarray]:
     """The set's :class:`CaptureStats` and every capture's crop box (top, bottom, left,
@@ -117,7 +108,7 @@ def measure_capture_set(manifest: pd.DataFrame, clean_class: str, background_lev
     ran first in this process); the patch set reuses the boxes."""
     rows = [row for _, row in manifest.reset_index(drop=True).iterrows()]
     with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-        measured = list(pool.map(lambda r: _measure_one(r, background_level), rows))
+        measured = list(pool.map(lambda r: inspect_product(r["path"], background_level, r.get("mask_path")), rows))
     boxes = np.array([m.box for m in measured], dtype=np.int64)
     heights = (boxes[:, 1] - boxes[:, 0]).astype(float)
     widths = (boxes[:, 3] - boxes[:, 2]).astype(float)

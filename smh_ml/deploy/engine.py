@@ -178,15 +178,20 @@ class Engine:
         return Prediction(path, self.decide_probs(self.probabilities(loaded)), loaded)
 
 
-def image_files(inputs: Iterable[Path | str]) -> list[Path]:
-    """Files and folders (recursively) -> capture image paths, masks excluded, sorted."""
+def is_capture(path: Path) -> bool:
+    """A capture image by its name: an image suffix (so ``*.part``, ``*.tmp`` still being
+    written are not), not a mask, not hidden. The rule of ``predict`` on folders and ``watch``."""
     from smh_ml.data.captures import IMAGE_EXTENSIONS, is_mask_file
 
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not is_mask_file(path) and not path.name.startswith(".")
+
+
+def image_files(inputs: Iterable[Path | str]) -> list[Path]:
+    """Files and folders (recursively) -> capture image paths, masks excluded, sorted."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-                            and not is_mask_file(p) and not p.name.startswith("."))
+            found += sorted(p for p in item.rglob("*") if is_capture(p))
         elif item.exists():
             found.append(item)
         else:

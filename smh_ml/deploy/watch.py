@@ -30,13 +30,9 @@ from typing import Protocol
 
 import numpy as np
 
-from smh_ml.data.captures import IMAGE_EXTENSIONS, is_mask_file
-from smh_ml.deploy.engine import Engine
+from smh_ml.deploy.engine import Engine, is_capture
 from smh_ml.deploy.status_page import Recent
 from smh_ml.io import atomic_write_text
-
-PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".filepart")
-"""Suffixes of files still being written by common copy tools and camera SDKs."""
 
 
 class ModelSource(Protocol):
@@ -64,13 +60,6 @@ class FileSource:
 
     def fetch(self) -> Path:
         return Path(self.path)
-
-
-def is_capture(path: Path) -> bool:
-    """A finished capture image, by its name: not a mask, not hidden, not a partial write."""
-    name = path.name
-    return (path.suffix.lower() in IMAGE_EXTENSIONS and not is_mask_file(path) and not name.startswith(".")
-            and not name.lower().endswith(PARTIAL_SUFFIXES))
 
 
 def _key(path: Path | str, size: int, mtime_ns: int) -> tuple[str, int, int]:
@@ -211,10 +200,10 @@ class Station:
         return sorted(done, key=lambda item: item[2])
 
     # -- deciding -----------------------------------------------------------------------------
-    def maybe_reload(self, force: bool = False) -> bool:
+    def maybe_reload(self) -> bool:
         """Swap in the source's model when its version moved (checked every ``reload_seconds``)."""
         now = time.monotonic()
-        if not force and now - self._last_reload_check < self.reload_seconds:
+        if now - self._last_reload_check < self.reload_seconds:
             return False
         self._last_reload_check = now
         try:

@@ -394,9 +394,9 @@ class RegistrySource:
         if self.alias is None and self.spec.startswith(("models:/", "runs:/")):
             return self.spec  # a pinned version or run: it never moves, so it is fetched once
         if self.alias is None:
-            path = resolve_model(self.spec, self.uri, int8=self.int8)
-            info = path.stat()
-            return f"{path.name}@{info.st_mtime_ns}-{info.st_size}"
+            from smh_ml.deploy.watch import FileSource
+
+            return FileSource(resolve_model(self.spec, self.uri, int8=self.int8)).version()
         connect(self.uri)
         from mlflow import MlflowClient
 
