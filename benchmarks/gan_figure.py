@@ -49,10 +49,13 @@ def main() -> None:
         rows[label] = {"real": class_patches(patch_set, label)}
         for kind, name in KINDS.items():
             folder = args.gan_root / kind / label
+            if (folder / "scores.json").is_file() and json.loads((folder / "scores.json").read_text()).get("skipped"):
+                continue  # a class with no GAN (its defects fill the patch): its row shows the real patches
             if not (folder / "generator.pt").is_file():
                 raise SystemExit(f"{folder}: no generator.pt (train the {name} of {label!r} first)")
             generator, config = load_generator(folder)
-            rows[label][name] = generate(generator, args.per * 4, config["latent"], seed=args.seed)
+            drawn = generate(generator, args.per * 4, config["latent"], seed=args.seed)
+            rows[label][name] = drawn[:, 0] if drawn.ndim == 4 else drawn  # a defect GAN's crops, not masks
     gan_comparison_png(rows, args.out, per_group=args.per, seed=args.seed,
                        title="real TRAIN patches | SDG-GAN samples | DCGAN samples")
     print(f"wrote {args.out}")

@@ -312,10 +312,13 @@ def gan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pat
         result = step.result
         rows.append(result)
         scores = {s["extractor"]: s for s in result["scores"]}
+        if result.get("skipped"):
+            console.print(f"{label}: no GAN: {result['skipped']}")
         table.add_row(label, kind, str(result["real_patches"]), f"{result['steps']} ({result['best_step']})",
-                      f"{result['train_seconds']:.0f}", *(f"{scores[n]['fid']:.2f}" for n in extractors),
-                      *(f"{1e3 * scores[n]['kid_mean']:.2f} +- {1e3 * scores[n]['kid_std']:.2f}"
-                        for n in extractors), str(result["synthetic"]))
+                      f"{result['train_seconds']:.0f}",
+                      *(f"{scores[n]['fid']:.2f}" if n in scores else "-" for n in extractors),
+                      *(f"{1e3 * scores[n]['kid_mean']:.2f} +- {1e3 * scores[n]['kid_std']:.2f}" if n in scores
+                        else "-" for n in extractors), str(result["synthetic"]))
     atomic_write_text(out / kind / "summary.json", json.dumps(
         [{k: v for k, v in r.items() if k != "history"} for r in rows], indent=1) + "\n")
     console.print(table)

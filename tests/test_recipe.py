@@ -14,6 +14,7 @@ from smh_ml.data.batch_augment import augment_batch
 from smh_ml.decision import calibrate_threshold, decide_all, image_defect_scores
 from smh_ml.evaluation.image_metrics import image_report
 from smh_ml.models import build
+from smh_ml.synthetic.defects import GanData
 from smh_ml.synthetic.gate import GateSettings, check_synthetic
 from smh_ml.training.loop import fit, predict_proba, seed_everything, total_steps
 
@@ -161,12 +162,12 @@ def test_a_refused_gan_class_is_topped_up_by_traditional_augmentation(sim_root, 
     patch_set = build_patch_set(load_manifest(sim_root), profile)
     real = class_patches(patch_set, "pits")
     gan_dir = tmp_path / "gans" / "sdg"
-    train_class_gan(real, "pits", "sdg", gan_dir, profile)
+    train_class_gan(GanData(real, real), "pits", "sdg", gan_dir, profile)
     # whatever one epoch drew, a generator that outputs a constant is refused
     generator_file = gan_dir / "pits" / "generator.pt"
     state = torch.load(generator_file, weights_only=True)
     torch.save({k: torch.zeros_like(v) for k, v in state.items()}, generator_file)
-    outcome = synthesize_class("pits", gan_dir, real, profile.gan)
+    outcome = synthesize_class("pits", gan_dir, GanData(real, real), profile.gan)
     assert outcome["refused"] and outcome["synthetic"] == 0
     gate = json.loads((gan_dir / "pits" / "synthetic" / "gate.json").read_text())
     assert gate["refused"] and gate["reasons"]
@@ -178,7 +179,7 @@ def test_a_refused_gan_class_is_topped_up_by_traditional_augmentation(sim_root, 
     assert not (pgan.index["origin"] == "synthetic").any()
     # with the gate off (reproduce's "P-GAN without the gate") the same patches go in anyway,
     # beside the gated set, and the verdict is still on record
-    ungated = synthesize_class("pits", gan_dir, real, dataclasses.replace(profile.gan, gate=False),
+    ungated = synthesize_class("pits", gan_dir, GanData(real, real), dataclasses.replace(profile.gan, gate=False),
                                into="synthetic-ungated")
     assert not ungated["refused"] and ungated["synthetic"] == 30 - len(real)
     verdict = json.loads((gan_dir / "pits" / "synthetic-ungated" / "gate.json").read_text())

@@ -7,6 +7,7 @@ from torch import nn
 from smh_ml.config.presets import get_profile
 from smh_ml.data.captures import load_manifest
 from smh_ml.data.datasets import build_patch_set
+from smh_ml.synthetic.defects import GanData
 from smh_ml.synthetic.gan.experiment import load_generator, run_class_gan
 from smh_ml.synthetic.pgan import build_pgan, class_patches, read_synthetic
 
@@ -21,7 +22,7 @@ def test_class_gan_writes_a_marked_synthetic_set_that_never_meets_test_data(sim_
                                                                    upsample="resize"))
     patch_set = build_patch_set(load_manifest(sim_root), profile)
     real = class_patches(patch_set, "pits")
-    result = run_class_gan(real, "pits", "sdg", tmp_path / "gans" / "sdg", profile)
+    result = run_class_gan(GanData(real, real), "pits", "sdg", tmp_path / "gans" / "sdg", profile)
     folder = tmp_path / "gans" / "sdg" / "pits"
     assert {"generator.pt", "history.json", "scores.json", "samples.png"} <= {p.name for p in folder.iterdir()}
     assert (folder / "synthetic" / "gate.json").is_file() and "gate" in result

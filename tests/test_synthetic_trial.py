@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from smh_ml.synthetic.defects import GanData
 from smh_ml.training.budget import candidate_config
 from smh_ml.workflows.trial import TRIAL_SET, judge, on_trial, trial_pgan
 
@@ -63,8 +64,8 @@ def test_a_class_on_trial_is_judged_by_two_fits_on_the_same_validation_captures(
     patch_set = build_patch_set(load_manifest(sim_root), profile)
     real = class_patches(patch_set, "pits")
     gan_dir = tmp_path / "gans" / "sdg"
-    train_class_gan(real, "pits", "sdg", gan_dir, profile)
-    outcome = synthesize_class("pits", gan_dir, real, profile.gan)
+    train_class_gan(GanData(real, real), "pits", "sdg", gan_dir, profile)
+    outcome = synthesize_class("pits", gan_dir, GanData(real, real), profile.gan)
     assert outcome["refused"] and outcome["synthetic"] == 0  # no FID is under 1e-9
     gate = json.loads((gan_dir / "pits" / "synthetic" / "gate.json").read_text())
     if not gate["content_passed"]:  # what one epoch drew decides this; the verdict is on record

@@ -15,9 +15,9 @@ from pipelines.resources import (
     QualityGatesResource,
     StorageResource,
 )
+from smh_ml.synthetic.defects import gan_data
 from smh_ml.synthetic.fid import IMAGENET_NAME, DomainFeatures, ImageNetFeatures
 from smh_ml.synthetic.gan.experiment import relative_fid_ceiling, synthesize_class, train_class_gan
-from smh_ml.synthetic.pgan import class_patches
 from smh_ml.training.baselines import train_domain_extractor
 from smh_ml.training.checkpoint import load_classifier
 
@@ -50,20 +50,30 @@ def domain_extractor(context: dg.AssetExecutionContext, profile: ProfileResource
                                                      "and below the FID ceiling if set (SMH_FID_CEILING or "
                                                      "gan.fid_ceiling; ERROR)")],
           description="One SDG-GAN (WGAN-GP) per defect class, trained on that class's real TRAIN "
-                      "patches; resumes from its checkpoint.")
+                      "patches, or (gan.source = defects) on crops centred on its defects with their masks; "
+                      "resumes from its checkpoint.")
 def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                captures: CaptureDataResource, mlflow: MlflowResource, gates: QualityGatesResource):
     prof, label = profile.resolved(storage), context.partition_key
     patch_set = storage.store(prof.name).patch_set()
-    real = class_patches(patch_set, label)
+    data = gan_data(patch_set, label, prof)
     extractors = {"domain": DomainFeatures(load_classifier(storage.store(prof.name).domain_extractor_dir)[0]),
                   IMAGENET_NAME: ImageNetFeatures()}
     gan_dir = storage.store(prof.name).gan_dir
     params = {"class": label, "kind": GAN_KIND, **{k: v for k, v in vars(prof.gan).items()}}
     with mlflow.nested_run(context, f"gan-{label}", run_tags(prof.name, captures.version()) | {"class": label},
                            params) as run_id:
-        result = train_class_gan(real, label, GAN_KIND, gan_dir, prof, extractors)
+        result = train_class_gan(data, label, GAN_KIND, gan_dir, prof, extractors)
         tracker = mlflow.tracker()
+        if result.get("skipped"):
+            tracker.log_artifacts(run_id, gan_dir / label / "samples.png")
+            yield dg.MaterializeResult(metadata={
+                "path": dg.MetadataValue.path(str(gan_dir / label)), "skipped": result["skipped"],
+                "real_crops": result["real_crops"], "crop_side": result["crop_side"],
+                "samples": picture(gan_dir / label / "samples.png", f"defect crops of {label}"),
+                "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))})
+            yield dg.AssetCheckResult(check_name=FID_CHECK, passed=True, metadata={"skipped": result["skipped"]})
+            return
         tracker.log_history(run_id, result["history"], step_key="step")
         score = result["scores"][0]
         scored = result["scores"] + [s | {"extractor": f"{reference}_{s['extractor']}"}
@@ -82,7 +92,8 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
     over_relative = relative is not None and score["fid"] > relative
     yield dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(gan_dir / label)),
-        "real_patches": result["real_patches"], "steps": result["steps"], "best_step": result["best_step"],
+        "real_patches": result["real_patches"], "source": result["source"], "real_crops": result["real_crops"],
+        "crop_side": result["crop_side"], "steps": result["steps"], "best_step": result["best_step"],
         "stopped": result["stopped"], "train_seconds": round(result["train_seconds"], 1),
         "domain_fid": rounded(score["fid"]), "domain_kid": rounded(score["kid_mean"]),
         "samples": picture(gan_dir / label / "samples.png", f"{GAN_KIND} samples of {label}"),
@@ -106,22 +117,28 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
 @dg.asset(partitions_def=defect_classes, deps=[gan_models], group_name="gan",
           automation_condition=dg.AutomationCondition.eager(),
           description="Synthetic patches of one class, up to the profile's P-GAN target, marked "
-                      "synthetic and named after their GAN.")
+                      "synthetic and named after their GAN: generated defects blended onto real clean "
+                      "TRAIN patches under gan.source = defects.")
 def synthetic_sets(context: dg.AssetExecutionContext, profile: ProfileResource,
                    storage: StorageResource, gates: QualityGatesResource) -> dg.MaterializeResult:
     prof, label = profile.resolved(storage), context.partition_key
     patch_set = storage.store(prof.name).patch_set()
-    real = class_patches(patch_set, label)
+    data = gan_data(patch_set, label, prof)
     gan_dir = storage.store(prof.name).gan_dir
-    outcome = synthesize_class(label, gan_dir, real, gates.gan_config(prof))
+    outcome = synthesize_class(label, gan_dir, data, gates.gan_config(prof))
     scores = json.loads((gan_dir / label / "scores.json").read_text())
     if outcome["refused"]:
         context.log.warning(f"{label}: synthetic patches refused by the quality gate: "
                             f"{'; '.join(outcome['gate']['reasons'])}; traditional augmentation instead")
     return dg.MaterializeResult(metadata={"path": dg.MetadataValue.path(str(gan_dir / label / "synthetic")),
-                                          "synthetic": outcome["synthetic"], "real": len(real),
+                                          "synthetic": outcome["synthetic"], "real": len(data.patches),
                                           "gan": scores["gan"], "gate_passed": outcome["gate"]["passed"],
                                           "gate_reasons": "; ".join(outcome["gate"]["reasons"]) or "none",
                                           "flat_share": outcome["gate"]["flat_share"],
                                           "blank_share": outcome["gate"]["blank_share"],
-                                          "diversity": outcome["gate"]["diversity"]})
+                                          "diversity": outcome["gate"]["diversity"],
+                                          "source": scores.get("source", "patches"),
+                                          **({"blended": picture(gan_dir / label / "synthetic" / "blended.png",
+                                                                 f"{label}: generated defects blended onto clean "
+                                                                 "patches")}
+                                             if (gan_dir / label / "synthetic" / "blended.png").is_file() else {})})

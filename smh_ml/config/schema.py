@@ -154,6 +154,8 @@ class TrainConfig:
 
 GAN_UPSAMPLING = ("transposed", "resize")
 """SDG-GAN's ways of doubling a feature map (:mod:`smh_ml.synthetic.gan.networks`)."""
+GAN_SOURCES = ("patches", "defects")
+"""What a class's GAN learns (:attr:`GanConfig.source`)."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,20 @@ class GanConfig:
     (traditional copies, what a refused class gets), same extractor, when one scored the GAN."""
     fid_ceiling: float | None = None
     """Gate: an absolute FID ceiling as well (None: only the relative one)."""
+    source: str = "patches"
+    """What each class's GAN learns: ``patches`` (the class's whole training patches, the paper)
+    or ``defects`` (crops centred on each defect of the class's TRAIN captures, with the
+    defect's mask as a second channel; the generated defects are blended onto real clean TRAIN
+    patches, :mod:`smh_ml.synthetic.defects`). In a whole patch a defect covers a small share (a
+    magnetic-tile blowhole a median 0.15% of a capture), so a GAN on a CPU budget learns the
+    background and never the defect."""
+    crop: int = 32
+    """``defects``: the largest GAN side (a power of two); a class's crops are resized to the
+    power of two that holds them (16 at least, this at most) and back when placed."""
+    crop_margin: float = 2.0
+    """``defects``: a class's crop side is this multiple of its median defect extent at the patch
+    scale the classifier sees (at least 8 px, at most the patch), so the crop holds the defect
+    and some of the surface around it."""
     trial: bool = True
     """A class refused by the FID ceiling alone (its patches passed the content checks) goes on
     trial: the classifier is trained with and without its synthetic patches, and they enter
@@ -225,6 +241,10 @@ class GanConfig:
         if self.upsample not in GAN_UPSAMPLING:
             known = " or ".join(repr(u) for u in GAN_UPSAMPLING)
             raise ValueError(f"gan.upsample must be {known}, got {self.upsample!r}")
+        if self.source not in GAN_SOURCES:
+            raise ValueError("gan.source must be " + " or ".join(map(repr, GAN_SOURCES)) + f", got {self.source!r}")
+        if self.crop < 8 or (self.crop & (self.crop - 1)):
+            raise ValueError(f"gan.crop must be a power of two >= 8 (4 x 2**k), got {self.crop}")
 
 
 @dataclass(frozen=True)

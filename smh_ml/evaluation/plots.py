@@ -98,6 +98,22 @@ def real_vs_generated_png(real: np.ndarray, fake: np.ndarray, path: Path | str, 
     return save_figure(fig, path)
 
 
+def named_rows_png(rows: dict[str, np.ndarray], path: Path | str, per_row: int = 8, title: str = "") -> Path:
+    """One row per name with its first ``per_row`` images in order (rows of the same length
+    line up: a generated crop above its own mask and the patch it was blended into)."""
+    fig, axes = plt.subplots(len(rows), per_row, squeeze=False, figsize=(per_row * 1.1, len(rows) * 1.25))
+    for r, (name, arrays) in enumerate(rows.items()):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(arrays):
+                ax.imshow(arrays[c], cmap="gray", vmin=0, vmax=255)
+        axes[r][0].set_title(f"{name} ({len(arrays)})", fontsize=7, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
 def gan_comparison_png(rows: dict[str, dict[str, np.ndarray]], path: Path | str, per_group: int = 6,
                        seed: int = 0, title: str = "") -> Path:
     """One row per class, groups side by side (e.g. real | SDG-GAN | DCGAN), ``per_group``

@@ -29,6 +29,9 @@ class GateSettings:
     samples are (nearly) one image repeated."""
     fid_ceiling: float | None = None
     """Largest FID to the real patches (any extractor, as named in the report); None: not used."""
+    mask_range: tuple[float, float] = (0.005, 0.9)
+    """A generated defect's mask must cover a share of its crop in this range: under it the
+    generator drew surface and no defect, over it a blot."""
 
 
 @dataclass
@@ -41,14 +44,17 @@ class GateResult:
     fid: float | None = None
     content_passed: bool = False
     """Not flat, not blank, not one image repeated: only the FID ceiling can have refused it."""
+    maskless_share: float | None = None
+    """Generated defects whose mask is out of :attr:`GateSettings.mask_range` (defect GANs only)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def check_synthetic(fake: np.ndarray, real: np.ndarray, settings: GateSettings = GateSettings(),
-                    fid: float | None = None) -> GateResult:
-    """Judge ``fake`` (N, P, P) uint8 against the class's ``real`` patches."""
+                    fid: float | None = None, masks: np.ndarray | None = None) -> GateResult:
+    """Judge ``fake`` (N, P, P) uint8 against the class's ``real`` patches (or a defect GAN's
+    crops against the real defect crops, with the generated ``masks``)."""
     if len(fake) == 0:
         return GateResult(False, ["no synthetic patches"])
     f = fake.reshape(len(fake), -1).astype(np.float32)
@@ -65,7 +71,15 @@ def check_synthetic(fake: np.ndarray, real: np.ndarray, settings: GateSettings =
     if diversity < settings.min_diversity:
         reasons.append(f"the patches barely differ from each other (diversity {diversity:.2f} "
                        f"< {settings.min_diversity:g}): mode collapse")
+    maskless = None
+    if masks is not None:
+        coverage = (masks.reshape(len(masks), -1) > 127).mean(axis=1)
+        low, high = settings.mask_range
+        maskless = float(((coverage < low) | (coverage > high)).mean())
+        if maskless > settings.max_bad_share:
+            reasons.append(f"{maskless:.0%} of the generated defects have a mask under {low:.1%} or over "
+                           f"{high:.0%} of their crop: no defect drawn")
     content_passed = not reasons
     if fid is not None and settings.fid_ceiling is not None and not fid <= settings.fid_ceiling:
         reasons.append(f"FID {fid:.2f} above the ceiling {settings.fid_ceiling:g}")
-    return GateResult(not reasons, reasons, flat, blank, diversity, fid, content_passed)
+    return GateResult(not reasons, reasons, flat, blank, diversity, fid, content_passed, maskless)

@@ -51,14 +51,16 @@ def class_gan(patch_set: PatchSet, patch_set_id: str, label: str, kind: str, gan
     """``label``'s ``kind`` GAN in ``gan_dir/label``: trained, scored and gated now, or reused
     while its inputs are unchanged (unless ``fresh``). The result is its ``scores.json`` with the gate's verdict
     (``synthetic``: patches written, ``refused``, ``gate``)."""
+    from smh_ml.synthetic.defects import gan_data
     from smh_ml.synthetic.gan.experiment import run_class_gan
-    from smh_ml.synthetic.pgan import class_patches
 
     folder = Path(gan_dir) / label
     # the trial's settings judge P-GAN downstream, not this GAN or its gate
     gan = {k: v for k, v in dataclasses.asdict(profile.gan).items() if k not in TRIAL_FIELDS}
-    inputs = {"gan": gan, "kind": kind, "class": label, "patch_set": patch_set_id, "extractors": extractor_ids}
-    step = run_step(folder, inputs, lambda: run_class_gan(class_patches(patch_set, label), label, kind, gan_dir,
+    # augmentation shapes a GAN's training data (its copies, and a defect GAN's turned crops)
+    inputs = {"gan": gan, "kind": kind, "class": label, "patch_set": patch_set_id, "extractors": extractor_ids,
+              "augment": dataclasses.asdict(profile.augment)}
+    step = run_step(folder, inputs, lambda: run_class_gan(gan_data(patch_set, label, profile), label, kind, gan_dir,
                                                           profile, extractors), "scores.json",
                     rerun_if=lambda _: fresh)
     gate = json.loads((folder / "synthetic" / "gate.json").read_text())

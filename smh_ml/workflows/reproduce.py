@@ -3,7 +3,8 @@
     table6      SDG-GAN vs DCGAN per defect class: domain and ImageNet (EfficientNet-Lite0;
                 with local weights, also Inception) FID / KID beside the real-vs-real and
                 augmented-vs-real yardsticks, the gate's verdict, wall time
-    table8      baseline CNN on O-TA (whole images), P-TA, P-GAN and P-GAN without the gate:
+    table8      baseline CNN on O-TA (whole images), P-TA, copy-paste of real defect crops (when
+                the GANs learn defects), P-GAN and P-GAN without the gate:
                 held-out accuracy and per-class precision / recall / F1, over one or more
                 classifier seeds (mean +- std)
     tables9_10  k-fold CV and held-out accuracy, parameter count, for each architecture
@@ -177,7 +178,7 @@ class Reproduction:
 
         gans = self.out / "gans" / "sdg"
         for label in [label for label, name in folders.items() if name == TRIAL_SET]:
-            sample_ungated(self.patch_set, gans, label, self.profile.gan)
+            sample_ungated(self.patch_set, gans, label, self.profile)
         synthetic = [gans / label / name for label, name in sorted(folders.items())]
         folder = root / "pgan"
         inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
@@ -188,6 +189,34 @@ class Reproduction:
             save_training_set(folder, build_pgan(self.patch_set, sets, self.profile.clean_class,
                                                       self.profile.augment, self.profile.gan.pgan_target))
             stamp(folder, inputs)
+        return root
+
+    def _copy_paste_dir(self) -> Path | None:
+        """``copy_paste/pgan``: P-GAN's recipe with each defect class topped up by real defect
+        crops pasted onto clean TRAIN patches (:mod:`smh_ml.synthetic.copy_paste`) instead of
+        generated ones: the training-free baseline beside P-GAN. None unless the GANs learn
+        defect crops (``gan.source = "defects"``)."""
+        from smh_ml.synthetic.copy_paste import copy_paste
+        from smh_ml.synthetic.defects import gan_data
+        from smh_ml.synthetic.pgan import build_pgan, defect_classes, save_training_set, write_synthetic
+
+        cfg = self.profile.gan
+        if cfg.source != "defects":
+            return None
+        root = self.out / "copy_paste"
+        inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
+                  "augment": dataclasses.asdict(self.profile.augment), "gan": dataclasses.asdict(cfg)}
+        if not (root / "pgan" / "arrays.npy").is_file() or not stamped(root / "pgan", inputs):
+            sets = {}
+            for k, label in enumerate(defect_classes(self.patch_set, self.profile.clean_class)):
+                data = gan_data(self.patch_set, label, self.profile)
+                count = max(0, cfg.pgan_target - len(data.patches)) if data.defects and not data.skip else 0
+                arrays, _ = copy_paste(data, count, self.profile.augment, cfg.seed + k) if count else \
+                    (data.patches[:0], None)
+                sets[label] = (arrays, write_synthetic(root / label, label, arrays, "copy-paste"))
+            save_training_set(root / "pgan", build_pgan(self.patch_set, sets, self.profile.clean_class,
+                                                        self.profile.augment, cfg.pgan_target))
+            stamp(root / "pgan", inputs)
         return root
 
     def _trial(self, gated: Path, labels: list[str]) -> Path:
@@ -241,7 +270,8 @@ class Reproduction:
         from smh_ml.workflows.classifier import run_classifier
 
         seed = self.profile.train.seed if seed is None else seed
-        train = dataclasses.replace(self.profile.train, arch=arch, train_set=train_set, seed=seed)
+        # the step names its architecture: a profile's candidates (auto's) are not trained beside it
+        train = dataclasses.replace(self.profile.train, arch=arch, candidates=(), train_set=train_set, seed=seed)
         inputs = {"train": dataclasses.asdict(train), "patch_set": self.patch_set_id,
                   train_set: training_set_id(train_dir or self.patch_dir, train_set)}
         ran = run_step(folder, inputs,
@@ -274,8 +304,9 @@ class Reproduction:
             log.warning("table8: no SDG-GAN synthetic sets under %s; P-GAN rows skipped (run table6)", self.out)
         # with every class through the gate, P-GAN without it is the same set: not trained twice
         ungated = self._pgan_dir(ungated=True) if pgan and any_refused(self.out / "gans" / "sdg") else None
-        sets = [("pta", "pta", None)] + ([("pgan", "pgan", pgan)] if pgan else []) \
-            + ([("pgan_ungated", "pgan", ungated)] if ungated else [])
+        copy_paste = self._copy_paste_dir()
+        sets = [("pta", "pta", None)] + ([("copy_paste", "pgan", copy_paste)] if copy_paste else []) \
+            + ([("pgan", "pgan", pgan)] if pgan else []) + ([("pgan_ungated", "pgan", ungated)] if ungated else [])
         base = self.profile.train.seed
         for seed in [base, *[s for s in seeds or () if s != base]]:
             suffix = "" if seed == base else f"/seed{seed}"

@@ -98,15 +98,15 @@ def judge(classes: list[str], without: dict, with_synthetic: dict, min_gain: int
                        min_gain, seconds)
 
 
-def sample_ungated(patch_set: PatchSet, gan_dir: Path | str, label: str, cfg: GanConfig) -> Path:
+def sample_ungated(patch_set: PatchSet, gan_dir: Path | str, label: str, profile: Profile) -> Path:
     """``<label>/<TRIAL_SET>``: ``label``'s GAN patches written whatever the gate said (the set on
     trial, and reproduce's P-GAN without the gate). Sampled afresh on each call from the saved
     generator with the gate's seed, so they are the patches the gate judged and never outlive a
     changed setting."""
+    from smh_ml.synthetic.defects import gan_data
     from smh_ml.synthetic.gan.experiment import synthesize_class
-    from smh_ml.synthetic.pgan import class_patches
 
-    synthesize_class(label, gan_dir, class_patches(patch_set, label), dataclasses.replace(cfg, gate=False),
+    synthesize_class(label, gan_dir, gan_data(patch_set, label, profile), dataclasses.replace(profile.gan, gate=False),
                      into=TRIAL_SET)
     return Path(gan_dir) / label / TRIAL_SET
 
@@ -126,7 +126,7 @@ def trial_pgan(patch_set: PatchSet, gan_dir: Path | str, classes: list[str], pro
     trial = on_trial(gan_dir, classes, profile.gan)
     if not trial:
         return without, None
-    candidate = gated | {label: read_synthetic(sample_ungated(patch_set, gan_dir, label, profile.gan))
+    candidate = gated | {label: read_synthetic(sample_ungated(patch_set, gan_dir, label, profile))
                          for label in trial}
     with_synthetic = build_pgan(patch_set, candidate, profile.clean_class, profile.augment,
                                 profile.gan.pgan_target)

@@ -52,9 +52,11 @@ def _up(cin: int, cout: int, kernel: int, upsample: str) -> nn.Module:
 
 
 class SDGGenerator(nn.Module):
-    """z (latent) -> FC -> BN -> LReLU -> 4x4xC -> Table 2 stages -> patch x patch x 1, tanh."""
+    """z (latent) -> FC -> BN -> LReLU -> 4x4xC -> Table 2 stages -> patch x patch x channels, tanh
+    (one grey channel; a defect GAN draws a second, the defect's mask)."""
 
-    def __init__(self, patch: int = 256, latent: int = 256, width: float = 1.0, upsample: str = "transposed"):
+    def __init__(self, patch: int = 256, latent: int = 256, width: float = 1.0, upsample: str = "transposed",
+                 channels: int = 1):
         super().__init__()
         ups_needed = _doublings(patch)
         layers = list(SDG_GENERATOR)
@@ -66,12 +68,12 @@ class SDGGenerator(nn.Module):
                                 nn.BatchNorm1d(4 * 4 * self.start), nn.LeakyReLU(LEAK))
         blocks: list[nn.Module] = []
         cin = self.start
-        for kind, kernel, channels in layers:
-            cout = _ch(channels, width)
+        for kind, kernel, stage_channels in layers:
+            cout = _ch(stage_channels, width)
             conv = _up(cin, cout, kernel, upsample) if kind == "up" else nn.Conv2d(cin, cout, kernel, padding="same")
             blocks += [conv, nn.LeakyReLU(LEAK)]
             cin = cout
-        blocks += [nn.Conv2d(cin, 1, 5, padding="same"), nn.Tanh()]
+        blocks += [nn.Conv2d(cin, channels, 5, padding="same"), nn.Tanh()]
         self.body = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -81,10 +83,10 @@ class SDGGenerator(nn.Module):
 class SDGCritic(nn.Module):
     """Conv + LReLU + AvgPool(2) blocks (no batch norm) down to 4x4, flatten, linear output."""
 
-    def __init__(self, patch: int = 256, width: float = 1.0):
+    def __init__(self, patch: int = 256, width: float = 1.0, channels: int = 1):
         super().__init__()
         blocks: list[nn.Module] = []
-        cin = 1
+        cin = channels
         for kernel, filters in SDG_CRITIC[:_doublings(patch)]:
             cout = _ch(filters, width)
             blocks += [nn.Conv2d(cin, cout, kernel, padding="same"), nn.LeakyReLU(LEAK), nn.AvgPool2d(2)]
@@ -100,7 +102,7 @@ class SDGCritic(nn.Module):
 class DCGANGenerator(nn.Module):
     """Table 1 baseline: transposed convs only, batch norm, ReLU, tanh output."""
 
-    def __init__(self, patch: int = 256, latent: int = 256, width: float = 1.0):
+    def __init__(self, patch: int = 256, latent: int = 256, width: float = 1.0, out_channels: int = 1):
         super().__init__()
         n = _doublings(patch)
         channels = [_ch(max(32, 512 // 2 ** i), width) for i in range(n)]
@@ -109,7 +111,7 @@ class DCGANGenerator(nn.Module):
                                    nn.BatchNorm2d(channels[0]), nn.ReLU(True)]
         for cin, cout in zip(channels, channels[1:]):
             layers += [_tconv(cin, cout, 4), nn.BatchNorm2d(cout), nn.ReLU(True)]
-        layers += [_tconv(channels[-1], 1, 4), nn.Tanh()]
+        layers += [_tconv(channels[-1], out_channels, 4), nn.Tanh()]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -120,12 +122,12 @@ class DCGANDiscriminator(nn.Module):
     """Table 1 baseline: strided convs, batch norm, LeakyReLU; outputs logits (sigmoid in
     the BCE loss, ``BCEWithLogitsLoss``, which is the numerically stable form)."""
 
-    def __init__(self, patch: int = 256, width: float = 1.0):
+    def __init__(self, patch: int = 256, width: float = 1.0, in_channels: int = 1):
         super().__init__()
         n = _doublings(patch)
         channels = [_ch(min(1024, 32 * 2 ** i), width) for i in range(n)]
         layers: list[nn.Module] = []
-        cin = 1
+        cin = in_channels
         for i, cout in enumerate(channels):
             layers.append(nn.Conv2d(cin, cout, 4, 2, 1))
             if i > 0:
@@ -139,12 +141,13 @@ class DCGANDiscriminator(nn.Module):
         return self.body(x).view(-1)
 
 
-def build_gan(kind: str, patch: int, latent: int, width: float,
-              upsample: str = "transposed") -> tuple[nn.Module, nn.Module]:
+def build_gan(kind: str, patch: int, latent: int, width: float, upsample: str = "transposed",
+              channels: int = 1) -> tuple[nn.Module, nn.Module]:
     """(generator, critic/discriminator) for ``kind`` in {"sdg", "dcgan"}; ``upsample`` shapes
-    SDG-GAN's up stages (the DCGAN baseline stays Table 1's transposed convs)."""
+    SDG-GAN's up stages (the DCGAN baseline stays Table 1's transposed convs); ``channels`` of
+    the images drawn and judged (2 for a defect crop and its mask)."""
     if kind == "sdg":
-        return SDGGenerator(patch, latent, width, upsample), SDGCritic(patch, width)
+        return SDGGenerator(patch, latent, width, upsample, channels), SDGCritic(patch, width, channels)
     if kind == "dcgan":
-        return DCGANGenerator(patch, latent, width), DCGANDiscriminator(patch, width)
+        return DCGANGenerator(patch, latent, width, channels), DCGANDiscriminator(patch, width, channels)
     raise KeyError(f"unknown GAN {kind!r}; known: sdg, dcgan")

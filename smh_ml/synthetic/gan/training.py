@@ -35,13 +35,22 @@ from smh_ml.synthetic.gan.networks import build_gan
 log = logging.getLogger(__name__)
 
 
+def channels_of(arrays: np.ndarray) -> int:
+    """Image channels of GAN training data: (N, H, W) grey patches have one, (N, C, H, W) C."""
+    return int(arrays.shape[1]) if arrays.ndim == 4 else 1
+
+
 def to_gan_input(arrays: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) -> float (N, 1, H, W) in [-1, 1], the generator's tanh range."""
-    return torch.from_numpy(np.array(arrays, dtype=np.float32)).unsqueeze(1).div_(127.5).sub_(1.0)
+    """uint8 (N, H, W) or (N, C, H, W) -> float (N, C, H, W) in [-1, 1], the generator's tanh range."""
+    tensor = torch.from_numpy(np.array(arrays, dtype=np.float32))
+    return (tensor.unsqueeze(1) if arrays.ndim == 3 else tensor).div_(127.5).sub_(1.0)
 
 
 def from_gan_output(images: torch.Tensor) -> np.ndarray:
-    return ((images.detach().cpu().squeeze(1).clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
+    """float (N, C, H, W) -> uint8, (N, H, W) for one channel and (N, C, H, W) for more."""
+    images = images.detach().cpu()
+    images = images.squeeze(1) if images.shape[1] == 1 else images
+    return ((images.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
@@ -80,13 +89,13 @@ class GanState:
         return self.ema if self.ema is not None else self.generator
 
 
-def new_state(kind: str, patch: int, cfg: GanConfig) -> GanState:
+def new_state(kind: str, patch: int, cfg: GanConfig, channels: int = 1) -> GanState:
     """Fresh networks and optimisers. The networks are channels-last, the layout oneDNN's CPU
     convolutions prefer: a bench SDG-GAN step (64 px, width 0.25, batch 32) took 0.26-0.29 s
     instead of 0.34-0.43 s on 2 cores (``benchmarks/gan_speed.py``, docs/GAN.md)."""
     torch.manual_seed(cfg.seed)  # initial weights are part of the seeded run
     generator, critic = (net.to(memory_format=torch.channels_last)
-                         for net in build_gan(kind, patch, cfg.latent, cfg.width, cfg.upsample))
+                         for net in build_gan(kind, patch, cfg.latent, cfg.width, cfg.upsample, channels))
     betas = tuple(cfg.betas)
     ema = copy.deepcopy(generator).requires_grad_(False) if cfg.ema > 0 else None
     return GanState(kind, generator, critic,
@@ -136,9 +145,9 @@ def save_checkpoint(state: GanState, path: Path | str, inputs: str = "") -> Path
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path | str, patch: int, cfg: GanConfig) -> GanState:
+def load_checkpoint(path: Path | str, patch: int, cfg: GanConfig, channels: int = 1) -> GanState:
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    state = new_state(saved["kind"], patch, cfg)
+    state = new_state(saved["kind"], patch, cfg, channels)
     state.generator.load_state_dict(saved["generator"])
     state.critic.load_state_dict(saved["critic"])
     if state.ema is not None:
@@ -263,10 +272,10 @@ def train_gan(arrays: np.ndarray, kind: str, cfg: GanConfig, checkpoint: Path | 
     if ckpt and ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
         if saved.get("inputs") == inputs and "step" in saved:  # an interrupted (or finished) run: resume
-            state = load_checkpoint(ckpt, patch, cfg)
+            state = load_checkpoint(ckpt, patch, cfg, channels_of(arrays))
         else:
             log.warning("%s: checkpoint was trained on other patches or settings: training from scratch", ckpt)
-    state = state or new_state(kind, patch, cfg)
+    state = state or new_state(kind, patch, cfg, channels_of(arrays))
     if state.kind != kind:
         raise ValueError(f"{ckpt}: checkpoint is a {state.kind} GAN, not {kind}")
     data = to_gan_input(arrays).contiguous(memory_format=torch.channels_last)
