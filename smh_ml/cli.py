@@ -350,6 +350,28 @@ def pgan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pa
     console.print(counts.to_string())
 
 
+@app.command("copy-paste")
+def copy_paste_cmd(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches'."),
+                   out: Path = typer.Argument(..., help="Folder to write pgan/ (and each class's set) into."),
+                   profile: str = typer.Option("auto", help=PROFILE_HELP),
+                   settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
+    """The training-free baseline of P-GAN: real defect crops of the TRAIN captures pasted onto clean
+    TRAIN patches in place of generated defects (train on it with --train-set pgan --train-dir OUT)."""
+    from smh_ml.data.datasets import load_patch_set
+    from smh_ml.synthetic.copy_paste import build_copy_paste
+    from smh_ml.synthetic.pgan import save_training_set
+
+    prof = _folder_profile(profile, settings, patch_dir)
+    if prof.gan.source != "defects":
+        _fail(f"profile {prof.name!r} has gan.source={prof.gan.source!r}: copy-paste needs defect crops "
+              "(--set gan.source=defects)")
+    training_set = build_copy_paste(load_patch_set(patch_dir), prof, out)
+    save_training_set(out / "pgan", training_set)
+    counts = training_set.index.groupby(["label", "origin"]).size()
+    console.print(f"copy-paste set written to {out / 'pgan'}:")
+    console.print(counts.to_string())
+
+
 @app.command("data-version")
 def data_version_cmd(dvc_file: Path = typer.Option(Path("data.dvc"))) -> None:
     """Print the current data version (the md5 in data.dvc)."""

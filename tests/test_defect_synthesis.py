@@ -112,6 +112,12 @@ def test_copy_paste_draws_only_on_train_patches_from_train_crops(spots):
     patches, masks = copy_paste(data, 50, profile.augment, seed=0)
     assert len(patches) == 50 and (patches < 250).all()
     assert (masks.reshape(50, -1) > 0).any(axis=1).all()
+    from smh_ml.synthetic.copy_paste import build_copy_paste
+
+    training = build_copy_paste(test_set, profile)
+    spot = training.index[training.index["label"] == "spot"]
+    assert len(spot) == profile.gan.pgan_target and (spot["origin"] == "synthetic").sum() > 0
+    assert (training.arrays < 250).all()  # nothing of a test capture in any patch of the set
 
 
 def test_a_class_without_masks_learns_patches_and_one_whose_defects_fill_the_patch_gets_no_gan(spots, tmp_path):
@@ -121,7 +127,7 @@ def test_a_class_without_masks_learns_patches_and_one_whose_defects_fill_the_pat
     maskless = dataclasses.replace(patch_set, captures=patch_set.captures.assign(mask_path=None))
     data = gan_data(maskless, "spot", profile)
     assert not data.defects and not data.skip and data.real.shape[1:] == (32, 32)
-    coarse = dataclasses.replace(profile, gan=dataclasses.replace(profile.gan, crop_margin=5.0))  # 30 of 32 px
+    coarse = dataclasses.replace(profile, gan=dataclasses.replace(profile.gan, crop_margin=6.0))  # 36: all 32 px
     data = gan_data(patch_set, "spot", coarse)
     assert "fill the patch" in data.skip
     result = train_class_gan(data, "spot", "sdg", tmp_path, coarse)

@@ -30,11 +30,12 @@ MIN_SIDE = 8
 """Smallest crop side at the patch scale: under 8 px a crop holds a pit and no surface."""
 MIN_REGION = 2
 """Mask regions of fewer pixels at the patch scale are annotation specks, not defects."""
-LARGE_DEFECT = 0.5
-"""A class whose crop side is over this share of the patch has defects that fill the patch: a
-crop would be the patch itself, shrunk to the GAN's side and blown up again when placed. Such a
-class gets no GAN under ``defects`` (whole-patch GANs at such patch sides learned nothing in a
-CPU budget, docs/GAN.md): traditional augmentation tops it up."""
+LARGE_DEFECT = 1.0
+"""A class whose crop side reaches this share of the patch (the crop clamped to the whole patch)
+has defects that fill the patch: a crop would be the patch itself, with no surface around the
+defect, shrunk to the GAN's side and blown up again when placed. Such a class gets no GAN under
+``defects`` (whole-patch GANs at such patch sides learned nothing in a CPU budget, docs/GAN.md):
+traditional augmentation tops it up."""
 MAX_PER_CAPTURE = 8
 """Crops kept per capture (its largest regions): a capture full of small pits must not make the class."""
 
@@ -160,9 +161,9 @@ def gan_data(patch_set: PatchSet, label: str, profile: Profile) -> GanData:
     if len(crops) == 0:
         log.warning("%s: no TRAIN capture with a defect mask: its GAN learns whole patches", label)
         return GanData(patches, patches)
-    if side > patch_set.geometry.patch * LARGE_DEFECT:
-        reason = (f"its defects fill the patch (crop side {side} of {patch_set.geometry.patch} px, over "
-                  f"{LARGE_DEFECT:.0%}): no defect to place on a clean patch, traditional augmentation instead")
+    if side >= patch_set.geometry.patch * LARGE_DEFECT:
+        reason = (f"its defects fill the patch (crop side {side} of {patch_set.geometry.patch} px): no defect "
+                  "to place on a clean patch, traditional augmentation instead")
         log.warning("%s: %s", label, reason)
         return GanData(crops, patches, side, None, reason)
     return GanData(crops, patches, side, host_patches(patch_set, label, profile.clean_class))

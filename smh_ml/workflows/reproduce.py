@@ -196,9 +196,8 @@ class Reproduction:
         crops pasted onto clean TRAIN patches (:mod:`smh_ml.synthetic.copy_paste`) instead of
         generated ones: the training-free baseline beside P-GAN. None unless the GANs learn
         defect crops (``gan.source = "defects"``)."""
-        from smh_ml.synthetic.copy_paste import copy_paste
-        from smh_ml.synthetic.defects import gan_data
-        from smh_ml.synthetic.pgan import build_pgan, defect_classes, save_training_set, write_synthetic
+        from smh_ml.synthetic.copy_paste import build_copy_paste
+        from smh_ml.synthetic.pgan import save_training_set
 
         cfg = self.profile.gan
         if cfg.source != "defects":
@@ -207,15 +206,7 @@ class Reproduction:
         inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
                   "augment": dataclasses.asdict(self.profile.augment), "gan": dataclasses.asdict(cfg)}
         if not (root / "pgan" / "arrays.npy").is_file() or not stamped(root / "pgan", inputs):
-            sets = {}
-            for k, label in enumerate(defect_classes(self.patch_set, self.profile.clean_class)):
-                data = gan_data(self.patch_set, label, self.profile)
-                count = max(0, cfg.pgan_target - len(data.patches)) if data.defects and not data.skip else 0
-                arrays, _ = copy_paste(data, count, self.profile.augment, cfg.seed + k) if count else \
-                    (data.patches[:0], None)
-                sets[label] = (arrays, write_synthetic(root / label, label, arrays, "copy-paste"))
-            save_training_set(root / "pgan", build_pgan(self.patch_set, sets, self.profile.clean_class,
-                                                        self.profile.augment, cfg.pgan_target))
+            save_training_set(root / "pgan", build_copy_paste(self.patch_set, self.profile, root))
             stamp(root / "pgan", inputs)
         return root
 
