@@ -49,10 +49,11 @@ def spots(tmp_path_factory):
 
 def test_crops_are_centred_on_each_defect_of_train_captures_only(spots):
     patch_set, profile, _ = spots
-    crops, side = defect_crops(patch_set, "spot", profile.gan)
+    crops, side, captures = defect_crops(patch_set, "spot", profile.gan)
     train = patch_set.captures[(patch_set.captures["split"] == "train") & (patch_set.captures["label"] == "spot")]
     test = patch_set.captures[(patch_set.captures["split"] == "test") & (patch_set.captures["label"] == "spot")]
     assert len(test) and len(crops) == len(train)  # one defect each, none from a test capture
+    assert sorted(captures) == sorted(train["capture_id"])
     assert crops.shape[1:] == (2, 16, 16) and side == 12  # 2 x the 6-px extent
     for grey, mask in crops:
         ys, xs = np.nonzero(mask > 127)
@@ -62,11 +63,12 @@ def test_crops_are_centred_on_each_defect_of_train_captures_only(spots):
 
 def test_augmented_crops_turn_with_their_masks(spots):
     patch_set, profile, _ = spots
-    crops, _ = defect_crops(patch_set, "spot", profile.gan)
-    grown = augment_crops(crops, 64, profile.augment, seed=1)
-    assert len(grown) == 64 and np.array_equal(grown[:len(crops)], crops)
-    for grey, mask in grown[len(crops):]:
+    crops, _, _ = defect_crops(patch_set, "spot", profile.gan)
+    grown, sources = augment_crops(crops, 64, profile.augment, seed=1)
+    assert len(grown) == len(sources) == 64 and np.array_equal(grown[:len(crops)], crops)
+    for (grey, mask), source in zip(grown[len(crops):], sources[len(crops):]):
         assert grey[mask > 127].mean() < grey[mask <= 127].mean() - 40
+        assert (mask > 127).sum() == (crops[source, 1] > 127).sum()  # the mask turned with its own crop
 
 
 def test_a_blended_patch_keeps_its_defect_under_its_mask_inside_the_patch():
@@ -91,8 +93,10 @@ def test_composite_places_one_labelled_defect_per_patch(spots):
     patch_set, profile, _ = spots
     data = gan_data(patch_set, "spot", profile)
     assert data.defects and len(data.hosts) and data.hosts.shape[1:] == (32, 32)
-    patches, masks = composite(data.real, data.hosts, data.side, 40, seed=3)
+    blended = composite(data.real, data.hosts, data.side, 40, seed=3)
+    patches, masks = blended.patches, blended.masks
     assert patches.shape == masks.shape == (40, 32, 32)
+    assert len(set(blended.sources)) == min(40, len(data.real))  # the crops in a shuffled cycle
     for patch, mask in zip(patches, masks):
         assert 0 < (mask > 0).sum() < mask.size  # a defect, inside the patch
         assert patch[mask > 0].mean() < patch[mask == 0].mean() - 30
@@ -109,15 +113,25 @@ def test_copy_paste_draws_only_on_train_patches_from_train_crops(spots):
     data = gan_data(test_set, "spot", profile)
     assert set(captures.loc[captures["split"] == "test", "capture_id"]).isdisjoint(
         captures.loc[(captures["split"] == "train"), "capture_id"])
-    patches, masks = copy_paste(data, 50, profile.augment, seed=0)
+    blended, sources = copy_paste(data, 50, profile.augment, seed=0)
+    patches, masks = blended.patches, blended.masks
     assert len(patches) == 50 and (patches < 250).all()
     assert (masks.reshape(50, -1) > 0).any(axis=1).all()
+    train_spots = captures.loc[(captures["split"] == "train") & (captures["label"] == "spot"), "capture_id"]
+    assert set(sources) <= set(train_spots)  # each patch names the TRAIN capture its defect came from
     from smh_ml.synthetic.copy_paste import build_copy_paste
 
     training = build_copy_paste(test_set, profile)
     spot = training.index[training.index["label"] == "spot"]
     assert len(spot) == profile.gan.pgan_target and (spot["origin"] == "synthetic").sum() > 0
     assert (training.arrays < 250).all()  # nothing of a test capture in any patch of the set
+    # a validation capture's defect leaves training with it: its pasted copies carry its id
+    from smh_ml.training.loop import training_rows
+
+    pasted = spot[spot["origin"] == "synthetic"]
+    held = {str(pasted["capture_id"].iloc[0])}
+    kept = training.index.iloc[training_rows(training.index, profile.train, held)]
+    assert not kept["capture_id"].isin(held).any() and len(kept) < len(training.index)
 
 
 def test_a_class_without_masks_learns_patches_and_one_whose_defects_fill_the_patch_gets_no_gan(spots, tmp_path):

@@ -243,8 +243,8 @@ class GanConfig:
             raise ValueError(f"gan.upsample must be {known}, got {self.upsample!r}")
         if self.source not in GAN_SOURCES:
             raise ValueError("gan.source must be " + " or ".join(map(repr, GAN_SOURCES)) + f", got {self.source!r}")
-        if self.crop < 8 or (self.crop & (self.crop - 1)):
-            raise ValueError(f"gan.crop must be a power of two >= 8 (4 x 2**k), got {self.crop}")
+        if self.crop < 16 or (self.crop & (self.crop - 1)):
+            raise ValueError(f"gan.crop must be a power of two >= 16, got {self.crop}")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ of line-scan captures are that small at the patch scale.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -50,26 +52,49 @@ def paste(host: np.ndarray, crop: np.ndarray, mask: np.ndarray, top: int, left: 
     return out, placed
 
 
-def composite(crops: np.ndarray, hosts: np.ndarray, side: int, count: int,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class Blended:
+    patches: np.ndarray
+    """(count, P, P) uint8, one defect each."""
+    masks: np.ndarray
+    """(count, P, P) uint8, 255 where the defect was placed."""
+    sources: np.ndarray
+    """The index of the crop each patch holds."""
+
+
+def _resized(pair: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(cv2.resize(np.ascontiguousarray(a), (size, size), interpolation=cv2.INTER_LINEAR) for a in pair)
+
+
+def composite(crops: np.ndarray, hosts: np.ndarray, side: int, count: int, seed: int = 0) -> Blended:
     """``count`` patches: crops (N, 2, c, c) resized to about ``side`` px (:data:`SCALE`), each
-    under a random flip, placed at a uniform position on a random host (M, P, P). Returns
-    (patches, masks), both (count, P, P) uint8."""
+    under a random flip, placed at a uniform position on a random host (M, P, P). Crops are taken
+    in a shuffled cycle, so each is used about equally; one whose mask vanishes at the drawn
+    size is passed over for the next (an empty one would label a clean patch a defect)."""
     patch = hosts.shape[-1]
     if count and (len(crops) == 0 or len(hosts) == 0 or side < 1):
         raise ValueError(f"cannot blend {count} defects: {len(crops)} crops, {len(hosts)} host patches, side {side}")
     rng = np.random.default_rng(seed)
-    patches = np.empty((count, patch, patch), np.uint8)
-    masks = np.empty((count, patch, patch), np.uint8)
+    order = np.concatenate([rng.permutation(len(crops)) for _ in range(count // max(len(crops), 1) + 2)]) \
+        if count else np.zeros(0, np.int64)
+    out = Blended(np.empty((count, patch, patch), np.uint8), np.empty((count, patch, patch), np.uint8),
+                  np.empty(count, np.int64))
+    cursor = 0
     for i in range(count):
-        pair = crops[rng.integers(len(crops))]
-        pair = pair[:, ::-1] if rng.random() < 0.5 else pair
-        pair = pair[:, :, ::-1] if rng.random() < 0.5 else pair
-        size = int(np.clip(round(side * rng.uniform(*SCALE)), 2, patch))
-        grey, mask = (cv2.resize(np.ascontiguousarray(a), (size, size), interpolation=cv2.INTER_LINEAR) for a in pair)
+        for _ in range(len(crops)):  # at most one pass over the crops for a non-empty mask
+            source = int(order[cursor % len(order)])
+            cursor += 1
+            pair = crops[source]
+            pair = pair[:, ::-1] if rng.random() < 0.5 else pair
+            pair = pair[:, :, ::-1] if rng.random() < 0.5 else pair
+            size = int(np.clip(round(side * rng.uniform(*SCALE)), 2, patch))
+            grey, mask = _resized(pair, size)
+            if (mask > 127).any():
+                break
         top, left = (int(rng.integers(0, patch - size + 1)) for _ in range(2))
-        patches[i], masks[i] = paste(hosts[rng.integers(len(hosts))], grey, mask, top, left)
-    return patches, masks
+        out.patches[i], out.masks[i] = paste(hosts[rng.integers(len(hosts))], grey, mask, top, left)
+        out.sources[i] = source
+    return out
 
 
 def placed_windows(crops: np.ndarray, hosts: np.ndarray, side: int, seed: int = 0) -> np.ndarray:
@@ -82,7 +107,7 @@ def placed_windows(crops: np.ndarray, hosts: np.ndarray, side: int, seed: int = 
     rng = np.random.default_rng(seed)
     out = np.empty((len(crops), side, side), np.uint8)
     for i, pair in enumerate(crops):
-        grey, mask = (cv2.resize(np.ascontiguousarray(a), (side, side), interpolation=cv2.INTER_LINEAR) for a in pair)
+        grey, mask = _resized(pair, side)
         host = hosts[rng.integers(len(hosts))]
         top, left = (int(rng.integers(0, patch - side + 1)) for _ in range(2))
         out[i] = paste(host, grey, mask, top, left)[0][top:top + side, left:left + side]

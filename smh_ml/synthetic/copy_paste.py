@@ -1,8 +1,10 @@
 """The training-free baseline a defect GAN must beat: real defect crops pasted onto clean patches.
 
 The same crops the class's GAN learns (:func:`smh_ml.synthetic.defects.defect_crops`, TRAIN
-captures only), under the same flips, scales and blend (:func:`smh_ml.synthetic.blend.composite`):
-the one difference from P-GAN is where the defect comes from.
+captures only), turned and jittered as the GAN's training copies are, then placed with the same
+flips, scales and blend (:func:`smh_ml.synthetic.blend.composite`): real defects where P-GAN has
+generated ones. Each patch carries the capture id of its crop, so training drops it with its
+capture when that capture validates.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ import pandas as pd
 
 from smh_ml.config.schema import AugmentConfig, Profile
 from smh_ml.data.datasets import PatchSet, TrainingSet
-from smh_ml.synthetic.blend import composite
+from smh_ml.io import atomic_dir
+from smh_ml.synthetic.blend import Blended, composite
 from smh_ml.synthetic.defects import GanData, augment_crops, gan_data
 from smh_ml.synthetic.pgan import build_pgan, defect_classes, write_synthetic
 
 
-def copy_paste(data: GanData, count: int, augment: AugmentConfig, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def copy_paste(data: GanData, count: int, augment: AugmentConfig, seed: int = 0) -> tuple[Blended, np.ndarray]:
     """``count`` patches, each a real defect crop of the class (turned, flipped, scaled, its grey
-    levels jittered) blended onto one of ``data.hosts``: (patches, masks)."""
-    if not data.defects:
-        raise ValueError("copy-paste needs defect crops (gan.source = 'defects')")
-    crops = augment_crops(data.real, max(count, len(data.real)), augment, seed)
-    return composite(crops, data.hosts, data.side, count, seed + 1)
+    levels jittered) blended onto one of ``data.hosts``, and each one's source capture id."""
+    if not data.defects or data.hosts is None:
+        raise ValueError("copy-paste needs defect crops and host patches (gan.source = 'defects')")
+    crops, sources = augment_crops(data.real, max(count, len(data.real)), augment, seed)
+    blended = composite(crops, data.hosts, data.side, count, seed + 1)
+    return blended, data.crop_captures[sources[blended.sources]]
 
 
 def build_copy_paste(patch_set: PatchSet, profile: Profile, folder: Path | str | None = None) -> TrainingSet:
@@ -38,9 +42,15 @@ def build_copy_paste(patch_set: PatchSet, profile: Profile, folder: Path | str |
     for k, label in enumerate(defect_classes(patch_set, profile.clean_class)):
         data = gan_data(patch_set, label, profile)
         count = max(0, cfg.pgan_target - len(data.patches)) if data.defects and not data.skip else 0
-        arrays = copy_paste(data, count, profile.augment, cfg.seed + k)[0] if count else data.patches[:0]
-        index = write_synthetic(Path(folder) / label, label, arrays, "copy-paste") if folder is not None else \
-            pd.DataFrame({"capture_id": [f"synthetic/copy-paste/{label}/{i}" for i in range(len(arrays))],
-                          "gan": "copy-paste"})
+        if count:
+            blended, captures = copy_paste(data, count, profile.augment, cfg.seed + k)
+            arrays = blended.patches
+        else:
+            arrays, captures = data.patches[:0], np.array([], dtype=object)
+        if folder is not None:
+            with atomic_dir(Path(folder) / label) as tmp:
+                index = write_synthetic(tmp, label, arrays, "copy-paste", captures)
+        else:
+            index = pd.DataFrame({"capture_id": captures, "gan": "copy-paste"})
         sets[label] = (arrays, index)
     return build_pgan(patch_set, sets, profile.clean_class, profile.augment, cfg.pgan_target)

@@ -4,8 +4,10 @@ A capture is seen as the classifier sees it (product box cropped, resized to the
 size), so a crop of ``side`` px there is at the patch scale. Each connected region of the
 capture's mask (a painted mask or filled boxes) gives one crop of the class's side, centred on
 the region and clamped inside the capture, with the region's mask beside it. Crops are
-resized to the GAN's side ``gan.crop``; the second channel is the mask (0 or 255, soft after
-the resize). Test captures never give a crop.
+resized to the GAN's side (:func:`crop_resolution`); the second channel is the mask, 255
+wherever the shrunk pixel holds any defect, so a 1-px crack is not lost. Test captures never
+give a crop; each crop keeps the id of its capture, so a copy-paste patch of a validation
+capture's defect leaves training with that capture (:func:`smh_ml.training.loop.training_rows`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ traditional augmentation tops it up."""
 MAX_PER_CAPTURE = 8
 """Crops kept per capture (its largest regions): a capture full of small pits must not make the class."""
 
+CROP_RULES = {"min_side": MIN_SIDE, "min_region": MIN_REGION, "large_defect": LARGE_DEFECT,
+              "max_per_capture": MAX_PER_CAPTURE, "mask": "any defect in a shrunk pixel"}
+"""The rules above, which the GAN steps are stamped with: changing one trains the classes again."""
+
 
 @dataclass
 class GanData:
@@ -55,6 +61,8 @@ class GanData:
     own when the set has no clean patches)."""
     skip: str = ""
     """Why no GAN is trained for the class (its defects fill the patch), or ""."""
+    crop_captures: np.ndarray | None = None
+    """Defects: the capture id of each crop of ``real``."""
 
     @property
     def defects(self) -> bool:
@@ -76,7 +84,7 @@ def _scaled(row: pd.Series, size: tuple[int, int], convert: bool) -> tuple[np.nd
 
 def _regions(mask: np.ndarray) -> list[tuple[int, int, int]]:
     """(centre row, centre col, extent) of each mask region, largest first."""
-    count, _, stats, _ = cv2.connectedComponentsWithStats((mask > 127).astype(np.uint8), connectivity=8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats((mask > 0).astype(np.uint8), connectivity=8)
     found = []
     for left, top, width, height, area in stats[1:count]:
         if area >= MIN_REGION:
@@ -97,41 +105,41 @@ def crop_resolution(side: int, largest: int) -> int:
 
 
 def defect_crops(patch_set: PatchSet, label: str, cfg: GanConfig, convert: bool = False
-                 ) -> tuple[np.ndarray, int]:
+                 ) -> tuple[np.ndarray, int, np.ndarray]:
     """``label``'s defect crops from its TRAIN captures with masks, (N, 2, r, r) uint8 at the
-    GAN's side r (:func:`crop_resolution`), and the crop side at the patch scale. No capture
-    with a mask: (0, 2, crop, crop) and side 0."""
+    GAN's side r (:func:`crop_resolution`), the crop side at the patch scale and each crop's
+    capture id. No capture with a mask: (0, 2, crop, crop), side 0 and no ids."""
     geometry = patch_set.geometry
     captures = patch_set.captures
     rows = captures[(captures["split"] == "train") & (captures["label"] == label) & captures["mask_path"].notna()]
-    scaled = [_scaled(row, geometry.size, convert) for _, row in rows.iterrows()]
-    found = [(image, mask, region) for image, mask in scaled for region in _regions(mask)]
-    empty = np.zeros((0, 2, cfg.crop, cfg.crop), np.uint8)
+    scaled = [(row["capture_id"], *_scaled(row, geometry.size, convert)) for _, row in rows.iterrows()]
+    found = [(capture, image, mask, region) for capture, image, mask in scaled for region in _regions(mask)]
     if not found:
-        return empty, 0
-    extent = float(np.median([region[2] for _, _, region in found]))
+        return np.zeros((0, 2, cfg.crop, cfg.crop), np.uint8), 0, np.array([], dtype=object)
+    extent = float(np.median([region[2] for *_, region in found]))
     side = int(min(geometry.patch, min(geometry.size), max(MIN_SIDE, round(cfg.crop_margin * extent))))
     resolution = crop_resolution(side, cfg.crop)
     crops = []
-    for image, mask, (row, col, _) in found:
+    for _, image, mask, (row, col, _) in found:
         top, left = _window(row, side, image.shape[0]), _window(col, side, image.shape[1])
-        pair = [cv2.resize(a[top:top + side, left:left + side], (resolution, resolution), interpolation=cv2.INTER_AREA)
-                for a in (image, mask)]
-        crops.append(np.stack(pair))
-    return np.stack(crops).astype(np.uint8), side
+        grey, shrunk = (cv2.resize(a[top:top + side, left:left + side], (resolution, resolution),
+                                   interpolation=cv2.INTER_AREA) for a in (image, mask))
+        crops.append(np.stack([grey, (shrunk > 0).astype(np.uint8) * 255]))
+    return np.stack(crops).astype(np.uint8), side, np.array([capture for capture, *_ in found], dtype=object)
 
 
-def augment_crops(crops: np.ndarray, target: int, augment: AugmentConfig, seed: int) -> np.ndarray:
+def augment_crops(crops: np.ndarray, target: int, augment: AugmentConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``crops`` topped up to ``target`` with copies under the 8 flips and quarter turns (the
-    mask turns with its crop) and the profile's brightness and contrast (the grey channel only).
-    A defect crop, unlike a capture, may turn: it is square and its surface direction is that
-    of the patch it is placed on."""
+    mask turns with its crop) and the profile's brightness and contrast (the grey channel only),
+    and the index of each one's original crop. A defect crop, unlike a capture, may turn: it is
+    square and its surface direction is that of the patch it is placed on."""
+    sources = np.arange(len(crops))
     if len(crops) == 0 or len(crops) >= target:
-        return crops
+        return crops, sources
     rng = np.random.default_rng(seed)
-    sources = rng.integers(0, len(crops), target - len(crops))
-    copies = np.empty((len(sources), *crops.shape[1:]), np.uint8)
-    for i, src in enumerate(sources):
+    extra = rng.integers(0, len(crops), target - len(crops))
+    copies = np.empty((len(extra), *crops.shape[1:]), np.uint8)
+    for i, src in enumerate(extra):
         pair = np.rot90(crops[src], int(rng.integers(4)), axes=(1, 2))
         pair = pair[:, :, ::-1] if rng.random() < 0.5 else pair
         grey = pair[0].astype(np.float32)
@@ -140,7 +148,7 @@ def augment_crops(crops: np.ndarray, target: int, augment: AugmentConfig, seed: 
         grey = grey * (1 + rng.uniform(-augment.brightness, augment.brightness))
         copies[i, 0] = np.clip(grey, 0, 255).round()
         copies[i, 1] = pair[1]
-    return np.concatenate([crops, copies])
+    return np.concatenate([crops, copies]), np.concatenate([sources, extra])
 
 
 def host_patches(patch_set: PatchSet, label: str, clean_class: str) -> np.ndarray:
@@ -157,13 +165,18 @@ def gan_data(patch_set: PatchSet, label: str, profile: Profile) -> GanData:
     patches = class_patches(patch_set, label)
     if profile.gan.source != "defects":
         return GanData(patches, patches)
-    crops, side = defect_crops(patch_set, label, profile.gan, profile.validation.convert_color)
+    crops, side, captures = defect_crops(patch_set, label, profile.gan, profile.validation.convert_color)
     if len(crops) == 0:
         log.warning("%s: no TRAIN capture with a defect mask: its GAN learns whole patches", label)
         return GanData(patches, patches)
+    hosts = host_patches(patch_set, label, profile.clean_class)
+    if len(hosts) == 0:
+        reason = "no usable TRAIN patch to place a defect on: traditional augmentation instead"
+        log.warning("%s: %s", label, reason)
+        return GanData(crops, patches, side, None, reason, captures)
     if side >= patch_set.geometry.patch * LARGE_DEFECT:
         reason = (f"its defects fill the patch (crop side {side} of {patch_set.geometry.patch} px): no defect "
                   "to place on a clean patch, traditional augmentation instead")
         log.warning("%s: %s", label, reason)
-        return GanData(crops, patches, side, None, reason)
-    return GanData(crops, patches, side, host_patches(patch_set, label, profile.clean_class))
+        return GanData(crops, patches, side, None, reason, captures)
+    return GanData(crops, patches, side, hosts, "", captures)

@@ -29,15 +29,18 @@ def defect_classes(patch_set: PatchSet, clean_class: str) -> list[str]:
     return sorted(set(patch_set.captures["label"]) - {clean_class})
 
 
-def write_synthetic(folder: Path, label: str, arrays: np.ndarray, gan: str) -> pd.DataFrame:
-    """Write ``arrays`` as PNGs into ``folder`` and return (and save) their index."""
+def write_synthetic(folder: Path, label: str, arrays: np.ndarray, gan: str,
+                    captures: np.ndarray | None = None) -> pd.DataFrame:
+    """Write ``arrays`` as PNGs into ``folder`` and return (and save) their index. ``captures``:
+    the real capture each patch was made from (copy-paste), kept as its ``capture_id`` so that
+    training drops it with that capture; a generated patch has none of its own."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, array in enumerate(arrays):
         name = f"syn-{gan}-{label}-{i:05d}.png"
         Image.fromarray(array).save(folder / name)
         rows.append({"file": name, "label": label, "origin": "synthetic", "gan": gan,
-                     "capture_id": f"synthetic/{gan}/{label}/{i}"})
+                     "capture_id": str(captures[i]) if captures is not None else f"synthetic/{gan}/{label}/{i}"})
     index = pd.DataFrame(rows, columns=["file", "label", "origin", "gan", "capture_id"])
     index.to_csv(folder / "index.csv", index=False)
     return index

@@ -17,6 +17,7 @@ from torch import nn
 from smh_ml.config.schema import Profile
 from smh_ml.data.datasets import PatchSet
 from smh_ml.io import files_digest
+from smh_ml.synthetic.defects import CROP_RULES
 from smh_ml.workflows.step_cache import StepRun, run_step
 from smh_ml.workflows.trial import TRIAL_FIELDS
 
@@ -59,7 +60,7 @@ def class_gan(patch_set: PatchSet, patch_set_id: str, label: str, kind: str, gan
     gan = {k: v for k, v in dataclasses.asdict(profile.gan).items() if k not in TRIAL_FIELDS}
     # augmentation shapes a GAN's training data (its copies, and a defect GAN's turned crops)
     inputs = {"gan": gan, "kind": kind, "class": label, "patch_set": patch_set_id, "extractors": extractor_ids,
-              "augment": dataclasses.asdict(profile.augment)}
+              "augment": dataclasses.asdict(profile.augment), "defect_crops": CROP_RULES}
     step = run_step(folder, inputs, lambda: run_class_gan(gan_data(patch_set, label, profile), label, kind, gan_dir,
                                                           profile, extractors), "scores.json",
                     rerun_if=lambda _: fresh)

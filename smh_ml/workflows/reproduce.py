@@ -197,6 +197,7 @@ class Reproduction:
         generated ones: the training-free baseline beside P-GAN. None unless the GANs learn
         defect crops (``gan.source = "defects"``)."""
         from smh_ml.synthetic.copy_paste import build_copy_paste
+        from smh_ml.synthetic.defects import CROP_RULES
         from smh_ml.synthetic.pgan import save_training_set
 
         cfg = self.profile.gan
@@ -204,7 +205,8 @@ class Reproduction:
             return None
         root = self.out / "copy_paste"
         inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
-                  "augment": dataclasses.asdict(self.profile.augment), "gan": dataclasses.asdict(cfg)}
+                  "augment": dataclasses.asdict(self.profile.augment), "gan": dataclasses.asdict(cfg),
+                  "defect_crops": CROP_RULES}
         if not (root / "pgan" / "arrays.npy").is_file() or not stamped(root / "pgan", inputs):
             save_training_set(root / "pgan", build_copy_paste(self.patch_set, self.profile, root))
             stamp(root / "pgan", inputs)
@@ -343,7 +345,9 @@ class Reproduction:
 
 
 def any_refused(gans: Path) -> bool:
-    """Whether the quality gate refused any class's SDG-GAN patches under ``gans``."""
-    return any(json.loads(p.read_text())["refused"] for p in gans.glob("*/synthetic/gate.json"))
+    """Whether the quality gate refused any class's SDG-GAN patches under ``gans`` (a class with no
+    GAN, its defects filling the patch, has none to refuse)."""
+    gates = [json.loads(p.read_text()) for p in gans.glob("*/synthetic/gate.json")]
+    return any(g["refused"] and not g.get("skipped") for g in gates)
 
 

@@ -21,10 +21,12 @@ def _uniform(n: int, rng: torch.Generator | None, device: torch.device) -> torch
 
 
 def color(x: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
-    """Brightness + U(-0.5, 0.5) and contrast x U(0.5, 1.5) around each sample's mean."""
-    x = x + (_uniform(len(x), rng, x.device) - 0.5)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_uniform(len(x), rng, x.device) + 0.5) + mean
+    """Brightness + U(-0.5, 0.5) and contrast x U(0.5, 1.5) around each sample's mean, of the grey
+    channel (a defect GAN's second channel is its mask, which has no brightness)."""
+    grey = x[:, :1] + (_uniform(len(x), rng, x.device) - 0.5)
+    mean = grey.mean(dim=(1, 2, 3), keepdim=True)
+    grey = (grey - mean) * (_uniform(len(x), rng, x.device) + 0.5) + mean
+    return torch.cat([grey, x[:, 1:]], dim=1) if x.shape[1] > 1 else grey
 
 
 def translation(x: torch.Tensor, rng: torch.Generator | None, ratio: float = 0.125) -> torch.Tensor:

@@ -15,6 +15,7 @@ synthetic patches are generated defects blended onto real clean patches
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -67,6 +68,16 @@ def _scores(real: np.ndarray, fake: np.ndarray, data: GanData, extractors: list[
             for name, extractor in extractors]
 
 
+def _score_id(extractor: tuple[str, nn.Module], data: GanData) -> str:
+    """What the FID checkpoints of a run are computed from: the extractor and, for a defect GAN,
+    the host patches and crop side its defects are placed with (:func:`scored_view`)."""
+    name = extractor_id(*extractor)
+    if not data.defects:
+        return name
+    digest = hashlib.sha256(np.ascontiguousarray(data.hosts).tobytes())
+    return f"{name}|placed:{data.side}:{digest.hexdigest()[:16]}"
+
+
 def train_class_gan(data: GanData, label: str, kind: str, gan_dir: Path | str, profile: Profile,
                     extractors: dict[str, nn.Module] | None = None) -> dict:
     """Train the ``kind`` GAN ("sdg" or "dcgan") on ``label``'s TRAIN patches or defect crops
@@ -83,14 +94,14 @@ def train_class_gan(data: GanData, label: str, kind: str, gan_dir: Path | str, p
     gan_dir = Path(gan_dir)
     start = time.perf_counter()
     if data.defects:
-        training = augment_crops(real, cfg.augment_to, aug, cfg.seed)
+        training = augment_crops(real, cfg.augment_to, aug, cfg.seed)[0]
     else:
         extra, _ = augment_to_count(real, cfg.augment_to, aug.brightness, aug.contrast, cfg.seed)
         training = np.concatenate([real, extra])
     named = list((extractors or {}).items())
     score = (lambda fake: _scores(real, fake, data, named[:1], kid_subsets=20)[0]) if named else None
     state = train_gan(training, kind, cfg, checkpoint=gan_dir / f"{label}.checkpoint.pt", desc=f"{kind} {label}",
-                      score=score, score_id=extractor_id(*named[0]) if named else "")
+                      score=score, score_id=_score_id(named[0], data) if named else "")
     train_seconds = time.perf_counter() - start
     fake = generate(state.sampler(), cfg.fid_samples, cfg.latent, seed=cfg.seed + 1)
     scores = _scores(real, fake, data, named)
@@ -109,7 +120,7 @@ def train_class_gan(data: GanData, label: str, kind: str, gan_dir: Path | str, p
         (tmp / "scores.json").write_text(json.dumps(
             {k: v for k, v in result.items() if k != "history"}, indent=1) + "\n")
         if data.defects:
-            blended, _ = composite(fake[:8], data.hosts, data.side, 8, cfg.seed + 3)
+            blended = composite(fake[:8], data.hosts, data.side, 8, cfg.seed + 3).patches
             named_rows_png({"real defect crops": real[:8, 0], "their masks": real[:8, 1],
                             "generated crops": fake[:8, 0], "generated masks": fake[:8, 1],
                             "generated, blended onto clean patches": blended},
@@ -144,7 +155,7 @@ def references(real: np.ndarray, data: GanData, extractors: list[tuple[str, nn.M
     halves = np.random.default_rng(cfg.seed).permutation(len(real))
     first, second = real[np.sort(halves[: len(real) // 2])], real[np.sort(halves[len(real) // 2:])]
     if real.ndim == 4:
-        copies = augment_crops(real, len(real) + cfg.fid_samples, aug, cfg.seed + 3)[len(real):]
+        copies = augment_crops(real, len(real) + cfg.fid_samples, aug, cfg.seed + 3)[0][len(real):]
     else:
         copies, _ = augment_to_count(real, len(real) + cfg.fid_samples, aug.brightness, aug.contrast, cfg.seed + 3)
     return {"real_vs_real": _scores(first, second, data, extractors),
@@ -194,7 +205,7 @@ def synthesize_class(label: str, gan_dir: Path | str, data: GanData, cfg: GanCon
     if scores.get("skipped"):
         gate = GateResult(False, [scores["skipped"]])
         return _write_set(folder / into, label, np.zeros((0, patch, patch), np.uint8), None, scores["gan"],
-                          gate, cfg, True, count)
+                          gate, cfg, True, count, skipped=True)
     generator, config = load_generator(folder)
     probe = generate(generator, max(count, 64), config["latent"], seed=cfg.seed + 2)
     fid = scores["scores"][0]["fid"] if scores.get("scores") else None
@@ -204,20 +215,24 @@ def synthesize_class(label: str, gan_dir: Path | str, data: GanData, cfg: GanCon
     arrays = np.zeros((0, patch, patch), np.uint8)
     placed = None
     if count and not refused:
-        arrays, placed = composite(probe[:count], data.hosts, data.side, count, cfg.seed + 3) \
-            if probe.ndim == 4 else (probe[:count], None)
+        if probe.ndim == 4:
+            made = composite(probe[:count], data.hosts, data.side, count, cfg.seed + 3)
+            arrays, placed = made.patches, made.masks
+        else:
+            arrays = probe[:count]
     preview = None
     if probe.ndim == 4:
-        shown, shown_masks = composite(probe[:8], data.hosts, data.side, 8, cfg.seed + 3)
+        shown = composite(probe[:8], data.hosts, data.side, 8, cfg.seed + 3)
         preview = {"real defect crops": data.images[:8], "generated crops": images[:8], "generated masks": masks[:8],
-                   "blended onto clean patches": shown, "where": shown_masks}
+                   "blended onto clean patches": shown.patches, "where": shown.masks}
     return _write_set(folder / into, label, arrays, placed, config["kind"], gate, cfg, refused, count, preview)
 
 
 def _write_set(folder: Path, label: str, arrays: np.ndarray, placed: np.ndarray | None, kind: str, gate: GateResult,
-               cfg: GanConfig, refused: bool, wanted: int, preview: dict | None = None) -> dict:
+               cfg: GanConfig, refused: bool, wanted: int, preview: dict | None = None, skipped: bool = False) -> dict:
     """``folder`` (a class's synthetic set) replaced whole: the patches, their masks when blended,
-    the gate's verdict and, for a defect GAN, the picture of what was blended."""
+    the gate's verdict (``skipped``: the class has no GAN) and, for a defect GAN, the picture of
+    what was blended."""
     with atomic_dir(folder) as tmp:
         write_synthetic(tmp, label, arrays, kind)
         if preview is not None:
@@ -226,9 +241,11 @@ def _write_set(folder: Path, label: str, arrays: np.ndarray, placed: np.ndarray 
         if placed is not None:
             save_npy(tmp / "masks.npy", placed)
         (tmp / "gate.json").write_text(json.dumps(gate.to_dict() | {"enforced": cfg.gate, "refused": refused,
-                                                                   "wanted": wanted, "written": len(arrays)},
-                                                  indent=1) + "\n")
-    if refused:
+                                                                   "skipped": skipped, "wanted": wanted,
+                                                                   "written": len(arrays)}, indent=1) + "\n")
+    if skipped:
+        log.info("%s: no GAN (%s); topped up by traditional augmentation", label, "; ".join(gate.reasons))
+    elif refused:
         log.warning("%s: synthetic patches refused by the quality gate (%s); topped up by traditional "
                     "augmentation instead", label, "; ".join(gate.reasons))
     return {"synthetic": int(len(arrays)), "gate": gate.to_dict(), "refused": refused}

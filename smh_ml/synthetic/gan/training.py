@@ -218,8 +218,8 @@ def _step_dcgan(state: GanState, data: torch.Tensor, cfg: GanConfig) -> dict:
 
 
 def train_step(state: GanState, data: torch.Tensor, cfg: GanConfig) -> dict:
-    """One generator step of ``state.kind`` on the (N, 1, H, W) training tensor ``data``; the
-    step's losses."""
+    """One generator step of ``state.kind`` on the (N, C, H, W) training tensor ``data`` (C = 1,
+    or 2 for a defect crop and its mask); the step's losses."""
     return (_step_wgan if state.kind == "sdg" else _step_dcgan)(state, data, cfg)
 
 
