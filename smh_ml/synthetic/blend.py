@@ -4,10 +4,10 @@ Every blended patch holds one defect, takes its class and keeps the mask where i
 The defect's difference from its own surrounding surface is added under the feathered mask, so
 a dark blowhole stays dark on a brighter tile and the host's texture shows through around it.
 
-Not Poisson blending: OpenCV's ``seamlessClone`` (4.14) returned the host unchanged, or a faint
-trace, for defect crops of 8 to 16 px depending on where they were placed (a 6-px dark square
-in a 16-px crop changed the host by 0 to 133 grey levels over four placements), and the defects
-of line-scan captures are that small at the patch scale.
+Not Poisson blending: OpenCV's ``seamlessClone`` (4.14) returned the host unchanged for an 8-px
+crop, and for a 6-px dark square in a 16-px crop it changed the host by 0 to 133 grey levels
+depending on the clone region and the place (six combinations tried), and the defects of
+line-scan captures are that small at the patch scale.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ SCALE = (0.8, 1.25)
 """Range of the random scale of a placed defect around its class's crop side."""
 
 
-def _alpha(side: int, mask: np.ndarray) -> np.ndarray:
+def _alpha(mask: np.ndarray) -> np.ndarray:
     """The mask with a soft edge outside it, full strength inside."""
     soft = mask.astype(np.float32) / 255.0
-    return np.clip(np.maximum(soft, cv2.GaussianBlur(soft, (0, 0), max(0.5, FEATHER * side))), 0.0, 1.0)
+    return np.clip(np.maximum(soft, cv2.GaussianBlur(soft, (0, 0), max(0.5, FEATHER * mask.shape[0]))), 0.0, 1.0)
 
 
 def paste(host: np.ndarray, crop: np.ndarray, mask: np.ndarray, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +44,7 @@ def paste(host: np.ndarray, crop: np.ndarray, mask: np.ndarray, top: int, left: 
     placed[top:top + side, left:left + side] = defect * 255
     if not defect.any():
         return out, placed
-    alpha = _alpha(side, mask)
+    alpha = _alpha(mask)
     surround = crop[~defect].astype(np.float32).mean() if (~defect).any() else float(crop.mean())
     region = out[top:top + side, left:left + side].astype(np.float32)
     region += alpha * (crop.astype(np.float32) - surround)
