@@ -17,6 +17,7 @@ from pipelines.resources import (
 )
 from pipelines.schedules import retrain_schedule
 from pipelines.sensors import captures_sensor, classifier_after_gans, gans_after_prepare
+from smh_ml.paths import anchored
 from smh_ml.tracking.tracker import DEFAULT_ARTIFACT_ROOT, DEFAULT_MODEL_NAME, DEFAULT_UI_URL, tracking_uri
 
 
@@ -26,11 +27,12 @@ def default_resources() -> dict:
     settings = [x.strip() for x in os.environ.get("SMH_SETTINGS", "").split(";") if x.strip()]
     return {
         "profile": ProfileResource(name=os.environ.get("SMH_PROFILE", "auto"), settings=settings),
-        "captures": CaptureDataResource(root=os.environ.get("SMH_DATA_ROOT", "data")),
-        "storage": StorageResource(root=os.environ.get("SMH_STORAGE_ROOT", "artifacts")),
+        # relative roots resolve against the project (smh_ml.paths), never the working folder
+        "captures": CaptureDataResource(root=str(anchored(os.environ.get("SMH_DATA_ROOT", "data")))),
+        "storage": StorageResource(root=str(anchored(os.environ.get("SMH_STORAGE_ROOT", "artifacts")))),
         "mlflow": MlflowResource(
             tracking_uri=tracking_uri(),
-            artifact_root=os.environ.get("SMH_MLFLOW_ARTIFACTS", DEFAULT_ARTIFACT_ROOT),
+            artifact_root=str(anchored(os.environ.get("SMH_MLFLOW_ARTIFACTS", DEFAULT_ARTIFACT_ROOT))),
             model_name=os.environ.get("SMH_MODEL_NAME", DEFAULT_MODEL_NAME),
             ui_url=os.environ.get("SMH_MLFLOW_UI", DEFAULT_UI_URL)),
         "gates": QualityGatesResource(

@@ -107,6 +107,13 @@ class ProfileStore:
     def candidate_dir(self, arch: str) -> Path:
         return self.classifier_dir / arch
 
+    def candidate_patch_set(self, key: str) -> PatchSet:
+        """The patch set candidate ``key`` learnt from (a close call's other geometry lies in
+        the patch folder's ``alternate/``), from its report."""
+        from smh_ml.workflows.classifier import ClassifierReport
+
+        return load_patch_set(self.patch_dir / ClassifierReport.load(self.candidate_dir(key)).patch_folder)
+
     @property
     def test_report_dir(self) -> Path:
         return self.root / "test_report"

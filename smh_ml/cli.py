@@ -151,8 +151,7 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
     """Validate captures, measure them (auto: the recipe from the data), split by capture, cut
     patches, build P-TA and O-TA, validate them."""
     from smh_ml.data.captures import CaptureError
-    from smh_ml.data.datasets import build_ota, build_patch_set, build_pta, save_datasets
-    from smh_ml.data.recipe import profile_for_captures
+    from smh_ml.data.datasets import build_datasets, save_built
     from smh_ml.data.validation import validate_patch_sets
     prof = _profile(profile, settings)
     start = time.perf_counter()
@@ -160,20 +159,20 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
     if not report.success:
         _fail(report.format())
     try:
-        prof, recipe, boxes = profile_for_captures(prof, manifest)
-        if recipe is not None:
-            console.print(f"recipe from the data ({recipe.geometry}, {recipe.tiles} tile(s) of {recipe.patch} px, "
-                          f"candidates {', '.join(prof.train.architectures())}):", highlight=False)
-            for reason in recipe.reasons:
-                console.print(f"  - {reason}", highlight=False, soft_wrap=True)
-        patch_set = build_patch_set(manifest, prof, boxes=boxes)
+        built = build_datasets(manifest, prof)
     except (CaptureError, ValueError) as exc:
         _fail(f"{exc}\nnothing written; {out} is unchanged")
-    pta, ota = build_pta(patch_set, prof.clean_class, prof.augment), build_ota(patch_set, prof.augment)
-    checked = validate_patch_sets(patch_set, {"pta": pta, "ota": ota}, prof.clean_class)
-    if not checked.success:
-        _fail(checked.format() + f"\nnothing written; {out} is unchanged")
-    stats = save_datasets(out, patch_set, pta, ota, prof, None if recipe is None else recipe.to_dict())
+    prof, recipe, patch_set = built.profile, built.recipe, built.patch_set
+    if recipe is not None:
+        console.print(f"recipe from the data ({recipe.geometry}, {recipe.tiles} tile(s) of {recipe.patch} px, "
+                      f"candidates {', '.join(prof.train.architectures())}):", highlight=False)
+        for reason in recipe.reasons:
+            console.print(f"  - {reason}", highlight=False, soft_wrap=True)
+    for part in built.all():
+        checked = validate_patch_sets(part.patch_set, {"pta": part.pta, "ota": part.ota}, part.profile.clean_class)
+        if not checked.success:
+            _fail(checked.format() + f"\nnothing written; {out} is unchanged")
+    stats = save_built(out, built)
     g = patch_set.geometry
     table = Table("class", "train captures", "test captures", "train patches", "test patches",
                   "P-TA", "O-TA", title=f"{root} -> {out} ({prof.name}: {g.rows}x{g.cols} "
@@ -183,6 +182,12 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
                                 for kind in ("captures", "patches") for split in ("train", "test")),
                       str(stats["pta"].get(label, 0)), str(stats["ota"].get(label, 0)))
     console.print(table)
+    if built.alternate is not None:
+        alt = built.alternate
+        ga = alt.patch_set.geometry
+        console.print(f"close call: {out / 'alternate'} holds the other geometry, {ga.rows}x{ga.cols} patches of "
+                      f"{ga.patch} px (P-TA {len(alt.pta.arrays)}), for {', '.join(alt.profile.train.architectures())}",
+                      highlight=False, soft_wrap=True)
     console.print(f"ambiguous patches left out of training: {stats['ambiguous_patches']}; "
                   f"{time.perf_counter() - start:.1f} s")
 
@@ -226,7 +231,7 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
         _fail(f"{patch_dir}: its patches are not of profile {prof.name!r}'s {prof.patching.patch} px; build it "
               f"with that profile or train with the profile it was built with (the default, auto)")
     report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness, train_dir=train_dir,
-                            archs=[arch] if arch else None)
+                            archs=[arch] if arch else None, overrides=overrides)
     test, image, fit = report.test, report.test["image"], report.fit
     if report.recipe is not None:
         console.print(f"recipe from the data: {report.recipe['geometry']}, {report.recipe['tiles']} tile(s) of "
@@ -398,6 +403,35 @@ def data_commit(repo: Path = typer.Option(Path(".")), target: str = typer.Option
 
 
 @app.command()
+def serve(model: str = typer.Option(DEFAULT_MODEL_URI, help="Registry URI (models:/<name>@<alias>) or the folder "
+                                                            "of a registered MLflow model."),
+          tracking_uri: str | None = typer.Option(None, envvar="MLFLOW_TRACKING_URI",
+                                                  help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})."),
+          host: str = typer.Option("127.0.0.1", help="Address to listen on (see docs/DEPLOY.md before exposing it)."),
+          port: int = typer.Option(5000, help="Port."),
+          workers: int = typer.Option(2, help="Worker processes, each deciding its own requests (one a core)."),
+          max_body_mb: float = typer.Option(16.0, help="Largest request body accepted, MiB (413 above it).")) -> None:
+    """Serve the model over REST as `mlflow models serve` does (/invocations, /ping), bounded:
+    a body-size limit, the model card's pixel limit, several workers."""
+    from smh_ml.tracking.serving import serve as run_server
+    from smh_ml.tracking.tracker import resolve_model
+
+    try:
+        onnx_file = resolve_model(model, tracking_uri)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    folder = onnx_file.parent.parent if onnx_file.parent.name == "data" else onnx_file.parent
+    if not (folder / "MLmodel").is_file():
+        _fail(f"{model}: {folder} is not an MLflow model folder (no MLmodel file); serve a registered model")
+    err.print(f"serving {model} ({folder}) on http://{host}:{port}/invocations with {workers} worker(s), "
+              f"bodies up to {max_body_mb:g} MiB", highlight=False)
+    try:
+        run_server(str(folder), host, port, workers, int(max_body_mb * 2**20))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or folders (searched recursively)."),
             model: str = typer.Option(DEFAULT_MODEL_URI,
                                       help="Registry URI (models:/<name>@<alias>), an .onnx file, or a folder "
@@ -442,7 +476,8 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
             rows.append({"path": str(pred.path), "error": pred.error})
             continue
         d = pred.decision
-        row = {"path": str(pred.path), "label": d.label, "patch": d.patch,
+        row = {"path": str(pred.path), "label": d.label, "verdict": d.verdict, "unknown_score": d.unknown_score,
+               "patch": d.patch,
                "row": None if d.patch is None else d.patch // cols,
                "col": None if d.patch is None else d.patch % cols,
                "probability": round(d.probability, 6),
@@ -458,13 +493,14 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
     if json_out:
         print(json.dumps(rows, indent=1))
     else:
-        table = Table("image", "class", "deciding patch", "probability")
+        table = Table("image", "class", "deciding patch", "probability", "verdict")
         for row in rows:
             if "error" in row:
-                table.add_row(row["path"], "[red]error[/]", "-", "-")
+                table.add_row(row["path"], "[red]error[/]", "-", "-", "-")
             else:
                 where = "-" if row["patch"] is None else f"{row['patch']} (r{row['row']}, c{row['col']})"
-                table.add_row(row["path"], row["label"], where, f"{row['probability']:.3f}")
+                table.add_row(row["path"], row["label"], where, f"{row['probability']:.3f}",
+                              "[yellow]unknown: review[/]" if row["verdict"] == "unknown" else row["verdict"])
         console.print(table)
         rule_text = "arg-max rule" if engine.threshold is None else f"threshold {engine.threshold:.4g}"
         err.print(f"{len(rows) - failed} image(s) decided ({rule_text}) in {seconds:.2f} s "
@@ -500,6 +536,8 @@ def watch(folder: Path = typer.Argument(..., help="Folder the camera writes capt
           log: Path | None = typer.Option(None, help="Results log, one JSON line per capture (default "
                                                      "FOLDER/.smh-watch/decisions.jsonl; status.json beside it)."),
           route: Path | None = typer.Option(None, help="Copy each decided capture into ROUTE/<verdict>/."),
+          review: Path | None = typer.Option(None, help="Copy each capture whose verdict is unknown (unlike every "
+                                                        "trained class) into this folder, for labelling."),
           int8: bool = typer.Option(False, help="Use the gated int8 model beside the fp32 one."),
           settle: float = typer.Option(0.5, help="Seconds a file's size must stay unchanged before it is read."),
           reload_every: float = typer.Option(5.0, help="Seconds between checks that the model (alias) moved."),
@@ -522,10 +560,10 @@ def watch(folder: Path = typer.Argument(..., help="Folder the camera writes capt
     try:
         station = Station(folder, RegistrySource(model, tracking_uri, int8), log,
                           engine=lambda path: Engine(path, threads=threads), route=route, settle_seconds=settle,
-                          reload_seconds=reload_every,
+                          reload_seconds=reload_every, review=review,
                           on_decision=lambda row: console.print(
                               f"{row['path']}: " + (f"[red]error[/] {row['error']}" if "error" in row else
-                                                    f"{row['label']} (p={row['probability']:.3f}, "
+                                                    f"{row['verdict']} (p={row['probability']:.3f}, "
                                                     f"{row['latency_ms']:.0f} ms)"), highlight=False))
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))

@@ -87,3 +87,30 @@ def calibrate_threshold(clean_scores: Sequence[float], target_false_alarm: float
         raise ValueError(f"target false-alarm rate must be in [0, 1), got {target_false_alarm}")
     allowed = int(np.floor(target_false_alarm * scores.size + 1e-9))
     return float(min(np.nextafter(scores[allowed], np.inf), 1.0))
+
+
+UNKNOWN_RATE = 0.05
+"""Share of known-class validation captures the unknown threshold lets through as unknown:
+the review folder's load on a line whose defects are all known."""
+
+
+def unknown_scores(per_image: Sequence[np.ndarray], clean_index: int = 0) -> np.ndarray:
+    """Per image, how unlike every training class it looks: over its patches, the largest
+    defect probability that is *not* on the patch's top defect class. A clean patch has
+    little defect probability, a known defect puts it on one class; a defect of a type the
+    model never saw is called a defect but spread over the classes it knows."""
+    scores = []
+    for probs in per_image:
+        probs = np.asarray(probs, dtype=np.float64)
+        defect = np.delete(probs, clean_index, axis=1)
+        if defect.shape[1] < 2:  # one defect class: nothing to spread over
+            scores.append(0.0)
+            continue
+        scores.append(float((defect.sum(axis=1) - defect.max(axis=1)).max()))
+    return np.array(scores)
+
+
+def calibrate_unknown(per_image: Sequence[np.ndarray], rate: float = UNKNOWN_RATE, clean_index: int = 0) -> float:
+    """The unknown threshold: at most ``rate`` of ``per_image`` (known-class validation
+    captures) reach it."""
+    return calibrate_threshold(unknown_scores(per_image, clean_index), rate)

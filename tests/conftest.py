@@ -44,6 +44,23 @@ def mt_root(tmp_path_factory):
     return root
 
 
+def wait_until_serving(url: str, proc, timeout: float = 120.0) -> None:
+    """Poll ``url`` until it answers; the server's stderr in the error when ``proc`` exits or
+    ``timeout`` seconds pass first."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(proc.stderr.read().decode()[-3000:]) from None
+            time.sleep(0.5)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (for servers the tests start)."""
     with socket.socket() as s:

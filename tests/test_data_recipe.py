@@ -211,14 +211,16 @@ def test_the_budget_stops_a_long_schedule_in_time_on_a_tiny_set(tmp_path):
     cost cuts it to what fits, and the fit runs exactly the planned steps."""
     from smh_ml.data.datasets import build_patch_set, build_pta
     from smh_ml.training.loop import class_names
-    from smh_ml.workflows.classifier import plan_training
+    from smh_ml.workflows.classifier import Candidate, plan_training
 
     root = make_set(tmp_path / "caps", side=96, defect=30, per_class=8, clean=8)
     profile = apply_settings(get_profile("ci"), ["train.steps=100000", "train.budget_minutes=0.5",
                                                  "train.candidates=[\"baseline_cnn\"]", "train.cv_folds=1"])
     patch_set = build_patch_set(load_manifest(root), profile)
     names = class_names(set(patch_set.captures["label"]), profile.clean_class)
-    cfgs, plan = plan_training(patch_set, build_pta(patch_set, profile.clean_class, profile.augment), names, profile)
+    candidate = Candidate("baseline_cnn", patch_set, build_pta(patch_set, profile.clean_class, profile.augment),
+                          profile, profile.train)
+    cfgs, plan = plan_training([candidate], names, profile)
     steps = cfgs["baseline_cnn"].steps
     assert 20 <= steps < 100_000 and plan["folds"] == 1
     assert plan["candidates"][0]["planned_seconds"] <= plan["budget_seconds"]
@@ -288,7 +290,8 @@ def test_a_capture_is_inspected_once_and_cut_once_on_its_way_to_patches(tmp_path
     _inspect.cache_clear(), _measure_mask.cache_clear()
     decoded, real_open = Counter(), captures_module.open_image
     monkeypatch.setattr(captures_module, "open_image",
-                        lambda source, name=None: decoded.update([str(source)]) or real_open(source, name))
+                        lambda source, name=None, max_pixels=None: decoded.update([str(source)])
+                        or real_open(source, name, max_pixels))
     profile = get_profile("auto")
     validate_manifest(manifest, profile).raise_for_failure()
     resolved, _, boxes = profile_for_captures(profile, manifest)
@@ -304,3 +307,85 @@ def test_a_capture_is_inspected_once_and_cut_once_on_its_way_to_patches(tmp_path
     decoded.clear()
     validate_manifest(changed, profile)
     assert decoded[str(path)] == 1 and all(decoded[p] == 0 for p in images - {str(path)})
+
+
+@pytest.mark.parametrize("defect, primary, other", [(4, "tiles", None), (8, "tiles", "whole"),
+                                                    (16, "whole", "tiles"), (96, "whole", None)])
+def test_a_close_call_names_the_other_geometry_and_only_then(tmp_path, defect, primary, other):
+    """Within 2x of the whole-capture minimum (6 px at 256) either geometry may win: the
+    recipe names the other one, with the same split and validation captures."""
+    from smh_ml.data.recipe import AMBIGUOUS_FACTOR, alternate_profile
+
+    stats, _ = measure_capture_set(load_manifest(make_set(tmp_path / "s", 512, defect)), "defect-free")
+    recipe = derive_recipe(stats)
+    assert recipe.geometry == primary and recipe.ambiguous == (other is not None)
+    resolved = resolve_profile(get_profile("auto"), recipe)
+    alt = alternate_profile(resolved, recipe)
+    if other is None:
+        assert recipe.alternate is None and alt is None
+        return
+    assert recipe.alternate.geometry == other and any("a close call" in r for r in recipe.reasons)
+    if other == "tiles":  # the tiles resolve the defect clearly: twice the tile model's minimum
+        assert recipe.alternate.defect_px >= AMBIGUOUS_FACTOR * min_defect_px("inception_cnn") * 0.75
+        assert alt.patching.patch == TILE_PATCH and alt.patching.tiles == recipe.alternate.tiles > 1
+    else:
+        assert alt.patching.patch == WHOLE_SIDE and alt.patching.tiles == 1
+    assert alt.split == resolved.split and alt.train.val_fraction == resolved.train.val_fraction
+    assert alt.train.seed == resolved.train.seed and alt.train.candidates == recipe.alternate.candidates
+
+
+def test_a_close_call_trains_both_geometries_and_what_ships_carries_its_own(tmp_path, monkeypatch):
+    """`smh-ml patches` cuts both geometries of a close call from the same split; `smh-ml
+    train` trains a candidate of each on the same training captures and validation captures;
+    whichever ships, its ONNX card holds its own geometry and `smh-ml predict` cuts captures so."""
+    import pandas as pd
+
+    import smh_ml.workflows.classifier as classifier
+    from smh_ml.cli import app
+    from smh_ml.deploy.runtime import onnx_metadata
+    from smh_ml.training.loop import validation_captures
+
+    root = make_set(tmp_path / "caps", side=128, defect=4, per_class=10, clean=10)  # 8.5 px at 256
+    patches = tmp_path / "patches"
+    result = runner.invoke(app, ["patches", str(root), str(patches), "--set", "patching.patch=32"])
+    assert result.exit_code == 0, result.output
+    assert "a close call" in result.output and "close call:" in result.output
+    main, alt = (pd.read_csv(f / "captures.csv") for f in (patches, patches / "alternate"))
+    assert (main[["capture_id", "split"]] == alt[["capture_id", "split"]]).all().all()
+    alt_geometry = json.loads((patches / "alternate" / "geometry.json").read_text())
+    assert alt_geometry["patch"] == TILE_PATCH and alt_geometry["rows"] * alt_geometry["cols"] > 1
+    assert json.loads((patches / "geometry.json").read_text())["patch"] == 32
+
+    settings = ["--set", "train.candidates=[\"baseline_cnn\"]", "--set", "train.flip_average=false",
+                "--set", "train.batch_size=8", "--set", "train.eval_every=3", "--set", "train.val_fraction=0.25",
+                "--set", "train.budget_minutes=2"]
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", str(patches), str(out), "--no-cv", "--no-robustness", "--steps", "6",
+                                 *settings])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["selection"]["scores"]) == {"baseline_cnn", "baseline_cnn-tiles"}
+    alt_report = json.loads((out / "candidates" / "baseline_cnn-tiles" / "report.json").read_text())
+    assert alt_report["patch_folder"] == "alternate" and alt_report["fit"]["steps"] <= 6
+    assert alt_report["geometry"] == alt_geometry and alt_report["test"]["n"] == report["test"]["n"]
+    # the same validation captures judge both
+    from smh_ml.data.datasets import load_patch_set
+    names = report["classes"]
+    cfg = classifier.TrainConfig(val_fraction=0.25)
+    ids = [validation_captures(load_patch_set(f), names, cfg) for f in (patches, patches / "alternate")]
+    assert [list(v.captures["capture_id"]) for v in ids][0] == [list(v.captures["capture_id"]) for v in ids][1]
+
+    # the other geometry shipped (as the validation captures may choose): it carries its own
+    monkeypatch.setattr(classifier, "select_candidate", lambda reports: {
+        "best": "baseline_cnn-tiles", "metric": "forced by the test", "scores": {}, "parameters": {}})
+    shipped = tmp_path / "model-tiles"
+    result = runner.invoke(app, ["train", str(patches), str(shipped), "--no-cv", "--no-robustness", "--steps", "6",
+                                 *settings])
+    assert result.exit_code == 0, result.output
+    card = onnx_metadata(shipped / "model.onnx")
+    assert card["geometry"]["patch"] == TILE_PATCH and card["recipe"]["geometry"] == "tiles"
+    result = runner.invoke(app, ["predict", str(root / "dent"), "--model", str(shipped), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "recipe tiles" in result.output
+    rows = json.loads(result.stdout[result.stdout.index("["):])
+    assert len(rows) == 10

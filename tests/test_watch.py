@@ -52,9 +52,15 @@ def _station(folder, model, log, **kwargs):
     return Station(folder, FileSource(model), log, settle_seconds=kwargs.pop("settle", 0.2), **kwargs)
 
 
-def _settle(station, seconds=0.5):
-    end = time.monotonic() + seconds
+def _settle(station, expect, timeout=60.0, grace=0.5):
+    """Step the station until `expect` captures are decided (a reload from the registry can take
+    seconds on a slow machine), then `grace` seconds more, so that a capture decided twice shows."""
+    end = time.monotonic() + timeout
     decided = 0
+    while decided < expect and time.monotonic() < end:
+        decided += station.step()
+        time.sleep(0.05)
+    end = time.monotonic() + grace
     while time.monotonic() < end:
         decided += station.step()
         time.sleep(0.05)
@@ -73,7 +79,7 @@ def test_a_bad_file_is_named_and_the_station_goes_on_then_a_restart_decides_only
     (folder / "broken.png").write_bytes(b"not an image at all")
     station = _station(folder, two_models[0], log)
     station.scan()
-    assert _settle(station) == 2
+    assert _settle(station, 2) == 2
     station.log.close()
     rows = {os.path.basename(r["path"]): r for r in _lines(log)}
     assert rows["a.png"]["label"] in ("defect-free", "scratch") and rows["a.png"]["model_version"]
@@ -85,10 +91,10 @@ def test_a_bad_file_is_named_and_the_station_goes_on_then_a_restart_decides_only
     _capture(folder / "b.png", seed=1)
     again = _station(folder, two_models[0], log)
     again.scan()
-    assert _settle(again) == 1
+    assert _settle(again, 1) == 1
     _capture(folder / "a.png", seed=2)  # the camera reused a name: new content, a new capture
     again.notice(folder / "a.png")
-    assert _settle(again) == 1
+    assert _settle(again, 1) == 1
     again.log.close()
     names = [os.path.basename(r["path"]) for r in _lines(log)]
     assert names == ["a.png", "broken.png", "b.png", "a.png"]
@@ -115,7 +121,7 @@ def test_a_model_that_fails_to_load_is_retried_while_the_old_one_decides(two_mod
     assert not station.maybe_reload() and station.version == old and station.status()["reload_errors"]
     _capture(folder / "a.png")
     station.notice(folder / "a.png")
-    assert _settle(station) == 1 and "label" in _lines(tmp_path / "decisions.jsonl")[0]
+    assert _settle(station, 1) == 1 and "label" in _lines(tmp_path / "decisions.jsonl")[0]
     shutil.copyfile(two_models[1], current)
     assert station.maybe_reload() and station.version != old
     station.log.close()
@@ -129,13 +135,13 @@ def test_a_model_moved_under_the_station_is_swapped_between_captures(two_models,
     station = _station(folder, current, log, reload_seconds=0.0)
     _capture(folder / "a.png")
     station.notice(folder / "a.png")
-    assert _settle(station) == 1
+    assert _settle(station, 1) == 1
     staged = tmp_path / ".current.onnx.new"
     shutil.copyfile(two_models[1], staged)
     os.replace(staged, current)  # a new champion renamed into place
     _capture(folder / "b.png", seed=1)
     station.notice(folder / "b.png")
-    assert _settle(station) == 1
+    assert _settle(station, 1) == 1
     station.log.close()
     first, second = _lines(log)
     assert first["model_version"] != second["model_version"] and station.stats.reloads == 1
@@ -189,7 +195,7 @@ def test_the_status_page_shows_the_decisions_with_their_heat_maps(two_models, tm
         _capture(folder / "a<b>.png")
         (folder / "broken.png").write_bytes(b"nope")
         station.scan()
-        assert _settle(station) == 2
+        assert _settle(station, 2) == 2
         html = urllib.request.urlopen(page.url, timeout=10).read().decode()
         assert "a&lt;b&gt;.png" in html and "a<b>.png" not in html  # file names are escaped
         assert html.count("data-decision=") == 2 and "error" in html and "/heatmap/1.png" in html
@@ -225,11 +231,38 @@ def test_the_station_follows_a_registry_alias_when_it_moves(tmp_path, monkeypatc
     assert station.version == "m/1" and not station.maybe_reload()
     _capture(folder / "a.png")
     station.notice(folder / "a.png")
-    assert _settle(station) == 1
+    assert _settle(station, 1) == 1
     assert tracker.register(runs[1], packages[1], 1.0, "t1", 0.0, {})["promote"]  # champion -> version 2
     _capture(folder / "b.png", seed=1)
     station.notice(folder / "b.png")
-    assert _settle(station) == 1
+    assert _settle(station, 1) == 1
     station.log.close()
     assert [row["model_version"] for row in _lines(tmp_path / "decisions.jsonl")] == ["m/1", "m/2"]
     assert station.stats.reloads == 1
+
+
+def test_unknown_captures_get_the_unknown_verdict_and_a_copy_for_review(tmp_path):
+    """A model whose unknown threshold every capture reaches: each decision keeps its nearest
+    known class as `label`, its verdict is `unknown`, and the capture is copied for review
+    (the copies are not decided again)."""
+    import torch
+
+    from smh_ml.export.onnx import export_onnx
+    from smh_ml.models import build
+
+    torch.manual_seed(0)
+    card = ModelCard("baseline_cnn", ("defect-free", "scratch", "pit"), Geometry(1, 2, 32), unknown_threshold=0.0)
+    model = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx", card)
+    folder, review = tmp_path / "line", tmp_path / "line" / "review"
+    (folder / "shift1").mkdir(parents=True)
+    _capture(folder / "shift1" / "a.png")
+    station = _station(folder, model, tmp_path / "decisions.jsonl", review=review)
+    station.scan()
+    assert _settle(station, 1) == 1
+    station.log.close()
+    row = _lines(tmp_path / "decisions.jsonl")[0]
+    assert row["verdict"] == "unknown" and row["label"] in card.classes and row["unknown_threshold"] == 0.0
+    assert row["review"] == str(review / "shift1" / "a.png") and (review / "shift1" / "a.png").is_file()
+    assert station.status()["counts"] == {"unknown": 1}
+    station.scan()  # the review copy lies inside the watched folder: not a capture to decide
+    assert _settle(station, 0, grace=0.5) == 0

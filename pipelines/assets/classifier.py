@@ -21,7 +21,7 @@ from pipelines.resources import (
     QualityGatesResource,
     StorageResource,
 )
-from smh_ml.data.datasets import load_captures, load_training_set
+from smh_ml.data.datasets import load_captures
 from smh_ml.data.recipe import recorded_recipe
 from smh_ml.deploy.runtime import read_card
 from smh_ml.export.onnx import ParityError
@@ -30,12 +30,13 @@ from smh_ml.synthetic.pgan import defect_classes, missing_synthetic, save_traini
 from smh_ml.tracking.packaging import package_model
 from smh_ml.tracking.promotion import accuracy_floor, passes_floor
 from smh_ml.training.baselines import test_set_id
-from smh_ml.training.loop import class_names, test_patches
+from smh_ml.training.loop import class_names
 from smh_ml.workflows.classifier import (
     INT8,
     ONNX,
     ClassifierReport,
     budget_cv,
+    candidates_of,
     export_stage,
     fit_stage,
     plan_training,
@@ -112,17 +113,21 @@ def _best(storage: StorageResource, profile: str) -> dict:
 def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                    captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     prof = profile.resolved(storage)
-    patch_set = storage.store(prof.name).patch_set()
-    train = load_training_set(storage.store(prof.name).training_set_dir, "pgan")
-    names = class_names(set(patch_set.captures["label"]), prof.clean_class)
+    store = storage.store(prof.name)
+    candidates = candidates_of(store.patch_dir, dataclasses.replace(
+        prof, train=dataclasses.replace(prof.train, train_set="pgan")), store.training_set_dir)
+    names = class_names(set(candidates[0].patch_set.captures["label"]), prof.clean_class)
     tags = run_tags(prof.name, captures.version())
     tracker = mlflow.tracker()
-    recipe = recorded_recipe(storage.store(prof.name).patch_dir)
-    cfgs, budget = plan_training(patch_set, train, names, prof)
+    recipe = recorded_recipe(store.patch_dir)
+    cfgs, budget = plan_training(candidates, names, prof)
+    kept = {c.key: c for c in candidates if c.key in cfgs}
     summary, reports = {}, {}
     for arch, cfg in cfgs.items():
         # with a budget, CV waits for the choice: only the chosen candidate is cross-validated
-        model, report = fit_stage(patch_set, train, names, prof, cfg, budget is None, recipe, budget)
+        c = kept[arch]
+        model, report = fit_stage(c.patch_set, c.train, names, c.profile, cfg, budget is None, recipe, budget,
+                                  c.patch_folder)
         reports[arch] = report
         save_fit(_candidate_dir(storage, prof.name, arch), model, report)
         recipe_params = {} if recipe is None else {
@@ -130,6 +135,8 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
             "recipe_defect_px": recipe["defect_px"], "recipe_candidates": ",".join(recipe["candidates"])}
         budget_params = {} if budget is None else {"budget_minutes": budget["budget_minutes"],
                                                    "budget_dropped": ",".join(budget["dropped"]) or "none"}
+        recipe_params |= {"patch_folder": c.patch_folder, "patch": c.patch_set.geometry.patch,
+                          "tiles": c.patch_set.geometry.tiles}
         with mlflow.nested_run(context, f"train-{arch}", tags | {"arch": arch},
                                dataclasses.asdict(cfg) | report.fit | recipe_params | budget_params) as run_id:
             tracker.log_history(run_id, report.final_history)
@@ -146,7 +153,8 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
     for arch, report in reports.items():
         report.selection = selection
         report.save(_candidate_dir(storage, prof.name, arch))
-    chosen_cv = budget_cv(_candidate_dir(storage, prof.name, selection["best"]), train, cfgs[selection["best"]], budget)
+    chosen_cv = budget_cv(_candidate_dir(storage, prof.name, selection["best"]), kept[selection["best"]].train,
+                          cfgs[selection["best"]], budget, selection["best"])
     if chosen_cv is not None:
         summary[selection["best"]]["cv_accuracy"] = chosen_cv.cv["summary"]["all"]["mean_accuracy"]
         with mlflow.nested_run(context, f"cv-{selection['best']}", tags | {"arch": selection["best"]},
@@ -173,10 +181,10 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
 def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                 captures: CaptureDataResource, mlflow: MlflowResource, gates: QualityGatesResource):
     prof = profile.resolved(storage)
-    patch_set = storage.store(prof.name).patch_set()
-    test = test_patches(patch_set)
-    chosen = json.loads((storage.store(prof.name).classifier_dir / SELECTION).read_text())
-    reports = {arch: test_stage(_candidate_dir(storage, prof.name, arch), patch_set, test)
+    store = storage.store(prof.name)
+    patch_set = store.patch_set()
+    chosen = json.loads((store.classifier_dir / SELECTION).read_text())
+    reports = {arch: test_stage(_candidate_dir(storage, prof.name, arch), store.candidate_patch_set(arch))
                for arch in chosen["candidates"]}
     candidates = {arch: r.test for arch, r in reports.items()}
     parameters = {arch: r.parameters for arch, r in reports.items()}
@@ -236,12 +244,11 @@ def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, stor
                gates: QualityGatesResource):
     prof = profile.resolved(storage)
     compared = _best(storage, prof.name)
-    patch_set = storage.store(prof.name).patch_set()
-    test = test_patches(patch_set)
     diffs, failed = {}, []
     for arch in compared["candidates"]:
         try:
-            report = export_stage(_candidate_dir(storage, prof.name, arch), patch_set, gates.parity_tolerance, test,
+            report = export_stage(_candidate_dir(storage, prof.name, arch),
+                                  storage.store(prof.name).candidate_patch_set(arch), gates.parity_tolerance,
                                   test_set_id=compared["test_set_id"])
             diffs[arch] = report.onnx["parity_max_abs_diff"]
         except ParityError as exc:
@@ -263,8 +270,9 @@ def int8_model(context: dg.AssetExecutionContext, profile: ProfileResource,
                storage: StorageResource) -> dg.MaterializeResult:
     prof = profile.resolved(storage)
     best = _best(storage, prof.name)["best"]
-    report = quantize_stage(_candidate_dir(storage, prof.name, best), storage.store(prof.name).patch_set(),
-                            prof.deploy, prof.clean_class)
+    store = storage.store(prof.name)
+    report = quantize_stage(_candidate_dir(storage, prof.name, best), store.candidate_patch_set(best), prof.deploy,
+                            prof.clean_class)
     gate = report.int8
     drop = gate["fp32_accuracy"] - gate["int8_accuracy"]
     if not gate["accepted"]:
@@ -284,7 +292,7 @@ def robustness_report(context: dg.AssetExecutionContext, profile: ProfileResourc
     prof = profile.resolved(storage)
     best = _best(storage, prof.name)["best"]
     folder = _candidate_dir(storage, prof.name, best)
-    report = robustness_stage(folder, storage.store(prof.name).patch_set(), seed=prof.train.seed)
+    report = robustness_stage(folder, storage.store(prof.name).candidate_patch_set(best), seed=prof.train.seed)
     rows = "\n".join(f"| {r['perturbation']} | {r['severity']:g} | {r['accuracy']:.4f} |" for r in report.robustness)
     return dg.MaterializeResult(metadata={
         "arch": best, "path": dg.MetadataValue.path(str(folder / "robustness.csv")),

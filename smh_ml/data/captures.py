@@ -85,12 +85,14 @@ def mask_path_for(image_path: Path) -> Path:
     return image_path.with_name(image_path.stem + MASK_SUFFIX)
 
 
-def open_image(source: Path | str | bytes, name: Path | str | None = None) -> Image.Image:
+def open_image(source: Path | str | bytes, name: Path | str | None = None,
+               max_pixels: int | None = None) -> Image.Image:
     """Open and decode a capture from a file or from bytes (a REST request), every failure a
     CaptureError naming ``name`` (default: the path): a missing or empty file, content no
-    decoder knows, a truncated file, more pixels than Pillow's decompression-bomb limit, or
-    several frames (a capture is one image). Validation, patches, predict and serving all
-    read through here, so they refuse the same files with the same message."""
+    decoder knows, a truncated file, more pixels than Pillow's decompression-bomb limit or
+    than ``max_pixels`` (read from the header, before anything is decoded), or several
+    frames (a capture is one image). Validation, patches, predict and serving all read
+    through here, so they refuse the same files with the same message."""
     name = name if name is not None else (source if not isinstance(source, bytes) else "<bytes>")
     if isinstance(source, bytes):
         if not source:
@@ -107,6 +109,10 @@ def open_image(source: Path | str | bytes, name: Path | str | None = None) -> Im
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream)
+            pixels = image.size[0] * image.size[1]
+            if max_pixels is not None and pixels > max_pixels:
+                raise CaptureError(name, f"too large: {image.size[0]} x {image.size[1]} px is more than the "
+                                         f"{max_pixels:,} px this model accepts (refused before decoding)")
             frames = getattr(image, "n_frames", 1)
             if frames > 1:
                 raise CaptureError(name, f"{frames} frames: a capture is a single image")
@@ -196,9 +202,9 @@ def to_gray8(image: Image.Image, path: Path | str, convert: bool) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def read_gray(path: Path | str, convert: bool = False) -> np.ndarray:
+def read_gray(path: Path | str, convert: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """Read a capture as an (H, W) uint8 array."""
-    return to_gray8(open_image(path), path, convert)
+    return to_gray8(open_image(path, max_pixels=max_pixels), path, convert)
 
 
 def read_mask(path: Path | str) -> np.ndarray:

@@ -30,6 +30,7 @@ from smh_ml.data.patching import (
     patch_defect_stats,
     resize,
 )
+from smh_ml.data.recipe import Recipe, alternate_profile, profile_for_captures
 from smh_ml.data.splits import split_by_capture
 from smh_ml.io import atomic_dir, files_digest, load_npy, save_npy
 
@@ -215,30 +216,85 @@ def data_settings(profile: Profile) -> dict:
     return json.loads(json.dumps({k: v for k, v in profile.to_dict().items() if k in DATA_SECTIONS}))
 
 
+ALTERNATE = "alternate"
+"""Subfolder of a patch folder holding a close call's other geometry (smh_ml.data.recipe)."""
+
+
+@dataclass
+class Datasets:
+    """What one patch folder holds: the patch set, P-TA and O-TA under ``profile``; for
+    ``auto``, the recipe, and on a close call the other geometry's datasets."""
+
+    profile: Profile
+    patch_set: PatchSet
+    pta: TrainingSet
+    ota: TrainingSet
+    recipe: Recipe | None = None
+    alternate: Datasets | None = None
+
+    def all(self) -> list[Datasets]:
+        return [self] if self.alternate is None else [self, self.alternate]
+
+
+def build_datasets(manifest: pd.DataFrame, profile: Profile) -> Datasets:
+    """The patch folder's content for ``profile`` (``auto``: the recipe's geometry, and on a
+    close call the other one too, from the same crop boxes and the same split)."""
+    prof, recipe, boxes = profile_for_captures(profile, manifest)
+
+    def cut(p: Profile) -> Datasets:
+        patch_set = build_patch_set(manifest, p, boxes=boxes)
+        return Datasets(p, patch_set, build_pta(patch_set, p.clean_class, p.augment), build_ota(patch_set, p.augment))
+
+    built = cut(prof)
+    built.recipe = recipe
+    other = alternate_profile(prof, recipe) if recipe is not None else None
+    if other is not None:
+        built.alternate = cut(other)
+    return built
+
+
 def save_datasets(out: Path | str, patch_set: PatchSet, pta: TrainingSet, ota: TrainingSet,
-                  profile: Profile | None = None, recipe: dict | None = None) -> dict:
+                  profile: Profile | None = None, recipe: dict | None = None,
+                  alternate: Datasets | None = None) -> dict:
     """Write everything to ``out`` atomically (the previous good folder survives a failure).
     With ``profile``, ``profile.json`` records its data sections (see :func:`check_built_with`)
     and the whole profile (``resolved``: what later stages run under), with ``recipe``, the
-    measurements and reasons of the recipe from the data (smh_ml.data.recipe)."""
+    measurements and reasons of the recipe from the data (smh_ml.data.recipe). ``alternate``
+    goes to ``out/alternate/``, a patch folder of its own, in the same atomic write."""
     stats = summary(patch_set, pta, ota)
     with atomic_dir(Path(out)) as tmp:
-        if profile is not None:
-            record = {"name": profile.name, **data_settings(profile), "resolved": profile.to_dict()}
-            if recipe is not None:
-                record["recipe"] = recipe
-            (tmp / "profile.json").write_text(json.dumps(record, indent=1) + "\n")
-        (tmp / "geometry.json").write_text(json.dumps(patch_set.geometry.to_dict()) + "\n")
-        patch_set.captures.to_csv(tmp / "captures.csv", index=False)
-        patch_set.index.to_csv(tmp / "patch_index.csv", index=False)
-        save_npy(tmp / "patches.npy", patch_set.patches)
-        save_npy(tmp / "images.npy", patch_set.images)
-        for name, ts in (("pta", pta), ("ota", ota)):
-            (tmp / name).mkdir()
-            save_npy(tmp / name / "arrays.npy", ts.arrays)
-            ts.index.to_csv(tmp / name / "index.csv", index=False)
-        (tmp / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
+        _write_folder(tmp, patch_set, pta, ota, profile, recipe, stats)
+        if alternate is not None:
+            stats["alternate"] = summary(alternate.patch_set, alternate.pta, alternate.ota)
+            (tmp / ALTERNATE).mkdir()
+            _write_folder(tmp / ALTERNATE, alternate.patch_set, alternate.pta, alternate.ota, alternate.profile,
+                          None, stats["alternate"])
     return stats
+
+
+def save_built(out: Path | str, built: Datasets) -> dict:
+    """:func:`save_datasets` of :func:`build_datasets`'s result."""
+    return save_datasets(out, built.patch_set, built.pta, built.ota, built.profile,
+                         None if built.recipe is None else built.recipe.to_dict(), built.alternate)
+
+
+def _write_folder(tmp: Path, patch_set: PatchSet, pta: TrainingSet, ota: TrainingSet, profile: Profile | None,
+                  recipe: dict | None, stats: dict) -> None:
+    if profile is not None:
+        record = {"name": profile.name, **data_settings(profile), "resolved": profile.to_dict()}
+        if recipe is not None:
+            record["recipe"] = recipe
+        (tmp / "profile.json").write_text(json.dumps(record, indent=1) + "\n")
+    (tmp / "geometry.json").write_text(json.dumps(patch_set.geometry.to_dict()) + "\n")
+    patch_set.captures.to_csv(tmp / "captures.csv", index=False)
+    patch_set.index.to_csv(tmp / "patch_index.csv", index=False)
+    save_npy(tmp / "patches.npy", patch_set.patches)
+    save_npy(tmp / "images.npy", patch_set.images)
+    for name, ts in (("pta", pta), ("ota", ota)):
+        (tmp / name).mkdir()
+        save_npy(tmp / name / "arrays.npy", ts.arrays)
+        ts.index.to_csv(tmp / name / "index.csv", index=False)
+    (tmp / "summary.json").write_text(json.dumps(stats, indent=2) + "\n")
 
 
 def load_captures(folder: Path | str) -> pd.DataFrame:

@@ -42,8 +42,8 @@ KERNEL_PX = 3
 """Side of the first convolution's kernel in every candidate: a defect must cover one kernel
 footprint of the first feature map to be told from pixel noise."""
 AMBIGUOUS_FACTOR = 2.0
-"""A whole-capture extent within this factor of the whole geometry's minimum is recorded as
-a close call in the recipe's reasons."""
+"""A whole-capture extent within this factor of the whole geometry's minimum is a close call:
+the other geometry's first candidate is trained too, and the validation captures decide."""
 TILE_RANGE = (4, 256)
 """Fewest and most tiles per capture (above 256, one capture is 256 forward passes)."""
 WHOLE_CANDIDATES = ("efficientnet_lite0", "inception_cnn")
@@ -83,6 +83,17 @@ class CaptureStats:
 
 
 @dataclass(frozen=True)
+class Alternate:
+    """The other geometry of a close call, trained beside the recipe's own candidates."""
+
+    geometry: str
+    patch: int
+    tiles: int
+    candidates: tuple[str, ...]
+    defect_px: float
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Geometry and candidates derived from :class:`CaptureStats`, with the reasons."""
 
@@ -96,6 +107,8 @@ class Recipe:
     ambiguous: bool
     reasons: tuple[str, ...]
     stats: CaptureStats
+    alternate: Alternate | None = None
+    """On a close call, the other geometry (its patch set is built beside this one's)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -188,12 +201,26 @@ def derive_recipe(stats: CaptureStats) -> Recipe:
                        f"(>= {tile_need:g} for {TILE_CANDIDATES[0]}, unless capped at {TILE_RANGE[1]} tiles)")
     ambiguous = bool(stats.defect_extent) and whole_need / AMBIGUOUS_FACTOR <= whole_px \
         < whole_need * AMBIGUOUS_FACTOR
-    if ambiguous:
+    alternate = _alternate(geometry, extent, stats.aspect) if ambiguous else None
+    if alternate is not None:
         reasons.append(f"a close call: {whole_px:.1f} px at {WHOLE_SIDE} px is within {AMBIGUOUS_FACTOR:g}x of "
-                       f"{whole_need:g}")
+                       f"{whole_need:g}, so {alternate.candidates[0]} on {alternate.geometry} "
+                       f"({alternate.tiles} tile(s) of {alternate.patch} px, the defect at "
+                       f"{alternate.defect_px:.1f} px) is trained beside them")
     reasons.append(f"candidates: {', '.join(candidates)}, chosen on validation captures within "
                    f"{BUDGET_MINUTES:g} min of training")
-    return Recipe(geometry, patch, tiles, candidates, round(defect_px, 2), ambiguous, tuple(reasons), stats)
+    return Recipe(geometry, patch, tiles, candidates, round(defect_px, 2), ambiguous, tuple(reasons), stats,
+                  alternate)
+
+
+def _alternate(geometry: str, extent: float, aspect: float) -> Alternate:
+    """The other geometry of a close call, with its first candidate. Tiles beside whole
+    captures are cut so that the defect spans :data:`AMBIGUOUS_FACTOR` times the tile model's
+    minimum: clearly resolved, where the whole capture resolves it only just."""
+    if geometry == "tiles":
+        return Alternate("whole", WHOLE_SIDE, 1, WHOLE_CANDIDATES[:1], round(extent * WHOLE_SIDE, 2))
+    tiles = _tile_count(extent, aspect, AMBIGUOUS_FACTOR * min_defect_px(TILE_CANDIDATES[0]))
+    return Alternate("tiles", TILE_PATCH, tiles, TILE_CANDIDATES[:1], round(extent * TILE_PATCH * math.sqrt(tiles), 2))
 
 
 AUTO = "auto"
@@ -218,6 +245,21 @@ def resolve_profile(profile: Profile, recipe: Recipe) -> Profile:
         patching=dataclasses.replace(preset.patching, patch=recipe.patch, tiles=recipe.tiles),
         validation=profile.validation, train=train, settings=())
     return apply_settings(resolved, profile.settings)
+
+
+def alternate_profile(profile: Profile, recipe: Recipe) -> Profile | None:
+    """The profile of a close call's other geometry (None when the call was not close):
+    :func:`resolve_profile` of that geometry, with the split, validation fraction and seed of
+    ``profile`` (the resolved recipe's own), so both patch sets hold the same test and
+    validation captures and the validation accuracies compare."""
+    alt = recipe.alternate
+    if alt is None:
+        return None
+    other = dataclasses.replace(recipe, geometry=alt.geometry, patch=alt.patch, tiles=alt.tiles,
+                                candidates=alt.candidates, alternate=None)
+    resolved = resolve_profile(dataclasses.replace(profile, settings=()), other)
+    train = dataclasses.replace(resolved.train, val_fraction=profile.train.val_fraction, seed=profile.train.seed)
+    return dataclasses.replace(resolved, split=profile.split, train=train)
 
 
 def profile_for_captures(profile: Profile, manifest: pd.DataFrame

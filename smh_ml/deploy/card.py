@@ -21,6 +21,9 @@ from smh_ml.data.patching import Geometry, preprocessing_metadata
 
 INPUT_LAYOUT = "float32 (batch, 1, patch, patch) grey levels / 255"
 """The model input: uint8 patches scaled by 1/255, one channel, dynamic batch."""
+MAX_PIXELS_FACTOR = 4
+"""A capture four times the area of the largest one trained on is still decided (a camera
+set to a longer frame); beyond that it is another camera, or an attack on the decoder."""
 DEFAULT_BACKGROUND_LEVEL = 16
 """The level of exports from before the background level travelled with the model."""
 
@@ -44,6 +47,12 @@ class ModelCard:
     threshold: float | None = None
     """Defect probability above which a capture is defective (calibrated on validation
     captures); None: the paper's arg-max rule."""
+    max_pixels: int | None = None
+    """Largest capture (width x height) a runtime decodes: :data:`MAX_PIXELS_FACTOR` times the
+    largest training capture; a larger one is refused from its header. None: Pillow's limit."""
+    unknown_threshold: float | None = None
+    """Unknown score (smh_ml.decision.unknown_scores) from which a capture is flagged as a
+    defect type the model never saw (calibrated on validation captures); None: never."""
     profile: str = ""
     recipe: dict[str, Any] | None = None
     """The recipe from the data it was trained under (geometry, tiles, reasons), if ``auto``."""
@@ -77,6 +86,7 @@ class ModelCard:
         fields = {"class_names": list(self.classes), "clean_class": self.clean_class,
                   "geometry": self.geometry.to_dict(), "patch": str(self.geometry.patch), "input": INPUT_LAYOUT,
                   "arch": self.arch, "profile": self.profile, "threshold": self.threshold,
+                  "unknown_threshold": self.unknown_threshold, "max_pixels": self.max_pixels,
                   "preprocessing": self.preprocessing(), "recipe": self.recipe,
                   "test_accuracy": self.test_accuracy, "precision": self.precision, **self.provenance}
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
@@ -89,13 +99,14 @@ class ModelCard:
         if missing:
             raise ValueError(f"{source}: not an smh-ml classifier export (metadata lacks {sorted(missing)})")
         known = {"class_names", "clean_class", "geometry", "patch", "input", "arch", "profile", "threshold",
-                 "preprocessing", "recipe", "test_accuracy", "precision"}
+                 "unknown_threshold", "max_pixels", "preprocessing", "recipe", "test_accuracy", "precision"}
         preprocessing = meta.get("preprocessing") or {}
         try:
             return cls(arch=str(meta.get("arch", "")), classes=tuple(meta["class_names"]),
                        geometry=Geometry(**meta["geometry"]),
                        background_level=int(preprocessing.get("background_level", DEFAULT_BACKGROUND_LEVEL)),
                        clean_class=meta.get("clean_class"), threshold=meta.get("threshold"),
+                       unknown_threshold=meta.get("unknown_threshold"), max_pixels=meta.get("max_pixels"),
                        profile=str(meta.get("profile", "")), recipe=meta.get("recipe"),
                        test_accuracy=meta.get("test_accuracy"), precision=str(meta.get("precision", "fp32")),
                        provenance={k: v for k, v in meta.items() if k not in known})

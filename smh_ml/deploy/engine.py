@@ -21,8 +21,11 @@ from PIL import Image
 
 from smh_ml.data.captures import CaptureError, capture_problem, open_image, read_gray, to_gray8
 from smh_ml.data.patching import background_bbox, capture_patches, untile
-from smh_ml.decision import decide
+from smh_ml.decision import decide, unknown_scores
 from smh_ml.deploy.runtime import load_onnx, onnx_predict, read_card
+
+UNKNOWN = "unknown"
+"""The verdict of a capture unlike every class the model was trained on."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,15 @@ class Decision:
     clean probability)."""
     defect_probability: list[float]
     """Per patch: 1 - P(clean), for heat maps."""
+    unknown_score: float = 0.0
+    """How unlike every training class the capture looks (smh_ml.decision.unknown_scores)."""
+    unknown: bool = False
+    """The score reached the model's unknown threshold: a defect type it may never have seen."""
+
+    @property
+    def verdict(self) -> str:
+        """What the line acts on: the class, or ``unknown`` for review."""
+        return UNKNOWN if self.unknown else self.label
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,13 +66,14 @@ class Prediction:
 
 class Engine:
     def __init__(self, model_path: Path | str, threads: int | None = None, background_level: int | None = None,
-                 threshold: float | None | str = "model", fast_decode: bool = False):
+                 threshold: float | None | str = "model", fast_decode: bool = False, unknown: bool = True):
         """``background_level``: None = the level the model was trained with (its metadata).
         ``threshold``: ``"model"`` = the threshold calibrated on the validation captures and
         stored in the model (arg-max when it has none), None = the paper's plain arg-max
         rule, a number = that threshold. ``fast_decode``: decode JPEGs at a reduced DCT scale
         (1/2, 1/4, 1/8) when the frame is much larger than the patch grid; patches then differ
-        slightly from a full decode, so it is off by default and training always decodes fully."""
+        slightly from a full decode, so it is off by default and training always decodes fully.
+        ``unknown``: flag captures whose unknown score reaches the model's calibrated threshold."""
         self.path = Path(model_path)
         self.fast_decode = fast_decode
         if not self.path.is_file():
@@ -75,6 +88,8 @@ class Engine:
         """The recipe from the data the model was trained under (geometry and reasons), if any."""
         self.background_level = int(self.card.background_level if background_level is None else background_level)
         self.threshold = self.card.threshold if threshold == "model" else threshold
+        self.unknown_threshold = self.card.unknown_threshold if unknown else None
+        """From this unknown score a capture's verdict is ``unknown`` (None: never)."""
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"{self.path}: threshold {self.threshold!r} is not a probability in [0, 1]")
         self.runtime = load_onnx(self.path, threads or os.cpu_count())
@@ -93,7 +108,7 @@ class Engine:
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
                 image = None  # the full decode below reports the file's problem clearly
         if image is None:
-            image = read_gray(path, convert=True)
+            image = read_gray(path, convert=True, max_pixels=self.card.max_pixels)
         return self._checked(image, path)
 
     def _checked(self, image: np.ndarray, name: Path | str) -> np.ndarray:
@@ -111,6 +126,8 @@ class Engine:
             if im.format != "JPEG":
                 return None
             width, height = im.size
+            if self.card.max_pixels is not None and width * height > self.card.max_pixels:
+                return None  # the full read refuses it from the header, with the reason
             target_h, target_w = self.geometry.size
             factors = [f for f in (2, 4, 8) if height / f >= margin * target_h and width / f >= margin * target_w]
             if not factors:
@@ -133,14 +150,16 @@ class Engine:
             probability = float(probs[:, self.clean_index].min())
         else:
             probability = float(probs[patch, index])
-        return Decision(self.class_names[index], index, patch, probability, defect)
+        score = float(unknown_scores([probs], self.clean_index)[0])
+        unknown = self.unknown_threshold is not None and score >= float(self.unknown_threshold)
+        return Decision(self.class_names[index], index, patch, probability, defect, round(score, 6), unknown)
 
     def decide_array(self, image: np.ndarray) -> Decision:
         return self.decide_probs(self.probabilities(self.patches(image)))
 
     def decide_bytes(self, data: bytes, name: str = "<bytes>") -> Decision:
         """One encoded capture (a REST request's image), read and checked as files are."""
-        with open_image(data, name) as im:
+        with open_image(data, name, self.card.max_pixels) as im:
             return self.decide_array(self._checked(to_gray8(im, name, convert=True), name))
 
     def decide_paths(self, paths: Iterable[Path | str], overlap: bool = True) -> Iterator[Prediction]:

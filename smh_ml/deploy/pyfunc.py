@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,9 @@ from smh_ml.data.captures import CaptureError
 from smh_ml.deploy.engine import Engine
 
 IMAGE_COLUMN = "image"
+OUTPUT_COLUMNS = ("label", "patch", "probability", "verdict", "unknown_score")
+"""One row a capture: the known class Algorithm 1 decides, and the verdict the line acts on
+(the class, or ``unknown`` when the capture is unlike every trained class)."""
 
 
 def _bad_request(message: str) -> Exception:
@@ -43,9 +47,15 @@ def _image_bytes(value, row: int) -> bytes:
     raise _bad_request(f"row {row}: '{IMAGE_COLUMN}' must be base64 text, got {type(value).__name__}")
 
 
+THREADS_ENV = "SMH_ORT_THREADS"
+"""onnxruntime threads of each serving process (``smh-ml serve`` shares the cores among its
+workers); unset: every core."""
+
+
 class DecisionModel:
     def __init__(self, onnx_path: Path | str):
-        self.engine = Engine(onnx_path)
+        threads = os.environ.get(THREADS_ENV)
+        self.engine = Engine(onnx_path, threads=int(threads) if threads else None)
 
     def predict(self, model_input, params=None) -> pd.DataFrame:
         if isinstance(model_input, dict):
@@ -62,8 +72,9 @@ class DecisionModel:
             except (CaptureError, OSError, ValueError) as exc:
                 raise _bad_request(f"row {i}: not a usable capture image ({exc})") from None
             rows.append({"label": decision.label, "patch": -1 if decision.patch is None else decision.patch,
-                         "probability": decision.probability})
-        return pd.DataFrame(rows, columns=["label", "patch", "probability"])
+                         "probability": decision.probability, "verdict": decision.verdict,
+                         "unknown_score": decision.unknown_score})
+        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
 
 
 def _load_pyfunc(data_path: str) -> DecisionModel:

@@ -62,7 +62,10 @@ def render(status: dict, recent: list[tuple[int, dict, np.ndarray | None, Any]])
     cards = []
     for n, row, patches, _ in recent:
         verdict = (f"<b class='err'>error</b> {esc(str(row['error']))}" if "error" in row else
-                   f"<b>{esc(row['label'])}</b> p={row['probability']:.3f} · {row['latency_ms']:.0f} ms")
+                   f"<b>{esc(row.get('verdict', row['label']))}</b>"
+                   + (f" (nearest {esc(row['label'])}, unknown score {row['unknown_score']:.3f})"
+                      if row.get("verdict") == "unknown" else "")
+                   + f" p={row['probability']:.3f} · {row['latency_ms']:.0f} ms")
         picture = (f"<img src='/heatmap/{n}.png' alt='heat map of {esc(Path(row['path']).name)}'>"
                    if patches is not None and "error" not in row else "")
         cards.append(f"<div class='card' data-decision='{n}'><div>{esc(Path(row['path']).name)}</div>"

@@ -134,7 +134,7 @@ class Station:
     def __init__(self, folder: Path | str, source: ModelSource, log: Path | str,
                  engine: Callable[[Path], Engine] = Engine, route: Path | str | None = None,
                  settle_seconds: float = 0.5, reload_seconds: float = 5.0,
-                 on_decision: Callable[[dict], None] | None = None):
+                 on_decision: Callable[[dict], None] | None = None, review: Path | str | None = None):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"{self.folder}: no such folder to watch")
@@ -142,6 +142,8 @@ class Station:
         self.log = ResultsLog(log)
         self.status_path = self.log.path.with_name("status.json")
         self.route = Path(route) if route is not None else None
+        self.review = Path(review) if review is not None else None
+        """Where captures with the ``unknown`` verdict are copied for a person to label."""
         self.settle_seconds, self.reload_seconds = settle_seconds, reload_seconds
         self.on_decision = on_decision
         self.version = source.version()
@@ -176,7 +178,7 @@ class Station:
 
     def _own_output(self, path: Path) -> bool:
         """The copies the station routes are not captures, even inside the watched folder."""
-        return self.route is not None and self.route.resolve() in path.resolve().parents
+        return any(out is not None and out.resolve() in path.resolve().parents for out in (self.route, self.review))
 
     def ready(self, now: float | None = None) -> list[tuple[Path, int, int]]:
         """Captures whose size and modification time have not changed for ``settle_seconds``,
@@ -242,34 +244,38 @@ class Station:
             self.stats.errors += 1
         else:
             d = prediction.decision
-            row |= {"label": d.label, "probability": round(d.probability, 6), "patch": d.patch,
-                    "threshold": self.engine.threshold,
+            row |= {"label": d.label, "verdict": d.verdict, "probability": round(d.probability, 6),
+                    "patch": d.patch, "threshold": self.engine.threshold, "unknown_score": d.unknown_score,
+                    "unknown_threshold": self.engine.unknown_threshold,
                     "defect_probability": [round(p, 6) for p in d.defect_probability]}
             self.stats.decided += 1
-            self.stats.counts[d.label] = self.stats.counts.get(d.label, 0) + 1
+            self.stats.counts[d.verdict] = self.stats.counts.get(d.verdict, 0) + 1
             self.stats.latencies_ms.append(row["latency_ms"])
             if self.route is not None:
-                self._route(path, d.label, row)
+                self._route(path, self.route / d.verdict, row, "routed")
+            if d.unknown and self.review is not None:
+                self._route(path, self.review, row, "review")
         self.log.append(row)
         self.recent.add(row, prediction.patches, self.engine.geometry)
         if self.on_decision is not None:
             self.on_decision(row)
         return row
 
-    def _route(self, path: Path, label: str, row: dict) -> None:
-        """A copy under ROUTE/<verdict>/, at the capture's path inside the watched folder (two
-        folders' same file names stay apart); a failed copy is recorded, not fatal."""
+    def _route(self, path: Path, into: Path, row: dict, key: str) -> None:
+        """A copy under ``into`` (ROUTE/<verdict>/, or the review folder), at the capture's path
+        inside the watched folder (two folders' same file names stay apart); the copy's path is
+        recorded as ``key``, a failed copy as ``<key>_error``, not fatal."""
         try:
             relative = path.resolve().relative_to(self.folder.resolve())
         except ValueError:
             relative = Path(path.name)
-        target = self.route / label / relative
+        target = into / relative
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
-            row["routed"] = str(target)
+            row[key] = str(target)
         except OSError as exc:
-            row["route_error"] = f"{target}: {exc}"
+            row[f"{key}_error"] = f"{target}: {exc}"
 
     def status(self) -> dict:
         return self.stats.to_dict(self.version)

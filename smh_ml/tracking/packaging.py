@@ -43,7 +43,8 @@ def model_signature():
 
     return ModelSignature(Schema([ColSpec("string", "image")]),
                           Schema([ColSpec("string", "label"), ColSpec("long", "patch"),
-                                  ColSpec("double", "probability")]))
+                                  ColSpec("double", "probability"), ColSpec("string", "verdict"),
+                                  ColSpec("double", "unknown_score")]))
 
 
 def _small_example(path: Path, side: int = 512) -> bytes:

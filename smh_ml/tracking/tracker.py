@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from smh_ml.paths import anchored, anchored_uri
 from smh_ml.tracking.promotion import promotion_decision
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
@@ -40,8 +41,10 @@ def process_tags() -> dict[str, str]:
 
 
 def tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the sqlite store under ``mlflow/``."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else the sqlite store under ``mlflow/``; a
+    relative sqlite path resolves against the project root, not the working folder
+    (smh_ml.paths)."""
+    return anchored_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
 def _is_server(uri: str) -> bool:
@@ -73,6 +76,10 @@ class Tracker:
     ui_url: str = DEFAULT_UI_URL
     """The MLflow UI of a local store (``mlflow ui --backend-store-uri <uri>``)."""
 
+    def __post_init__(self) -> None:
+        # relative stores resolve against the project root, whichever folder the run starts in
+        object.__setattr__(self, "uri", tracking_uri(self.uri))
+
     def client(self):
         return connect(self.uri)
 
@@ -83,7 +90,7 @@ class Tracker:
         found = client.get_experiment_by_name(self.experiment)
         if found is not None:
             return found.experiment_id
-        location = None if _is_server(self.uri) else Path(self.artifact_root).resolve().as_uri()
+        location = None if _is_server(self.uri) else anchored(self.artifact_root).resolve().as_uri()
         try:
             return client.create_experiment(self.experiment, artifact_location=location)
         except Exception:  # created meanwhile by a parallel step

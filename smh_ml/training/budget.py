@@ -49,6 +49,7 @@ class StepCost:
     """A candidate's measured costs on this machine."""
 
     arch: str
+    """The candidate's name: its architecture, or a key that also names its geometry."""
     steps: int
     """The configured steps (the upper bound)."""
     eval_every: int

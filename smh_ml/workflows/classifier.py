@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 
 from smh_ml.config.schema import DeployConfig, Profile, TrainConfig
-from smh_ml.data.datasets import load_patch_set, load_training_set
+from smh_ml.data.datasets import ALTERNATE, DATA_SECTIONS, PatchSet, TrainingSet, load_patch_set, load_training_set
 from smh_ml.data.patching import Geometry, preprocessing_metadata
-from smh_ml.decision import threshold_curve
-from smh_ml.deploy.card import ModelCard
+from smh_ml.decision import UNKNOWN_RATE, calibrate_unknown, threshold_curve
+from smh_ml.deploy.card import MAX_PIXELS_FACTOR, ModelCard
 from smh_ml.deploy.runtime import load_onnx, onnx_predict
 from smh_ml.evaluation.image_metrics import calibrate
 from smh_ml.evaluation.plots import confusion_matrix_png, threshold_curve_png
@@ -100,6 +100,9 @@ class ClassifierReport:
     """The minute budget's plan: measured step costs, the steps each candidate got."""
     selection: dict[str, Any] | None = None
     """How this candidate was chosen among the others: validation scores of all of them."""
+    patch_folder: str = "."
+    """The patch folder it learnt from, relative to the patch set's: ``alternate`` for a close
+    call's other geometry (smh_ml.data.recipe)."""
 
     @property
     def validation_accuracy(self) -> float | None:
@@ -136,13 +139,24 @@ class ClassifierReport:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def model_card(report: ClassifierReport, **provenance) -> ModelCard:
+def max_pixels_of(patch_set: PatchSet) -> int:
+    """The card's capture size limit: :data:`~smh_ml.deploy.card.MAX_PIXELS_FACTOR` times the
+    largest capture the patch set holds."""
+    captures = patch_set.captures
+    return MAX_PIXELS_FACTOR * int((captures["height"].astype(np.int64) * captures["width"].astype(np.int64)).max())
+
+
+def model_card(report: ClassifierReport, max_pixels: int | None = None, **provenance) -> ModelCard:
     """The model card of a trained classifier: what a runtime needs to decide as training did
     (geometry, background level, classes, threshold) and where it came from."""
-    recipe = None if report.recipe is None else {k: report.recipe[k] for k in ("geometry", "patch", "tiles",
-                                                                              "defect_px", "reasons")}
+    recipe = None
+    if report.recipe is not None:
+        own = report.recipe.get("alternate") if report.patch_folder == ALTERNATE else report.recipe
+        recipe = {k: (own or report.recipe)[k] for k in ("geometry", "patch", "tiles", "defect_px")} \
+            | {"reasons": report.recipe["reasons"]}
     return ModelCard(arch=report.arch, classes=tuple(report.classes), geometry=Geometry(**report.geometry),
                      background_level=int(report.preprocessing["background_level"]), threshold=report.threshold,
+                     unknown_threshold=report.decision.get("unknown_threshold"), max_pixels=max_pixels,
                      profile=report.profile, recipe=recipe,
                      test_accuracy=None if report.test is None else report.test["accuracy"], provenance=provenance)
 
@@ -154,32 +168,79 @@ def decision_of(fitted, val, cfg: TrainConfig) -> dict:
         return {"threshold": None}
     validation = calibrate(fitted.val_probs, val.truth, cfg.target_false_alarm)
     return {"threshold": validation["threshold"], "target_false_alarm": cfg.target_false_alarm,
-            "validation": validation, "validation_captures": int(len(val.truth))}
+            "validation": validation, "validation_captures": int(len(val.truth)),
+            "unknown_threshold": calibrate_unknown(fitted.val_probs), "unknown_rate": UNKNOWN_RATE}
 
 
 # --- stages ---------------------------------------------------------------------------------
 
-def plan_training(patch_set, train, names: list[str], profile: Profile, cv: bool = True,
-                  archs: list[str] | None = None) -> tuple[dict[str, TrainConfig], dict | None]:
-    """Each candidate's TrainConfig (``archs``, default the profile's candidates). With
-    ``train.budget_minutes``, a measured warm-up of every candidate turns the minutes into
-    steps (smh_ml.training.budget): the final fits' steps here, the chosen one's CV steps in the plan,
+@dataclass
+class Candidate:
+    """One model that competes on the validation captures: what it learns from and how."""
+
+    key: str
+    """Its folder and its name in the selection: the architecture, or ``<arch>-<geometry>``
+    for a close call's other geometry."""
+    patch_set: PatchSet
+    train: TrainingSet
+    profile: Profile
+    cfg: TrainConfig
+    patch_folder: str = "."
+
+
+def candidates_of(patch_dir: Path | str, profile: Profile, train_dir: Path | str | None = None,
+                  archs: list[str] | None = None, overrides: dict[str, Any] | None = None) -> list[Candidate]:
+    """The candidates of a patch folder: ``archs`` (default the profile's) on its patch set
+    and ``profile.train.train_set`` from ``train_dir`` (default the patch folder). On a close
+    call (an ``alternate/`` patch folder) and with no ``archs`` named, the other geometry's
+    candidates on its P-TA too, under its recorded profile with the caller's settings and
+    ``overrides``, listed alternately with the first ones so that a short budget keeps the
+    first of each geometry."""
+    from smh_ml.config.overrides import with_overrides
+    from smh_ml.data.recipe import profile_for_folder
+
+    patch_set = load_patch_set(patch_dir)
+    train = load_training_set(train_dir or patch_dir, profile.train.train_set)
+    first = [Candidate(a, patch_set, train, profile, candidate_config(profile.train, a))
+             for a in archs or profile.train.architectures()]
+    alt_dir = Path(patch_dir) / ALTERNATE
+    if archs or not (alt_dir / "geometry.json").is_file():
+        return first
+    # the caller's settings of how to train apply to both geometries; those of the data do not
+    # (the other geometry's folder was cut under its own)
+    own = [s for s in profile.settings if s.partition(".")[0] not in DATA_SECTIONS]
+    alt = with_overrides(profile_for_folder(dataclasses.replace(profile, settings=tuple(own)), alt_dir),
+                         {k: v for k, v in (overrides or {}).items() if k not in ("train.arch", "train.train_set")})
+    alt_set, alt_train = load_patch_set(alt_dir), load_training_set(alt_dir, "pta")
+    geometry = "whole" if alt_set.geometry.tiles == 1 else "tiles"
+    other = [Candidate(f"{a}-{geometry}", alt_set, alt_train, alt, dataclasses.replace(
+        candidate_config(alt.train, a), train_set="pta"), ALTERNATE) for a in alt.train.architectures()]
+    merged = [c for pair in zip(first, other) for c in pair]
+    longer = first if len(first) > len(other) else other
+    return merged + longer[min(len(first), len(other)):]
+
+
+def plan_training(candidates: list[Candidate], names: list[str], profile: Profile, cv: bool = True
+                  ) -> tuple[dict[str, TrainConfig], dict | None]:
+    """Each candidate's TrainConfig, by key. With ``train.budget_minutes``, a measured warm-up
+    of every candidate on its own training patches turns the minutes into steps
+    (smh_ml.training.budget): the final fits' steps here, the chosen one's CV steps in the plan,
     which comes back as a record (None without a budget)."""
-    archs = archs or profile.train.architectures()
-    cfgs = {arch: candidate_config(profile.train, arch) for arch in archs}
+    cfgs = {c.key: c.cfg for c in candidates}
     minutes = profile.train.budget_minutes
     if minutes <= 0:
         return cfgs, None
     start = time.perf_counter()
-    first = cfgs[archs[0]]
-    val = validation_captures(patch_set, names, first)
-    costs = [measure_step_cost(train.arrays, train.index, names, cfgs[a], patch_set.geometry.patch, val)
-             for a in archs]
+    costs = []
+    for c in candidates:
+        val = validation_captures(c.patch_set, names, c.cfg)
+        cost = measure_step_cost(c.train.arrays, c.train.index, names, c.cfg, c.patch_set.geometry.patch, val)
+        costs.append(dataclasses.replace(cost, arch=c.key))
     warmup = time.perf_counter() - start
-    plan = plan_budget(costs, max(minutes * 60 - warmup, 1.0), first.cv_folds if cv else 0)
+    plan = plan_budget(costs, max(minutes * 60 - warmup, 1.0), candidates[0].cfg.cv_folds if cv else 0)
     log.info("budget %g min (warm-up %.0f s): %s", minutes, warmup, "; ".join(plan.reasons))
-    planned = {arch: dataclasses.replace(cfgs[arch], steps=steps, eval_every=every)
-               for arch, (steps, every) in plan.steps().items()}
+    planned = {key: dataclasses.replace(cfgs[key], steps=steps, eval_every=every)
+               for key, (steps, every) in plan.steps().items()}
     return planned, plan.to_dict() | {"budget_minutes": minutes, "warmup_seconds": round(warmup, 1),
                                       "costs": [dataclasses.asdict(c) for c in costs]}
 
@@ -196,20 +257,23 @@ def cv_stage(folder: Path | str, train, cfg: TrainConfig, steps: int) -> Classif
     return report
 
 
-def budget_cv(folder: Path | str, train, cfg: TrainConfig, budget: dict | None) -> ClassifierReport | None:
-    """The chosen candidate's CV when the budget left it steps (None: no CV ran)."""
+def budget_cv(folder: Path | str, train, cfg: TrainConfig, budget: dict | None,
+              key: str | None = None) -> ClassifierReport | None:
+    """The chosen candidate's CV when the budget left it steps (None: no CV ran); ``key``: its
+    name in the plan (default its architecture)."""
     if budget is None:
         return None
-    steps = next(c["cv_steps"] for c in budget["candidates"] if c["arch"] == cfg.arch)
+    steps = next(c["cv_steps"] for c in budget["candidates"] if c["arch"] == (key or cfg.arch))
     return cv_stage(folder, train, cfg, steps) if steps else None
 
 
 def fit_stage(patch_set, train, names: list[str], profile: Profile, cfg: TrainConfig,
               cv: bool = True, recipe: dict | None = None,
-              budget: dict | None = None) -> tuple[torch.nn.Module, ClassifierReport]:
+              budget: dict | None = None, patch_folder: str = ".") -> tuple[torch.nn.Module, ClassifierReport]:
     """k-fold CV (when ``cv`` and ``cfg.cv_folds`` > 1), the final model and its threshold.
-    The test captures are not touched. ``recipe`` and ``budget`` are recorded as they are."""
-    report = ClassifierReport(recipe=recipe, budget=budget,
+    The test captures are not touched. ``recipe``, ``budget`` and ``patch_folder`` (where
+    ``patch_set`` lies, relative to the patch folder) are recorded as they are."""
+    report = ClassifierReport(recipe=recipe, budget=budget, patch_folder=patch_folder,
         profile=profile.name, arch=cfg.arch, classes=names, geometry=patch_set.geometry.to_dict(),
         train_set=cfg.train_set, train_size=int(len(train.arrays)), train=dataclasses.asdict(cfg),
         device="cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}", hardware=describe(),
@@ -278,7 +342,7 @@ def export_stage(folder: Path | str, patch_set, parity_tol: float = 1e-4,
     sample = np.concatenate(groups)[:512] if groups else patch_set.patches[:512]
     staged = folder / f".{ONNX}.staged"
     try:
-        export_onnx(model, staged, model_card(report, **metadata))
+        export_onnx(model, staged, model_card(report, max_pixels_of(patch_set), **metadata))
         diff = check_parity(model, staged, sample, parity_tol)
         os.replace(staged, folder / ONNX)
     finally:
@@ -381,43 +445,48 @@ CANDIDATES_DIR = "candidates"
 def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv: bool = True,
                    robustness: bool = True, parity_tol: float = 1e-4,
                    severities: dict[str, tuple[float, ...]] = SEVERITIES,
-                   train_dir: Path | str | None = None, archs: list[str] | None = None) -> ClassifierReport:
+                   train_dir: Path | str | None = None, archs: list[str] | None = None,
+                   overrides: dict[str, Any] | None = None) -> ClassifierReport:
     """fit, test, export (and robustness) of the profile's candidates; the best on the
     validation captures ships in ``out``.
 
-    ``archs`` (default: the profile's candidates) are trained on the same training captures,
-    within ``train.budget_minutes`` when the profile sets one. With one candidate ``out`` is
-    its folder; with several each has ``out/candidates/<arch>/`` and the chosen one's files are
+    The candidates (:func:`candidates_of`: ``archs``, default the profile's, and on a close
+    call the other geometry's) are trained on the same training captures, within
+    ``train.budget_minutes`` when the profile sets one. With one candidate ``out`` is its
+    folder; with several each has ``out/candidates/<key>/`` and the chosen one's files are
     copied to ``out``. The training set ``profile.train.train_set`` (pta, or pgan) is read from
     ``train_dir`` (default: ``patch_dir``); the test captures always come from ``patch_dir``
     and are used once per candidate, after the choice, for the report.
     """
     from smh_ml.data.recipe import recorded_recipe
 
-    patch_set = load_patch_set(patch_dir)
-    names = class_names(set(patch_set.captures["label"]), profile.clean_class)
-    archs = archs or profile.train.architectures()
-    train = load_training_set(train_dir or patch_dir, profile.train.train_set)
-    cfgs, budget = plan_training(patch_set, train, names, profile, cv, archs)
+    candidates = candidates_of(patch_dir, profile, train_dir, archs, overrides)
+    names = class_names(set(candidates[0].patch_set.captures["label"]), profile.clean_class)
+    cfgs, budget = plan_training(candidates, names, profile, cv)
+    kept = {c.key: c for c in candidates if c.key in cfgs}
     recipe = recorded_recipe(patch_dir)
     out = Path(out)
-    folders = {arch: out if len(cfgs) == 1 else out / CANDIDATES_DIR / arch for arch in cfgs}
+    folders = {key: out if len(cfgs) == 1 else out / CANDIDATES_DIR / key for key in cfgs}
     reports: dict[str, ClassifierReport] = {}
-    for arch, cfg in cfgs.items():  # with a budget, CV waits for the choice
-        model, reports[arch] = fit_stage(patch_set, train, names, profile, cfg, cv and budget is None, recipe, budget)
-        save_fit(folders[arch], model, reports[arch])
+    for key, c in kept.items():  # with a budget, CV waits for the choice
+        model, reports[key] = fit_stage(c.patch_set, c.train, names, c.profile, cfgs[key], cv and budget is None,
+                                        recipe, budget, c.patch_folder)
+        save_fit(folders[key], model, reports[key])
     selection = select_candidate(reports) | {"dropped": list((budget or {}).get("dropped", []))}
     best = selection["best"]
-    for arch in cfgs:
-        reports[arch].selection = selection
-        reports[arch].save(folders[arch])
-    budget_cv(folders[best], train, cfgs[best], budget)
-    test = test_patches(patch_set)
-    for arch in cfgs:
-        test_stage(folders[arch], patch_set, test)
-    report = export_stage(folders[best], patch_set, parity_tol, test)
+    for key in cfgs:
+        reports[key].selection = selection
+        reports[key].save(folders[key])
+    budget_cv(folders[best], kept[best].train, cfgs[best], budget, best)
+    tests = {}
+    for key, c in kept.items():
+        tests.setdefault(c.patch_folder, test_patches(c.patch_set))
+        test_stage(folders[key], c.patch_set, tests[c.patch_folder])
+    chosen = kept[best]
+    report = export_stage(folders[best], chosen.patch_set, parity_tol, tests[chosen.patch_folder])
     if robustness:
-        report = robustness_stage(folders[best], patch_set, severities, test, seed=cfgs[best].seed)
+        report = robustness_stage(folders[best], chosen.patch_set, severities, tests[chosen.patch_folder],
+                                  seed=cfgs[best].seed)
     if folders[best] != out:
         ship_candidate(folders[best], out)
     return report
