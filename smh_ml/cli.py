@@ -482,6 +482,8 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
                "col": None if d.patch is None else d.patch % cols,
                "probability": round(d.probability, 6),
                "defect_probability": [round(p, 6) for p in d.defect_probability]}
+        if pred.note:
+            row["note"] = pred.note
         if heatmap is not None:
             where = "clean" if d.patch is None else f"patch {d.patch} (row {row['row']}, col {row['col']})"
             row["heatmap"] = str(decision_heatmap_png(
@@ -502,6 +504,10 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
                 table.add_row(row["path"], row["label"], where, f"{row['probability']:.3f}",
                               "[yellow]unknown: review[/]" if row["verdict"] == "unknown" else row["verdict"])
         console.print(table)
+        converted = sum(1 for row in rows if "note" in row)
+        if converted:
+            err.print(f"note: {converted} capture(s) converted to 8-bit grey before deciding (the 'note' of "
+                      "each in --json)", highlight=False)
         rule_text = "arg-max rule" if engine.threshold is None else f"threshold {engine.threshold:.4g}"
         err.print(f"{len(rows) - failed} image(s) decided ({rule_text}) in {seconds:.2f} s "
                   f"({(len(rows) - failed) / max(seconds, 1e-9):.1f} images/s, {engine.precision}, {engine.path})")

@@ -95,10 +95,12 @@ the review folder's load on a line whose defects are all known."""
 
 
 def unknown_scores(per_image: Sequence[np.ndarray], clean_index: int = 0) -> np.ndarray:
-    """Per image, how unlike every training class it looks: over its patches, the largest
-    defect probability that is *not* on the patch's top defect class. A clean patch has
-    little defect probability, a known defect puts it on one class; a defect of a type the
-    model never saw is called a defect but spread over the classes it knows."""
+    """Per image, how unlike every training class it looks: at its most defective patch (the
+    least clean one), the defect probability that is *not* on that patch's top defect class.
+    A clean capture's worst patch has little defect probability, a known defect puts it on one
+    class; a defect of a type the model never saw is called a defect but spread over the
+    classes it knows. One patch, not the maximum over all of them: a capture of 64 tiles would
+    otherwise score the noise of its clean tiles."""
     scores = []
     for probs in per_image:
         probs = np.asarray(probs, dtype=np.float64)
@@ -106,7 +108,8 @@ def unknown_scores(per_image: Sequence[np.ndarray], clean_index: int = 0) -> np.
         if defect.shape[1] < 2:  # one defect class: nothing to spread over
             scores.append(0.0)
             continue
-        scores.append(float((defect.sum(axis=1) - defect.max(axis=1)).max()))
+        worst = int(np.argmax(defect.sum(axis=1)))
+        scores.append(float(defect[worst].sum() - defect[worst].max()))
     return np.array(scores)
 
 

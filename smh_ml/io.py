@@ -58,12 +58,35 @@ def sweep_leftovers(dest: Path | str) -> list[Path]:
     return removed
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_file(prefix: str, suffix: str, dir: Path | str) -> tuple[int, str]:
+    """``tempfile.mkstemp`` with the mode a plain ``open()`` gives (0666 less the umask), not
+    mkstemp's 0600: renamed into place, the file must be as readable as any other the
+    process writes, so a storage folder shared by a group (umask 002) stays readable to it."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=dir)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, name
+
+
+def temp_dir(prefix: str, suffix: str = "", dir: Path | str | None = None) -> Path:
+    """``tempfile.mkdtemp`` with the mode a plain ``mkdir()`` gives (0777 less the umask), not
+    0700, for the same reason as :func:`temp_file`."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dir))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
+
+
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(path)
-    fd, tmp = tempfile.mkstemp(prefix=_leftover_prefix(path.name, "tmp"), suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(_leftover_prefix(path.name, "tmp"), ".tmp", path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -116,7 +139,7 @@ def scratch_dir(beside: Path | str) -> Iterator[Path]:
     beside = Path(beside)
     beside.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(beside)
-    tmp = Path(tempfile.mkdtemp(prefix=_leftover_prefix(beside.name, "tmp"), suffix=".tmp", dir=beside.parent))
+    tmp = temp_dir(_leftover_prefix(beside.name, "tmp"), ".tmp", beside.parent)
     try:
         yield tmp
     finally:
@@ -178,7 +201,7 @@ def atomic_dir(dest: Path | str, overwrite: bool = True) -> Iterator[Path]:
         raise FileExistsError(f"{dest}: already exists and is not empty (use overwrite to replace it)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=_leftover_prefix(dest.name, "tmp"), suffix=".tmp", dir=dest.parent))
+    tmp = temp_dir(_leftover_prefix(dest.name, "tmp"), ".tmp", dest.parent)
     try:
         yield tmp
     except BaseException:

@@ -198,3 +198,66 @@ def with_overrides_convert(profile):
     from smh_ml.config.overrides import with_overrides
 
     return with_overrides(profile, {"validation.convert_color": True})
+
+
+def _capture_kinds(folder):
+    """One capture of each kind a camera or a user's export may give: grey, colour JPEG, CMYK,
+    grey with alpha, 1-bit, 16-bit TIFF, colour and grey palette PNGs, a 20,000-px tall frame,
+    WebP and GIF."""
+    rng = np.random.default_rng(0)
+    grey = np.zeros((300, 260), np.uint8)
+    grey[8:-8, 8:-8] = rng.normal(128, 12, (284, 244)).clip(30, 230).astype(np.uint8)
+    colour = np.stack([grey, grey // 2, 255 - grey], -1).astype(np.uint8)
+    folder.mkdir(parents=True)
+    Image.fromarray(grey).save(folder / "grey.png")
+    Image.fromarray(colour).save(folder / "colour.jpg")
+    Image.fromarray(colour).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(grey).convert("LA").save(folder / "grey_alpha.png")
+    Image.fromarray(grey).convert("1").save(folder / "onebit.png")
+    Image.fromarray(grey.astype(np.uint16) * 256).save(folder / "sixteen.tif")
+    Image.fromarray(colour).convert("P", palette=Image.ADAPTIVE).save(folder / "palette.png")
+    Image.fromarray(grey).convert("P").save(folder / "grey_palette.png")
+    tall = np.zeros((20000, 260), np.uint8)
+    tall[8:-8, 8:-8] = 128
+    Image.fromarray(tall).save(folder / "tall.png")
+    Image.fromarray(grey).save(folder / "capture.webp")
+    Image.fromarray(grey).save(folder / "capture.gif")
+
+
+def test_validate_and_predict_refuse_the_same_captures_and_say_what_they_convert(tmp_path):
+    """One capture rule: what validation refuses, predict refuses (by name: GIF, WebP; by
+    size: a frame far larger than any trained on); what validation converts to 8-bit grey
+    (auto), predict converts and says so; nothing is passed over in silence."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from smh_ml.cli import app
+    from smh_ml.config.presets import get_profile
+    from smh_ml.data.patching import Geometry
+    from smh_ml.deploy.card import ModelCard
+    from smh_ml.export.onnx import export_onnx
+    from smh_ml.models import build
+
+    root = tmp_path / "caps"
+    _capture_kinds(root / "defect-free")
+    report = validate_manifest(load_manifest(root), get_profile("auto"))
+    refused = {Path(v.file).name for v in report.violations}
+    converted = {"colour.jpg", "cmyk.jpg", "grey_alpha.png", "onebit.png", "sixteen.tif", "palette.png",
+                 "grey_palette.png"}
+    assert refused == {"capture.gif", "capture.webp", "tall.png"}, report.format()
+    assert f"{len(converted)} capture(s) converted to 8-bit grey" in report.format()
+    # a model trained on 300 x 260 captures (the card allows 4x that area)
+    card = ModelCard("baseline_cnn", ("defect-free", "dent"), Geometry(1, 1, 32), max_pixels=4 * 300 * 260)
+    model = export_onnx(build("baseline_cnn", 2, 32).eval(), tmp_path / "m.onnx", card)
+    result = CliRunner().invoke(app, ["predict", str(root), "--model", str(model), "--json"])
+    rows = {Path(r["path"]).name: r for r in json.loads(result.stdout[result.stdout.index("["):])}
+    assert set(rows) == {p.name for p in (root / "defect-free").iterdir()}  # every file has its line
+    assert {name for name, r in rows.items() if "error" in r} == refused
+    assert "unknown file type .gif" in rows["capture.gif"]["error"]
+    assert "refused before decoding" in rows["tall.png"]["error"]
+    assert {name for name, r in rows.items() if "note" in r} == converted
+    assert rows["cmyk.jpg"]["note"] == "converted to 8-bit grey from mode CMYK"
+    # a named tile profile converts nothing: it refuses every converted kind, as before
+    named = validate_manifest(load_manifest(root), get_profile("demo"))
+    assert converted <= {Path(v.file).name for v in named.violations}

@@ -183,3 +183,48 @@ def test_a_dagster_run_of_a_killed_process_is_marked_failed(tmp_path, monkeypatc
         assert recover(instance) == {"dagster": [run.run_id], "mlflow": []}
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         assert dead_runs(instance) == []
+
+
+REGISTRAR = """
+import sys, time
+from pathlib import Path
+from mlflow import MlflowClient
+from smh_ml.tracking.tracker import Tracker
+ready, uri, root, package, point = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4]), sys.argv[5]
+real = MlflowClient.set_registered_model_alias
+def stall(self, name, alias, version):
+    if alias == point:  # killed inside the promotion's critical section, before this alias moves
+        ready.touch(); time.sleep(600)
+    return real(self, name, alias, version)
+MlflowClient.set_registered_model_alias = stall
+tracker = Tracker(uri, root, "e", "m")
+run = tracker.client().create_run(tracker.experiment_id()).info.run_id
+tracker.register(run, package, 0.99, "t1", 0.0, {})
+"""
+
+
+@pytest.mark.parametrize("point", ["challenger", "champion"])
+def test_a_registration_killed_midway_leaves_the_champion_serving_and_the_next_one_promotes(tmp_path, point):
+    from smh_ml.data.patching import Geometry
+    from smh_ml.deploy.card import ModelCard
+    from smh_ml.export.onnx import export_onnx
+    from smh_ml.models import build
+    from smh_ml.tracking.packaging import package_model
+    from smh_ml.tracking.tracker import resolve_model
+
+    uri, root = f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts")
+    card = ModelCard("baseline_cnn", ("defect-free", "scratch"), Geometry(1, 2, 32))
+    packages = [package_model(export_onnx(build("baseline_cnn", 2, 32).eval(), tmp_path / f"m{i}.onnx", card),
+                              tmp_path / f"pkg{i}") for i in range(3)]
+    tracker = Tracker(uri, root, "e", "m")
+    runs = [tracker.client().create_run(tracker.experiment_id()).info.run_id for _ in range(2)]
+    assert tracker.register(runs[0], packages[0], 0.6, "t1", 0.0, {})["version"] == 1
+    _kill9(_spawn(REGISTRAR, tmp_path / "ready", uri, root, str(packages[1]), point))
+    client = tracker.client()
+    assert str(client.get_model_version_by_alias("m", "champion").version) == "1"  # still the old champion
+    local = resolve_model("models:/m@champion", uri, cache=tmp_path / "cache")
+    assert local.read_bytes() == (packages[0] / "data" / "model.onnx").read_bytes()
+    # the promotion lock the killed process held does not block the next registration
+    outcome = tracker.register(runs[1], packages[2], 0.9, "t1", 0.0, {})
+    assert outcome["promote"]
+    assert str(client.get_model_version_by_alias("m", "champion").version) == str(outcome["version"])

@@ -75,11 +75,17 @@ def test_the_packaged_model_declares_every_import_its_loader_needs(tmp_path):
     assert len(json.dumps(example)) < 400_000
     assert (folder / "code" / "smh_ml" / "deploy" / "pyfunc.py").is_file()
     assert "loader_module: smh_ml.deploy.pyfunc" in (folder / "MLmodel").read_text()
+    # the loader's code and no more: no training, GAN, export or pipeline code rides along
+    shipped = {p.relative_to(folder / "code").as_posix() for p in (folder / "code").rglob("*.py")}
+    assert {"smh_ml/deploy/engine.py", "smh_ml/data/captures.py", "smh_ml/decision.py"} <= shipped
+    assert not any(p.startswith(("smh_ml/training", "smh_ml/synthetic", "smh_ml/export", "smh_ml/workflows"))
+                   for p in shipped), sorted(shipped)
     required = {line.split("==")[0].strip().lower() for line in (folder / "requirements.txt").read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
     # what the pyfunc loader imports: the deploy package and the modules it uses
     serving = [REPO / "smh_ml" / name for name in ("data/captures.py", "decision.py", "data/patching.py", "io.py")]
     serving += sorted((REPO / "smh_ml" / "deploy").glob("*.py"))
+    serving = [p for p in serving if p.relative_to(REPO).as_posix() in shipped]  # what the model carries
     distributions = packages_distributions()
     for module in _third_party_imports(serving):
         names = {d.lower() for d in distributions.get(module, [])}

@@ -91,3 +91,24 @@ def test_atomic_files(tmp_path):
     save_npy(tmp_path / "a.npy", array)
     assert np.array_equal(load_npy(tmp_path / "a.npy"), array)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "x.txt"]
+
+
+def test_atomic_writes_follow_the_umask_so_a_group_shared_store_stays_readable(tmp_path):
+    """mkstemp/mkdtemp create 0600/0700; what is renamed into place takes the mode a plain
+    open()/mkdir() would: under umask 002 a group can read (and write) it."""
+    import os
+    import stat
+
+    from smh_ml.io import atomic_dir, atomic_write_text
+
+    old = os.umask(0o002)
+    try:
+        path = atomic_write_text(tmp_path / "report.json", "{}")
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "model.onnx").write_bytes(b"x")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664
+        assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o775
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write_text(tmp_path / "private.json", "{}").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -69,7 +69,9 @@ def _settle(station, expect, timeout=60.0, grace=0.5):
 
 def test_capture_names_skip_masks_hidden_and_partial_files(tmp_path):
     assert is_capture(tmp_path / "a.png") and is_capture(tmp_path / "b.JPG")
-    assert not any(is_capture(tmp_path / n) for n in ("a.mask.png", ".a.png", "a.png.part", "a.tmp", "a.txt"))
+    assert not any(is_capture(tmp_path / n) for n in ("a.mask.png", ".a.png", "a.png.part", "a.tmp", "a.png~"))
+    # any other file is decided or refused with its reason, not passed over
+    assert is_capture(tmp_path / "a.txt") and is_capture(tmp_path / "a.gif")
 
 
 def test_a_bad_file_is_named_and_the_station_goes_on_then_a_restart_decides_only_new_captures(two_models, tmp_path):

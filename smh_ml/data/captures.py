@@ -50,7 +50,8 @@ class ImageInfo:
 
 
 _MODE_INFO = {  # PIL mode -> (channels, bits per channel)
-    "1": (1, 1), "L": (1, 8), "P": (1, 8), "LA": (2, 8), "RGB": (3, 8), "RGBA": (4, 8),
+    # a palette image holds indices into a colour table, not grey levels: 3 channels, converted or refused
+    "1": (1, 1), "L": (1, 8), "P": (3, 8), "LA": (2, 8), "RGB": (3, 8), "RGBA": (4, 8),
     "CMYK": (4, 8), "YCbCr": (3, 8), "I;16": (1, 16), "I;16B": (1, 16), "I;16L": (1, 16),
     "I": (1, 32), "F": (1, 32),
 }
@@ -79,6 +80,17 @@ def inside(path: Path | str, root: Path | str) -> bool:
 
 def is_mask_file(path: Path) -> bool:
     return path.name.lower().endswith(MASK_SUFFIX)
+
+
+def file_type_problem(path: Path | str) -> str | None:
+    """Why ``path`` is not a capture by its name (None: it may be one): the rule validation's
+    folder scan and ``predict`` apply alike, so a GIF or WebP is refused by both with these
+    words instead of decided by one and refused by the other."""
+    suffix = Path(path).suffix
+    if suffix.lower() in IMAGE_EXTENSIONS:
+        return None
+    return (f"unknown file type {suffix or '(no extension)'}; expected one of {', '.join(IMAGE_EXTENSIONS)} "
+            f"or *{MASK_SUFFIX}")
 
 
 def mask_path_for(image_path: Path) -> Path:
@@ -207,6 +219,19 @@ def read_gray(path: Path | str, convert: bool = False, max_pixels: int | None = 
     return to_gray8(open_image(path, max_pixels=max_pixels), path, convert)
 
 
+def read_gray_noted(source: Path | str | bytes, name: Path | str | None = None,
+                    max_pixels: int | None = None) -> tuple[np.ndarray, str | None]:
+    """A capture as (H, W) uint8, converted from any mode Pillow reads, with a note saying so
+    when it was converted (None for 8-bit grey, stored as such or as equal RGB channels):
+    predict, watch and serving say what validation counts as "converted to 8-bit grey"."""
+    name = name if name is not None else source
+    with open_image(source, name, max_pixels) as image:
+        mode = image.mode
+        grey = image.mode == "L" or grey_of_rgb(image) is not None
+        array = to_gray8(image, name, convert=True)
+    return array, None if grey else f"converted to 8-bit grey from mode {mode}"
+
+
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a mask as an (H, W) bool array, nonzero = defect."""
     image = open_image(path)
@@ -265,9 +290,7 @@ def scan_capture_root(root: Path | str) -> tuple[list[CaptureFile], list[LayoutP
                 mask = mask_path_for(path)
                 captures.append(CaptureFile(entry.name, path, mask if mask.exists() else None))
             else:
-                problems.append(LayoutProblem(
-                    path, f"unknown file type {path.suffix or '(no extension)'}; expected one of "
-                          f"{', '.join(IMAGE_EXTENSIONS)} or *{MASK_SUFFIX}"))
+                problems.append(LayoutProblem(path, file_type_problem(path)))
     return captures, problems
 
 

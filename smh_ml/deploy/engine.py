@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from smh_ml.data.captures import CaptureError, capture_problem, open_image, read_gray, to_gray8
+from smh_ml.data.captures import (
+    CaptureError,
+    capture_problem,
+    file_type_problem,
+    open_image,
+    read_gray_noted,
+    to_gray8,
+)
 from smh_ml.data.patching import background_bbox, capture_patches, untile
 from smh_ml.decision import decide, unknown_scores
 from smh_ml.deploy.runtime import load_onnx, onnx_predict, read_card
@@ -62,6 +69,8 @@ class Prediction:
     patches: np.ndarray | None = None
     """The (tiles, P, P) uint8 patches the model saw, for heat maps."""
     error: str | None = None
+    note: str | None = None
+    """What was done to the file before it was decided (a conversion to 8-bit grey)."""
 
 
 class Engine:
@@ -101,15 +110,23 @@ class Engine:
     def read(self, path: Path | str) -> np.ndarray:
         """A capture file as (H, W) uint8, refused (CaptureError) when it cannot be decided
         (smh_ml.data.captures.capture_problem, the rule validation applies); see ``fast_decode``."""
-        image = None
+        return self.read_noted(path)[0]
+
+    def read_noted(self, path: Path | str) -> tuple[np.ndarray, str | None]:
+        """:meth:`read`, with the note that the capture was converted to 8-bit grey (None when
+        it is grey). A name validation refuses (a GIF, a WebP) is refused with its words."""
+        problem = file_type_problem(path)
+        if problem is not None:
+            raise CaptureError(path, problem)
+        read = None
         if self.fast_decode:
             try:
-                image = self._read_reduced(Path(path))
+                read = self._read_reduced(Path(path))
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-                image = None  # the full decode below reports the file's problem clearly
-        if image is None:
-            image = read_gray(path, convert=True, max_pixels=self.card.max_pixels)
-        return self._checked(image, path)
+                read = None  # the full decode below reports the file's problem clearly
+        if read is None:
+            read = read_gray_noted(path, max_pixels=self.card.max_pixels)
+        return self._checked(read[0], path), read[1]
 
     def _checked(self, image: np.ndarray, name: Path | str) -> np.ndarray:
         problem = capture_problem(image, self.background_level)
@@ -117,7 +134,7 @@ class Engine:
             raise CaptureError(name, problem)
         return image
 
-    def _read_reduced(self, path: Path, margin: float = 2.0) -> np.ndarray | None:
+    def _read_reduced(self, path: Path, margin: float = 2.0) -> tuple[np.ndarray, str | None] | None:
         """One decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the whole frame at
         least ``margin`` times the patch grid; None (= decode fully) when no scale qualifies
         or the product's crop at that scale is smaller than the grid. Measured: entropy
@@ -132,12 +149,13 @@ class Engine:
             factors = [f for f in (2, 4, 8) if height / f >= margin * target_h and width / f >= margin * target_w]
             if not factors:
                 return None
+            mode = im.mode
             im.draft("L", (-(-width // factors[-1]), -(-height // factors[-1])))
             image = to_gray8(im, path, convert=True)
         top, bottom, left, right = background_bbox(image, self.background_level)
         if bottom - top < target_h or right - left < target_w:
             return None
-        return image
+        return image, None if mode == "L" else f"converted to 8-bit grey from mode {mode}"
 
     def probabilities(self, patches: np.ndarray) -> np.ndarray:
         """(tiles, P, P) uint8 -> (tiles, classes) probabilities: one model call per image."""
@@ -185,32 +203,44 @@ class Engine:
         """The resized capture the patches came from, for overlays."""
         return untile(patches, self.geometry.rows, self.geometry.cols)
 
-    def _load(self, path: Path) -> np.ndarray | str:
+    def _load(self, path: Path) -> tuple[np.ndarray, str | None] | str:
         try:
-            return self.patches(self.read(path))
+            image, note = self.read_noted(path)
+            return self.patches(image), note
         except CaptureError as exc:
             return str(exc)
 
-    def _finish(self, path: Path, loaded: np.ndarray | str) -> Prediction:
+    def _finish(self, path: Path, loaded: tuple[np.ndarray, str | None] | str) -> Prediction:
         if isinstance(loaded, str):
             return Prediction(path, None, None, loaded)
-        return Prediction(path, self.decide_probs(self.probabilities(loaded)), loaded)
+        patches, note = loaded
+        return Prediction(path, self.decide_probs(self.probabilities(patches)), patches, note=note)
+
+
+PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".swp")
+"""Names of files still being written (a camera or copy tool renames them when done)."""
 
 
 def is_capture(path: Path) -> bool:
-    """A capture image by its name: an image suffix (so ``*.part``, ``*.tmp`` still being
-    written are not), not a mask, not hidden. The rule of ``predict`` on folders and ``watch``."""
-    from smh_ml.data.captures import IMAGE_EXTENSIONS, is_mask_file
+    """A file to decide, by its name: not a mask, not hidden, not still being written
+    (:data:`PARTIAL_SUFFIXES`, or a name ending in ``~``). The rule of ``predict`` on folders
+    and of ``watch``. Any other file is decided or refused with its reason (a GIF, a README:
+    "unknown file type", as validation says), never passed over in silence."""
+    from smh_ml.data.captures import is_mask_file
 
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not is_mask_file(path) and not path.name.startswith(".")
+    name = path.name
+    return not (is_mask_file(path) or name.startswith(".") or name.endswith("~")
+                or path.suffix.lower() in PARTIAL_SUFFIXES)
 
 
 def image_files(inputs: Iterable[Path | str]) -> list[Path]:
-    """Files and folders (recursively) -> capture image paths, masks excluded, sorted."""
+    """Files and folders (recursively) -> the files to decide (:func:`is_capture`; none inside
+    a hidden folder), sorted."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted(p for p in item.rglob("*") if is_capture(p))
+            found += sorted(p for p in item.rglob("*") if p.is_file() and is_capture(p)
+                            and not any(part.startswith(".") for part in p.relative_to(item).parts[:-1]))
         elif item.exists():
             found.append(item)
         else:

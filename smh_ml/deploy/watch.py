@@ -177,8 +177,18 @@ class Station:
                 self._seen.setdefault(path, (-1, -1, 0.0))
 
     def _own_output(self, path: Path) -> bool:
-        """The copies the station routes are not captures, even inside the watched folder."""
-        return any(out is not None and out.resolve() in path.resolve().parents for out in (self.route, self.review))
+        """What the station writes (its log and status, routed and review copies) and what lies
+        in a hidden folder (``.smh-watch/``) are not captures, even inside the watched folder."""
+        resolved = path.resolve()
+        if resolved in (self.log.path.resolve(), self.status_path.resolve()):
+            return True
+        try:
+            inside = resolved.relative_to(self.folder.resolve()).parts[:-1]
+        except ValueError:
+            inside = ()
+        if any(part.startswith(".") for part in inside):
+            return True
+        return any(out is not None and out.resolve() in resolved.parents for out in (self.route, self.review))
 
     def ready(self, now: float | None = None) -> list[tuple[Path, int, int]]:
         """Captures whose size and modification time have not changed for ``settle_seconds``,
@@ -248,6 +258,8 @@ class Station:
                     "patch": d.patch, "threshold": self.engine.threshold, "unknown_score": d.unknown_score,
                     "unknown_threshold": self.engine.unknown_threshold,
                     "defect_probability": [round(p, 6) for p in d.defect_probability]}
+            if prediction.note:
+                row["note"] = prediction.note
             self.stats.decided += 1
             self.stats.counts[d.verdict] = self.stats.counts.get(d.verdict, 0) + 1
             self.stats.latencies_ms.append(row["latency_ms"])

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from smh_ml.io import temp_dir
 from smh_ml.paths import anchored, anchored_uri
 from smh_ml.tracking.promotion import promotion_decision
 
@@ -321,7 +322,6 @@ def _cached_download(text: str, root: Path) -> Path:
     concurrent one is discarded. A reference that can move without an alias
     (``models:/<name>/latest``, a stage) is downloaded into a folder of its own each time."""
     import hashlib
-    import tempfile
 
     import mlflow
     from mlflow import MlflowClient
@@ -335,7 +335,7 @@ def _cached_download(text: str, root: Path) -> Path:
     if fixed and (dest / COMPLETE).is_file():
         return dest / (dest / COMPLETE).read_text()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".download-"))
+    tmp = temp_dir(".download-", dir=dest.parent)
     try:
         got = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(tmp)))
         (tmp / COMPLETE).write_text(str(got.relative_to(tmp)))

@@ -197,15 +197,15 @@ def candidates_of(patch_dir: Path | str, profile: Profile, train_dir: Path | str
     ``overrides``, listed alternately with the first ones so that a short budget keeps the
     first of each geometry."""
     from smh_ml.config.overrides import with_overrides
-    from smh_ml.data.recipe import profile_for_folder
+    from smh_ml.data.recipe import is_auto, profile_for_folder
 
     patch_set = load_patch_set(patch_dir)
     train = load_training_set(train_dir or patch_dir, profile.train.train_set)
     first = [Candidate(a, patch_set, train, profile, candidate_config(profile.train, a))
              for a in archs or profile.train.architectures()]
     alt_dir = Path(patch_dir) / ALTERNATE
-    if archs or not (alt_dir / "geometry.json").is_file():
-        return first
+    if archs or not is_auto(profile) or not (alt_dir / "geometry.json").is_file():
+        return first  # a named profile trains what it names
     # the caller's settings of how to train apply to both geometries; those of the data do not
     # (the other geometry's folder was cut under its own)
     own = [s for s in profile.settings if s.partition(".")[0] not in DATA_SECTIONS]

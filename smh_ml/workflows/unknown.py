@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 from smh_ml.config.schema import Profile, TrainConfig
 from smh_ml.data.datasets import PatchSet, build_pta
 from smh_ml.decision import UNKNOWN_RATE, calibrate_unknown, unknown_scores
+from smh_ml.evaluation.image_metrics import calibrate
 from smh_ml.training.loop import (
     class_names,
     evaluate_images,
@@ -54,11 +55,13 @@ def leave_one_out(patch_set: PatchSet, profile: Profile, label: str, cfg: TrainC
     val = validation_captures(reduced, names, cfg)
     fitted = train_final(pta.arrays, pta.index, names, cfg, reduced.geometry.patch, val)
     threshold = calibrate_unknown(fitted.val_probs, rate)
+    # known captures are decided as the shipped model decides them: by its calibrated threshold
+    defect_threshold = calibrate(fitted.val_probs, val.truth, cfg.target_false_alarm)["threshold"]
     captures, groups = test_patches(reduced)
     new = (captures["label"] == label).to_numpy()
     known_captures = captures[~new].reset_index(drop=True)
     known_groups = [g for g, n in zip(groups, new) if not n]
-    metrics = evaluate_images(fitted.model, known_captures, known_groups, names)
+    metrics = evaluate_images(fitted.model, known_captures, known_groups, names, threshold=defect_threshold)
     new_probs = [predict_proba(fitted.model, g, batch_size=len(g)) for g, n in zip(groups, new) if n]
     known_scores = unknown_scores(metrics.pop("per_image_probs"))
     new_scores = unknown_scores(new_probs)
