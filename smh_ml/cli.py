@@ -409,7 +409,8 @@ def serve(model: str = typer.Option(DEFAULT_MODEL_URI, help="Registry URI (model
                                                   help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI})."),
           host: str = typer.Option("127.0.0.1", help="Address to listen on (see docs/DEPLOY.md before exposing it)."),
           port: int = typer.Option(5000, help="Port."),
-          workers: int = typer.Option(2, help="Worker processes, each deciding its own requests (one a core)."),
+          workers: int = typer.Option(1, help="Worker processes, each deciding its own requests with its own copy "
+                                              "of the model (more pay only with more cores than one model uses)."),
           max_body_mb: float = typer.Option(16.0, help="Largest request body accepted, MiB (413 above it).")) -> None:
     """Serve the model over REST as `mlflow models serve` does (/invocations, /ping), bounded:
     a body-size limit, the model card's pixel limit, several workers."""

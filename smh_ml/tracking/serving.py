@@ -23,7 +23,7 @@ def create_app() -> BodyLimit:
     return BodyLimit(scoring_server.init(load_model(folder)), int(os.environ.get(MAX_BYTES_ENV, MAX_BODY_BYTES)))
 
 
-def serve(model_folder: str, host: str = "127.0.0.1", port: int = 5000, workers: int = 2,
+def serve(model_folder: str, host: str = "127.0.0.1", port: int = 5000, workers: int = 1,
           max_bytes: int = MAX_BODY_BYTES) -> None:
     """Run ``workers`` uvicorn processes serving ``model_folder`` (a local MLflow model)."""
     import uvicorn
