@@ -110,9 +110,20 @@ class ProfileStore:
     def candidate_patch_set(self, key: str) -> PatchSet:
         """The patch set candidate ``key`` learnt from (a close call's other geometry lies in
         the patch folder's ``alternate/``), from its report."""
+        return self.candidate_sets([key])[key][0]
+
+    def candidate_sets(self, keys: list[str]) -> dict[str, tuple[PatchSet, tuple]]:
+        """For each candidate, its patch set and held-out test patches
+        (smh_ml.training.loop.test_patches), each patch folder read and cut once."""
+        from smh_ml.training.loop import test_patches
         from smh_ml.workflows.classifier import ClassifierReport
 
-        return load_patch_set(self.patch_dir / ClassifierReport.load(self.candidate_dir(key)).patch_folder)
+        folders = {key: ClassifierReport.load(self.candidate_dir(key)).patch_folder for key in keys}
+        loaded = {}
+        for folder in set(folders.values()):
+            patch_set = load_patch_set(self.patch_dir / folder)
+            loaded[folder] = (patch_set, test_patches(patch_set))
+        return {key: loaded[folder] for key, folder in folders.items()}
 
     @property
     def test_report_dir(self) -> Path:

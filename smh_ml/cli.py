@@ -151,7 +151,7 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
     """Validate captures, measure them (auto: the recipe from the data), split by capture, cut
     patches, build P-TA and O-TA, validate them."""
     from smh_ml.data.captures import CaptureError
-    from smh_ml.data.datasets import build_datasets, save_built
+    from smh_ml.data.datasets import ALTERNATE, build_datasets, save_built
     from smh_ml.data.validation import validate_patch_sets
     prof = _profile(profile, settings)
     start = time.perf_counter()
@@ -185,7 +185,7 @@ def patches(root: Path = typer.Argument(..., help="Capture root."),
     if built.alternate is not None:
         alt = built.alternate
         ga = alt.patch_set.geometry
-        console.print(f"close call: {out / 'alternate'} holds the other geometry, {ga.rows}x{ga.cols} patches of "
+        console.print(f"close call: {out / ALTERNATE} holds the other geometry, {ga.rows}x{ga.cols} patches of "
                       f"{ga.patch} px (P-TA {len(alt.pta.arrays)}), for {', '.join(alt.profile.train.architectures())}",
                       highlight=False, soft_wrap=True)
     console.print(f"ambiguous patches left out of training: {stats['ambiguous_patches']}; "

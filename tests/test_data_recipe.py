@@ -373,7 +373,7 @@ def test_a_close_call_trains_both_geometries_and_what_ships_carries_its_own(tmp_
     names = report["classes"]
     cfg = classifier.TrainConfig(val_fraction=0.25)
     ids = [validation_captures(load_patch_set(f), names, cfg) for f in (patches, patches / "alternate")]
-    assert [list(v.captures["capture_id"]) for v in ids][0] == [list(v.captures["capture_id"]) for v in ids][1]
+    assert list(ids[0].captures["capture_id"]) == list(ids[1].captures["capture_id"])
 
     # the other geometry shipped (as the validation captures may choose): it carries its own
     monkeypatch.setattr(classifier, "select_candidate", lambda reports: {

@@ -182,9 +182,9 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
                 captures: CaptureDataResource, mlflow: MlflowResource, gates: QualityGatesResource):
     prof = profile.resolved(storage)
     store = storage.store(prof.name)
-    patch_set = store.patch_set()
     chosen = json.loads((store.classifier_dir / SELECTION).read_text())
-    reports = {arch: test_stage(_candidate_dir(storage, prof.name, arch), store.candidate_patch_set(arch))
+    sets = store.candidate_sets(chosen["candidates"])
+    reports = {arch: test_stage(_candidate_dir(storage, prof.name, arch), *sets[arch])
                for arch in chosen["candidates"]}
     candidates = {arch: r.test for arch, r in reports.items()}
     parameters = {arch: r.parameters for arch, r in reports.items()}
@@ -192,7 +192,7 @@ def test_report(context: dg.AssetExecutionContext, profile: ProfileResource, sto
     baseline = candidates[best]["image"]["majority_baseline"]
     report = {"best": best, "selection": chosen["selection"], "accuracy": candidates[best]["accuracy"],
               "majority_baseline": baseline,
-              "test_set_id": test_set_id(patch_set), "classes": reports[best].classes, "candidates": candidates,
+              "test_set_id": test_set_id(sets[best][0]), "classes": reports[best].classes, "candidates": candidates,
               "parameters": parameters}
     out = storage.store(prof.name).test_report_dir
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
@@ -245,11 +245,11 @@ def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, stor
     prof = profile.resolved(storage)
     compared = _best(storage, prof.name)
     diffs, failed = {}, []
+    sets = storage.store(prof.name).candidate_sets(compared["candidates"])
     for arch in compared["candidates"]:
         try:
-            report = export_stage(_candidate_dir(storage, prof.name, arch),
-                                  storage.store(prof.name).candidate_patch_set(arch), gates.parity_tolerance,
-                                  test_set_id=compared["test_set_id"])
+            report = export_stage(_candidate_dir(storage, prof.name, arch), sets[arch][0], gates.parity_tolerance,
+                                  sets[arch][1], test_set_id=compared["test_set_id"])
             diffs[arch] = report.onnx["parity_max_abs_diff"]
         except ParityError as exc:
             context.log.error(str(exc))

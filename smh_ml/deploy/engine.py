@@ -23,7 +23,6 @@ from smh_ml.data.captures import (
     CaptureError,
     capture_problem,
     file_type_problem,
-    open_image,
     read_gray_noted,
     to_gray8,
 )
@@ -177,8 +176,8 @@ class Engine:
 
     def decide_bytes(self, data: bytes, name: str = "<bytes>") -> Decision:
         """One encoded capture (a REST request's image), read and checked as files are."""
-        with open_image(data, name, self.card.max_pixels) as im:
-            return self.decide_array(self._checked(to_gray8(im, name, convert=True), name))
+        image, _ = read_gray_noted(data, name, self.card.max_pixels)
+        return self.decide_array(self._checked(image, name))
 
     def decide_paths(self, paths: Iterable[Path | str], overlap: bool = True) -> Iterator[Prediction]:
         """Decide many files in order; with ``overlap`` the next file is decoded and

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +151,9 @@ def model_card(report: ClassifierReport, max_pixels: int | None = None, **proven
     """The model card of a trained classifier: what a runtime needs to decide as training did
     (geometry, background level, classes, threshold) and where it came from."""
     recipe = None
-    if report.recipe is not None:
-        own = report.recipe.get("alternate") if report.patch_folder == ALTERNATE else report.recipe
-        recipe = {k: (own or report.recipe)[k] for k in ("geometry", "patch", "tiles", "defect_px")} \
+    if report.recipe is not None:  # the geometry of the folder it learnt from: a close call's other one
+        own = report.recipe["alternate"] if report.patch_folder == ALTERNATE else report.recipe
+        recipe = {k: own[k] for k in ("geometry", "patch", "tiles", "defect_px")} \
             | {"reasons": report.recipe["reasons"]}
     return ModelCard(arch=report.arch, classes=tuple(report.classes), geometry=Geometry(**report.geometry),
                      background_level=int(report.preprocessing["background_level"]), threshold=report.threshold,
@@ -215,9 +216,7 @@ def candidates_of(patch_dir: Path | str, profile: Profile, train_dir: Path | str
     geometry = "whole" if alt_set.geometry.tiles == 1 else "tiles"
     other = [Candidate(f"{a}-{geometry}", alt_set, alt_train, alt, dataclasses.replace(
         candidate_config(alt.train, a), train_set="pta"), ALTERNATE) for a in alt.train.architectures()]
-    merged = [c for pair in zip(first, other) for c in pair]
-    longer = first if len(first) > len(other) else other
-    return merged + longer[min(len(first), len(other)):]
+    return [c for pair in zip_longest(first, other) for c in pair if c is not None]
 
 
 def plan_training(candidates: list[Candidate], names: list[str], profile: Profile, cv: bool = True
@@ -257,13 +256,12 @@ def cv_stage(folder: Path | str, train, cfg: TrainConfig, steps: int) -> Classif
     return report
 
 
-def budget_cv(folder: Path | str, train, cfg: TrainConfig, budget: dict | None,
-              key: str | None = None) -> ClassifierReport | None:
+def budget_cv(folder: Path | str, train, cfg: TrainConfig, budget: dict | None, key: str) -> ClassifierReport | None:
     """The chosen candidate's CV when the budget left it steps (None: no CV ran); ``key``: its
-    name in the plan (default its architecture)."""
+    name in the plan."""
     if budget is None:
         return None
-    steps = next(c["cv_steps"] for c in budget["candidates"] if c["arch"] == (key or cfg.arch))
+    steps = next(c["cv_steps"] for c in budget["candidates"] if c["arch"] == key)
     return cv_stage(folder, train, cfg, steps) if steps else None
 
 

@@ -19,7 +19,6 @@ from sklearn.metrics import roc_auc_score
 from smh_ml.config.schema import Profile, TrainConfig
 from smh_ml.data.datasets import PatchSet, build_pta
 from smh_ml.decision import UNKNOWN_RATE, calibrate_unknown, unknown_scores
-from smh_ml.evaluation.image_metrics import calibrate
 from smh_ml.training.loop import (
     class_names,
     evaluate_images,
@@ -28,6 +27,7 @@ from smh_ml.training.loop import (
     train_final,
     validation_captures,
 )
+from smh_ml.workflows.classifier import decision_of
 
 
 def without_class(patch_set: PatchSet, label: str) -> PatchSet:
@@ -38,6 +38,7 @@ def without_class(patch_set: PatchSet, label: str) -> PatchSet:
     kept = patch_set.index[patch_set.index["capture_id"].isin(captures["capture_id"])]
     index = kept.reset_index(drop=True)
     index["patch_index"] = np.arange(len(index))
+    index["capture_index"] = index["capture_id"].map(dict(zip(captures["capture_id"], range(len(captures)))))
     images = patch_set.images[np.flatnonzero(~gone.to_numpy())]
     return PatchSet(patch_set.geometry, captures, patch_set.patches[kept["patch_index"].to_numpy()], index, images)
 
@@ -56,7 +57,7 @@ def leave_one_out(patch_set: PatchSet, profile: Profile, label: str, cfg: TrainC
     fitted = train_final(pta.arrays, pta.index, names, cfg, reduced.geometry.patch, val)
     threshold = calibrate_unknown(fitted.val_probs, rate)
     # known captures are decided as the shipped model decides them: by its calibrated threshold
-    defect_threshold = calibrate(fitted.val_probs, val.truth, cfg.target_false_alarm)["threshold"]
+    defect_threshold = decision_of(fitted, val, cfg)["threshold"]
     captures, groups = test_patches(reduced)
     new = (captures["label"] == label).to_numpy()
     known_captures = captures[~new].reset_index(drop=True)
