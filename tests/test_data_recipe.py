@@ -5,6 +5,7 @@ minute budget, selection on validation captures, and named profiles unchanged.""
 import dataclasses
 import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from smh_ml.data.recipe import (
     profile_for_folder,
     resolve_profile,
 )
-from smh_ml.training.budget import MIN_SHARE, StepCost, plan_budget
+from smh_ml.training.budget import MAX_EVAL_SHARE, MIN_PASSES, MIN_SHARE, StepCost, plan_budget
 from smh_ml.workflows.classifier import ClassifierReport, select_candidate
 
 runner = CliRunner()
@@ -150,6 +151,25 @@ def test_the_budget_trains_final_fits_first_and_cv_of_the_chosen_with_what_is_le
     assert scaled.candidates[0].share < MIN_SHARE  # the last candidate is kept, however short
     with pytest.raises(ValueError, match="positive"):
         plan_budget([fast], 0)
+
+
+def test_a_short_budget_thins_validation_passes_and_takes_steps_from_the_last_candidate_first():
+    # the first choice: 300 steps of 3 s and a 60 s pass every 50 steps = 900 + 360 s
+    first = StepCost("first", steps=300, eval_every=50, seconds_per_step=3.0, eval_seconds=60.0, batch_size=32)
+    hedge = StepCost("hedge", steps=600, eval_every=200, seconds_per_step=0.25, eval_seconds=2.0, batch_size=64)
+    plan = plan_budget([first, hedge], 1200)
+    (steps, every), (hedge_steps, _) = plan.steps()["first"], plan.steps()["hedge"]
+    # six passes would cost 40% of its training time: three are kept (MAX_EVAL_SHARE = 20%)
+    assert every == 100 and math.ceil(steps / every) * 60 <= MAX_EVAL_SHARE * 900
+    # 300 steps and three passes (1080 s) leave the hedge 120 s: it gives up steps, the first keeps all
+    assert steps == 300 and MIN_SHARE * 600 <= hedge_steps < 600 and not plan.dropped
+    assert sum(c.planned_seconds for c in plan.candidates) <= 1200
+    lean = StepCost("lean", steps=300, eval_every=50, seconds_per_step=1.0, eval_seconds=200.0, batch_size=32)
+    assert math.ceil(300 / plan_budget([lean], 1000).steps()["lean"][1]) == MIN_PASSES  # never fewer
+    tighter = plan_budget([first, hedge], 900)  # the hedge at half its steps; the first pays the rest
+    assert tighter.steps()["hedge"][0] == 300 and tighter.steps()["first"][0] < 300
+    assert sum(c.planned_seconds for c in tighter.candidates) <= 900
+    assert plan_budget([first, hedge], 10_000).steps()["first"] == (300, 50)  # room: passes as configured
 
 
 def _report(arch, val_accuracy, test_accuracy, parameters):

@@ -25,6 +25,13 @@ MIN_CV_SHARE = 0.25
 MIN_STEPS = 20
 """Fewest steps a candidate that is kept gets, whatever the budget (or its configured steps,
 when fewer)."""
+MAX_EVAL_SHARE = 0.2
+"""When the budget is short, a fit's validation passes may take at most this share of its
+training time. A pass over whole validation captures can cost as much as 30 optimiser steps
+(EfficientNet-Lite0 at 256 px with test-time flips); passes only pick the checkpoint, and
+with a decaying learning rate the last one is nearly always the best, so steps buy more."""
+MIN_PASSES = 2
+"""Validation passes a budgeted fit keeps however short: the last, and one to fall back on."""
 
 
 def candidate_config(train: TrainConfig, arch: str) -> TrainConfig:
@@ -97,40 +104,71 @@ class BudgetPlan:
         return dataclasses.asdict(self)
 
 
+def _lean_every(c: StepCost, steps: int, eval_every: int) -> int:
+    """The validation interval for a fit of ``steps`` steps that keeps its passes within
+    :data:`MAX_EVAL_SHARE` of its training time (at least :data:`MIN_PASSES` passes)."""
+    if not eval_every:
+        return 0
+    passes = math.ceil(steps / eval_every)
+    affordable = max(MIN_PASSES, int(MAX_EVAL_SHARE * steps * c.seconds_per_step / max(c.eval_seconds, 1e-9)))
+    return eval_every if passes <= affordable else math.ceil(steps / affordable)
+
+
+def _fit_at(c: StepCost, steps: int) -> tuple[int, float]:
+    """The validation interval and planned seconds of a budgeted fit of ``steps`` steps."""
+    every = _lean_every(c, steps, max(1, round(c.eval_every * steps / c.steps)) if c.eval_every else 0)
+    return every, c.final_seconds(steps, every)
+
+
+def _steps_within(c: StepCost, seconds: float) -> tuple[int, int, float]:
+    """The most steps (up to the configured ones, down to :data:`MIN_STEPS`) whose fit fits
+    in ``seconds``, with its validation interval and planned seconds."""
+    floor = min(MIN_STEPS, c.steps)
+    steps = max(floor, min(c.steps, int(seconds / max(c.seconds_per_step, 1e-9))))
+    # passes round up, so the cost is not monotonic in the steps: step down until it fits
+    while steps > floor and _fit_at(c, steps)[1] > seconds + 1e-9:
+        steps -= 1
+    return (steps, *_fit_at(c, steps))
+
+
 def plan_budget(costs: list[StepCost], budget_seconds: float, folds: int = 0) -> BudgetPlan:
     """Steps for each candidate (in priority order) within ``budget_seconds``.
 
     The final fits, the models that compete on the validation captures, come first: every
-    candidate gets its configured steps when they fit, all are scaled down together when
-    that keeps them at :data:`MIN_SHARE` or more, and otherwise the last-listed candidates
-    are left out. What remains pays for ``folds``-fold CV of the candidate that is chosen,
-    at up to its configured steps, or for none below :data:`MIN_CV_SHARE` of them.
+    candidate gets its configured steps when they fit. Otherwise validation passes are thinned
+    to :data:`MAX_EVAL_SHARE` of each fit's time first, then the candidates give up steps from
+    the last-listed one forward, each down to :data:`MIN_SHARE` of its steps, so the recipe's
+    first choice keeps the most; candidates that do not fit even then are left out from the
+    last. What remains pays for ``folds``-fold CV of the candidate that is chosen, at up to its
+    configured steps, or for none below :data:`MIN_CV_SHARE` of them.
     """
     if not costs:
         raise ValueError("no candidate to plan a budget for")
     if budget_seconds <= 0:
         raise ValueError(f"a training budget must be positive, got {budget_seconds} s")
     kept, dropped, reasons = list(costs), [], []
-    while True:
-        full = sum(c.final_seconds(c.steps, c.eval_every) for c in kept)
-        share = min(1.0, budget_seconds / full)
-        if share >= MIN_SHARE or len(kept) == 1:
-            break
-        last = kept.pop()
-        dropped.append(last.arch)
-        reasons.append(f"{last.arch} left out: the candidates' final fits need {full / 60:.1f} min at full steps, "
-                       f"{share:.0%} of which fits in {budget_seconds / 60:.1f} min")
-    finals = []
-    for c in kept:
-        allotted = share * c.final_seconds(c.steps, c.eval_every)
-        floor = min(MIN_STEPS, c.steps)
-        steps = max(floor, int(c.steps * share))
-        while True:  # validation passes round up: step down until the fit is inside its share
-            eval_every = max(1, round(c.eval_every * steps / c.steps)) if c.eval_every else 0
-            if steps <= floor or c.final_seconds(steps, eval_every) <= allotted + 1e-9:
-                break
-            steps -= 1
-        finals.append((c, steps, eval_every, c.final_seconds(steps, eval_every)))
+    configured = sum(c.final_seconds(c.steps, c.eval_every) for c in kept)
+    if configured <= budget_seconds:
+        finals = [(c, c.steps, c.eval_every, c.final_seconds(c.steps, c.eval_every)) for c in kept]
+    else:
+        def floor_seconds(c: StepCost) -> float:
+            return _fit_at(c, max(1, math.ceil(MIN_SHARE * c.steps)))[1]
+
+        while len(kept) > 1 and sum(floor_seconds(c) for c in kept) > budget_seconds:
+            last = kept.pop()
+            dropped.append(last.arch)
+            reasons.append(f"{last.arch} left out: at {MIN_SHARE:.0%} of their steps the candidates' final fits "
+                           f"need {sum(floor_seconds(c) for c in kept + [last]) / 60:.1f} min, more than the "
+                           f"{budget_seconds / 60:.1f} min there are")
+        allotted = [_fit_at(c, c.steps)[1] for c in kept]
+        excess = sum(allotted) - budget_seconds
+        for i in reversed(range(len(kept))):  # the last-listed candidates give up their steps first
+            cut = min(max(excess, 0.0), max(allotted[i] - floor_seconds(kept[i]), 0.0))
+            allotted[i] -= cut
+            excess -= cut
+        if excess > 0:  # one candidate whose half steps do not fit: it gets what there is
+            allotted[0] = budget_seconds
+        finals = [(c, *_steps_within(c, seconds)) for c, seconds in zip(kept, allotted, strict=True)]
     left = budget_seconds - sum(f[3] for f in finals)
     plans = []
     for c, steps, eval_every, seconds in finals:
@@ -144,6 +182,8 @@ def plan_budget(costs: list[StepCost], budget_seconds: float, folds: int = 0) ->
         cv_text = (f"{folds}-fold CV at {cv_steps} steps if chosen" if cv_steps else
                    "no CV (the budget left would give its folds under "
                    f"{MIN_CV_SHARE:.0%} of the steps)" if folds > 1 else "no CV")
+        passes = math.ceil(steps / eval_every) if eval_every else 0
         reasons.append(f"{c.arch}: {steps} of {c.steps} steps ({c.seconds_per_step:.3f} s a step, {pps:.0f} "
-                       f"patches/s), about {seconds / 60:.1f} min; {cv_text}")
+                       f"patches/s) and {passes} validation passes ({c.eval_seconds:.0f} s each), about "
+                       f"{seconds / 60:.1f} min; {cv_text}")
     return BudgetPlan(round(budget_seconds, 1), folds, tuple(plans), tuple(dropped), tuple(reasons))
