@@ -43,4 +43,4 @@ ui: setup
 	SMH_PROFILE=$(PROFILE) $(BIN)/dagster dev -w workspace.yaml
 
 clean:
-	rm -rf artifacts .dagster .pytest_cache
+	rm -rf artifacts .dagster history storage schedules .pytest_cache

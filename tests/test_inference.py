@@ -166,7 +166,7 @@ def test_rest_serving_of_the_champion_answers_and_rejects(mt_model, tmp_path):
         status, answer = _post(url, body)
         assert status == 200, answer
         engine = Engine(onnx_path)
-        expected = [engine.decide_bytes(open(p, "rb").read()) for p in paths]
+        expected = [engine.decide_bytes(open(p, "rb").read()).decision for p in paths]
         assert [r["label"] for r in answer["predictions"]] == [d.label for d in expected]
         assert [r["patch"] for r in answer["predictions"]] == [-1 if d.patch is None else d.patch for d in expected]
 

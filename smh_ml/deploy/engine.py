@@ -174,10 +174,11 @@ class Engine:
     def decide_array(self, image: np.ndarray) -> Decision:
         return self.decide_probs(self.probabilities(self.patches(image)))
 
-    def decide_bytes(self, data: bytes, name: str = "<bytes>") -> Decision:
-        """One encoded capture (a REST request's image), read and checked as files are."""
-        image, _ = read_gray_noted(data, name, self.card.max_pixels)
-        return self.decide_array(self._checked(image, name))
+    def decide_bytes(self, data: bytes, name: str = "<bytes>") -> Prediction:
+        """One encoded capture (a REST request's image), read, checked and noted as files are;
+        an unusable one raises (a request is refused whole, where a folder goes on)."""
+        image, note = read_gray_noted(data, name, self.card.max_pixels)
+        return Prediction(Path(name), self.decide_array(self._checked(image, name)), note=note)
 
     def decide_paths(self, paths: Iterable[Path | str], overlap: bool = True) -> Iterator[Prediction]:
         """Decide many files in order; with ``overlap`` the next file is decoded and

@@ -21,9 +21,10 @@ from smh_ml.data.captures import CaptureError
 from smh_ml.deploy.engine import Engine
 
 IMAGE_COLUMN = "image"
-OUTPUT_COLUMNS = ("label", "patch", "probability", "verdict", "unknown_score")
-"""One row a capture: the known class Algorithm 1 decides, and the verdict the line acts on
-(the class, or ``unknown`` when the capture is unlike every trained class)."""
+OUTPUT_COLUMNS = ("label", "patch", "probability", "verdict", "unknown_score", "note")
+"""One row a capture: the known class Algorithm 1 decides, the verdict the line acts on
+(the class, or ``unknown`` when the capture is unlike every trained class), and what was
+done to the image first (a conversion to 8-bit grey, as predict and watch say; empty: none)."""
 
 
 def _bad_request(message: str) -> Exception:
@@ -68,12 +69,13 @@ class DecisionModel:
         for i, value in enumerate(model_input[IMAGE_COLUMN].tolist()):
             data = _image_bytes(value, i)
             try:
-                decision = self.engine.decide_bytes(data, f"row {i}")
+                decided = self.engine.decide_bytes(data, f"row {i}")
             except (CaptureError, OSError, ValueError) as exc:
                 raise _bad_request(f"row {i}: not a usable capture image ({exc})") from None
+            decision = decided.decision
             rows.append({"label": decision.label, "patch": -1 if decision.patch is None else decision.patch,
                          "probability": decision.probability, "verdict": decision.verdict,
-                         "unknown_score": decision.unknown_score})
+                         "unknown_score": decision.unknown_score, "note": decided.note or ""})
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
 
 

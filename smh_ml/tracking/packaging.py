@@ -44,7 +44,7 @@ def model_signature():
     return ModelSignature(Schema([ColSpec("string", "image")]),
                           Schema([ColSpec("string", "label"), ColSpec("long", "patch"),
                                   ColSpec("double", "probability"), ColSpec("string", "verdict"),
-                                  ColSpec("double", "unknown_score")]))
+                                  ColSpec("double", "unknown_score"), ColSpec("string", "note")]))
 
 
 def _small_example(path: Path, side: int = 512) -> bytes:
