@@ -84,6 +84,17 @@ def test_a_capture_is_decided_with_its_verdict(server):
     rows = answer["predictions"]
     assert len(rows) == 2 and {r["label"] for r in rows} <= {"defect-free", "scratch", "pit"}
     assert all(r["verdict"] in (r["label"], "unknown") and 0.0 <= r["unknown_score"] <= 1.0 for r in rows)
+    assert [r["note"] for r in rows] == ["", ""]  # 8-bit grey: nothing converted
+
+
+def test_a_converted_capture_says_so_as_predict_does(server):
+    port, _ = server
+    grey = np.asarray(Image.open(io.BytesIO(_capture())))
+    colour = io.BytesIO()
+    Image.fromarray(np.stack([grey, grey // 2, 255 - grey], -1).astype(np.uint8)).convert("CMYK").save(colour, "JPEG")
+    status, answer = _post(port, _body([colour.getvalue()]))
+    assert status == 200, answer
+    assert answer["predictions"][0]["note"] == "converted to 8-bit grey from mode CMYK"
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read_and_the_server_goes_on(server):

@@ -27,9 +27,10 @@ MIN_STEPS = 20
 when fewer)."""
 MAX_EVAL_SHARE = 0.2
 """When the budget is short, a fit's validation passes may take at most this share of its
-training time. A pass over whole validation captures can cost as much as 30 optimiser steps
-(EfficientNet-Lite0 at 256 px with test-time flips); passes only pick the checkpoint, and
-with a decaying learning rate the last one is nearly always the best, so steps buy more."""
+training time. A pass over whole validation captures can cost as much as 27 optimiser steps
+(EfficientNet-Lite0 at 256 px with test-time flips, 161 magnetic-tile captures); passes only
+pick the checkpoint, and with a decaying learning rate the last pass was the best in the
+budgeted runs measured, so steps buy more."""
 MIN_PASSES = 2
 """Validation passes a budgeted fit keeps however short: the last, and one to fall back on."""
 
@@ -120,6 +121,11 @@ def _fit_at(c: StepCost, steps: int) -> tuple[int, float]:
     return every, c.final_seconds(steps, every)
 
 
+def _floor_seconds(c: StepCost) -> float:
+    """A budgeted fit at :data:`MIN_SHARE` of the configured steps: the least a kept one gets."""
+    return _fit_at(c, max(1, math.ceil(MIN_SHARE * c.steps)))[1]
+
+
 def _steps_within(c: StepCost, seconds: float) -> tuple[int, int, float]:
     """The most steps (up to the configured ones, down to :data:`MIN_STEPS`) whose fit fits
     in ``seconds``, with its validation interval and planned seconds."""
@@ -151,19 +157,16 @@ def plan_budget(costs: list[StepCost], budget_seconds: float, folds: int = 0) ->
     if configured <= budget_seconds:
         finals = [(c, c.steps, c.eval_every, c.final_seconds(c.steps, c.eval_every)) for c in kept]
     else:
-        def floor_seconds(c: StepCost) -> float:
-            return _fit_at(c, max(1, math.ceil(MIN_SHARE * c.steps)))[1]
-
-        while len(kept) > 1 and sum(floor_seconds(c) for c in kept) > budget_seconds:
+        while len(kept) > 1 and sum(_floor_seconds(c) for c in kept) > budget_seconds:
             last = kept.pop()
             dropped.append(last.arch)
             reasons.append(f"{last.arch} left out: at {MIN_SHARE:.0%} of their steps the candidates' final fits "
-                           f"need {sum(floor_seconds(c) for c in kept + [last]) / 60:.1f} min, more than the "
+                           f"need {sum(_floor_seconds(c) for c in kept + [last]) / 60:.1f} min, more than the "
                            f"{budget_seconds / 60:.1f} min there are")
         allotted = [_fit_at(c, c.steps)[1] for c in kept]
         excess = sum(allotted) - budget_seconds
         for i in reversed(range(len(kept))):  # the last-listed candidates give up their steps first
-            cut = min(max(excess, 0.0), max(allotted[i] - floor_seconds(kept[i]), 0.0))
+            cut = min(max(excess, 0.0), max(allotted[i] - _floor_seconds(kept[i]), 0.0))
             allotted[i] -= cut
             excess -= cut
         if excess > 0:  # one candidate whose half steps do not fit: it gets what there is
