@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from smh_ml.cli import app
+from smh_ml.data.captures import is_partial_name
 from smh_ml.data.patching import Geometry
 from smh_ml.deploy.card import ModelCard
 from smh_ml.deploy.engine import is_capture
@@ -67,11 +68,15 @@ def _settle(station, expect, timeout=60.0, grace=0.5):
     return decided
 
 
-def test_capture_names_skip_masks_hidden_and_partial_files(tmp_path):
+def test_capture_names_skip_masks_and_hidden_files_and_the_station_waits_for_partial_ones(tmp_path):
     assert is_capture(tmp_path / "a.png") and is_capture(tmp_path / "b.JPG")
-    assert not any(is_capture(tmp_path / n) for n in ("a.mask.png", ".a.png", "a.png.part", "a.tmp", "a.png~"))
-    # any other file is decided or refused with its reason, not passed over
-    assert is_capture(tmp_path / "a.txt") and is_capture(tmp_path / "a.gif")
+    assert not any(is_capture(tmp_path / n) for n in ("a.mask.png", ".a.png"))
+    # any other file is decided or refused with its reason, not passed over: a partial name
+    # too (predict refuses it as still being written; the station waits for its rename)
+    assert is_capture(tmp_path / "a.txt") and is_capture(tmp_path / "a.gif") and is_capture(tmp_path / "a.tmp")
+    partial = ("a.png.part", "a.tmp", "a.png~", "a.PART")
+    assert all(is_partial_name(tmp_path / n) for n in partial)
+    assert not any(is_partial_name(tmp_path / n) for n in ("a.png", "a.tiff", "part.png"))
 
 
 def test_a_bad_file_is_named_and_the_station_goes_on_then_a_restart_decides_only_new_captures(two_models, tmp_path):

@@ -82,10 +82,23 @@ def is_mask_file(path: Path) -> bool:
     return path.name.lower().endswith(MASK_SUFFIX)
 
 
+PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".swp")
+"""Names of files still being written (a camera or copy tool renames them when done)."""
+
+
+def is_partial_name(path: Path | str) -> bool:
+    """A name that says the file is still being written (:data:`PARTIAL_SUFFIXES`, or a
+    trailing ``~``): ``watch`` waits for its rename, validate and predict refuse it."""
+    name = Path(path).name
+    return name.endswith("~") or Path(name).suffix.lower() in PARTIAL_SUFFIXES
+
+
 def file_type_problem(path: Path | str) -> str | None:
     """Why ``path`` is not a capture by its name (None: it may be one): the rule validation's
     folder scan and ``predict`` apply alike, so a GIF or WebP is refused by both with these
     words instead of decided by one and refused by the other."""
+    if is_partial_name(path):
+        return "still being written (a partial file's name); decide it once it is renamed into place"
     suffix = Path(path).suffix
     if suffix.lower() in IMAGE_EXTENSIONS:
         return None
@@ -97,13 +110,20 @@ def mask_path_for(image_path: Path) -> Path:
     return image_path.with_name(image_path.stem + MASK_SUFFIX)
 
 
+CAPTURE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "TIFF": "TIFF", "BMP": "BMP"}
+"""Pillow's names of the formats a capture may be stored in (a camera's JPEG with several
+pictures opens as MPO): what the extensions of IMAGE_EXTENSIONS promise, judged by content,
+so bytes without a name (a REST request) and a GIF renamed ``.png`` meet the file-name rule."""
+
+
 def open_image(source: Path | str | bytes, name: Path | str | None = None,
                max_pixels: int | None = None) -> Image.Image:
     """Open and decode a capture from a file or from bytes (a REST request), every failure a
     CaptureError naming ``name`` (default: the path): a missing or empty file, content no
-    decoder knows, a truncated file, more pixels than Pillow's decompression-bomb limit or
-    than ``max_pixels`` (read from the header, before anything is decoded), or several
-    frames (a capture is one image). Validation, patches, predict and serving all read
+    decoder knows or a format that is not a capture's (GIF, WebP: :data:`CAPTURE_FORMATS`),
+    a truncated file, more pixels than Pillow's decompression-bomb limit or than
+    ``max_pixels`` (read from the header, before anything is decoded), or several frames (a
+    capture is one image). Validation, patches, predict and serving all read
     through here, so they refuse the same files with the same message."""
     name = name if name is not None else (source if not isinstance(source, bytes) else "<bytes>")
     if isinstance(source, bytes):
@@ -121,6 +141,9 @@ def open_image(source: Path | str | bytes, name: Path | str | None = None,
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream)
+            if image.format not in CAPTURE_FORMATS:
+                raise CaptureError(name, f"unknown file type {image.format} (by its content); expected one of "
+                                         f"{', '.join(sorted(set(CAPTURE_FORMATS.values())))}")
             pixels = image.size[0] * image.size[1]
             if max_pixels is not None and pixels > max_pixels:
                 raise CaptureError(name, f"too large: {image.size[0]} x {image.size[1]} px is more than the "

@@ -208,6 +208,7 @@ def validate_manifest(manifest: pd.DataFrame, profile: Profile,
         column="captures", min_value=1,
         meta={"rule": "class has at least one capture (clean class included unless every capture has a mask)"})],
         "label")
+    converted &= checks["decidable"]  # a refused capture is not counted as converted
     if vcfg.convert_color and converted.any():
         notes.append(f"{int(converted.sum())} capture(s) converted to 8-bit grey")
     grey_rgb = int((manifest["mode"] == GREY_RGB_MODE).sum())

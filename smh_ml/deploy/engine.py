@@ -217,20 +217,15 @@ class Engine:
         return Prediction(path, self.decide_probs(self.probabilities(patches)), patches, note=note)
 
 
-PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".swp")
-"""Names of files still being written (a camera or copy tool renames them when done)."""
-
-
 def is_capture(path: Path) -> bool:
-    """A file to decide, by its name: not a mask, not hidden, not still being written
-    (:data:`PARTIAL_SUFFIXES`, or a name ending in ``~``). The rule of ``predict`` on folders
-    and of ``watch``. Any other file is decided or refused with its reason (a GIF, a README:
-    "unknown file type", as validation says), never passed over in silence."""
+    """A file to decide, by its name: not a mask, not hidden. The rule of ``predict`` on
+    folders; ``watch`` also waits for names still being written (:func:`is_partial_name`),
+    which ``predict`` refuses with validation's words. Any other file is decided or refused
+    with its reason (a GIF, a README: "unknown file type", as validation says), never passed
+    over in silence."""
     from smh_ml.data.captures import is_mask_file
 
-    name = path.name
-    return not (is_mask_file(path) or name.startswith(".") or name.endswith("~")
-                or path.suffix.lower() in PARTIAL_SUFFIXES)
+    return not (is_mask_file(path) or path.name.startswith("."))
 
 
 def image_files(inputs: Iterable[Path | str]) -> list[Path]:

@@ -30,6 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
+from smh_ml.data.captures import is_partial_name
 from smh_ml.deploy.engine import Engine, is_capture
 from smh_ml.deploy.status_page import Recent
 from smh_ml.io import atomic_write_text
@@ -173,7 +174,7 @@ class Station:
                 path = self._events.get_nowait()
             except queue.Empty:
                 return
-            if is_capture(path) and not self._own_output(path):
+            if is_capture(path) and not is_partial_name(path) and not self._own_output(path):
                 self._seen.setdefault(path, (-1, -1, 0.0))
 
     def _own_output(self, path: Path) -> bool:
