@@ -61,6 +61,32 @@ def wait_until_serving(url: str, proc, timeout: float = 120.0) -> None:
             time.sleep(0.5)
 
 
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on loopback (sqlite behind it, artifacts proxied), as a
+    shared store of several machines is used; its URI."""
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    with open(root / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+             "--workers", "1"], env=os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true"},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.stderr = open(root / "server.log", "rb")  # what wait_until_serving shows if it never answers
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/health", proc, timeout=90)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stderr.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (for servers the tests start)."""
     with socket.socket() as s:

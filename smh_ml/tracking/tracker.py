@@ -218,12 +218,15 @@ class Tracker:
 
     @contextmanager
     def promotion_lock(self) -> Iterator[None]:
-        """Serialises the champion's compare-and-set between processes of this machine on a
-        local store (a file lock beside the sqlite file). Runs on other machines against a
-        server store are serialised by the Dagster pool of ``registered_model``
-        (docs/DEPLOY.md)."""
+        """Serialises the champion's compare-and-set: on a local sqlite store with a file lock
+        beside the database (released by the kernel when its process dies), on any other store
+        (an MLflow server, PostgreSQL), which other machines may share, with a mutex held in the
+        registry itself (smh_ml.tracking.registry_lock)."""
         if not self.uri.startswith("sqlite:///"):
-            yield
+            from smh_ml.tracking.registry_lock import registry_lock
+
+            with registry_lock(self.client(), self.model_name):
+                yield
             return
         import fcntl
 
