@@ -10,6 +10,8 @@ shared), on the same capture files:
   ort-int8             int8 static quantization (smh_ml.export.quantization), per-tensor weight scales
   ort-int8-overlap     int8 with the overlap
   ort-int8-pc          int8 with per-channel weight scales
+  ort-int8-islands     per-channel int8 with the first convolution, the head and everything
+                       around the trunk kept in fp32 (smh_ml.export.quantization.fp32_islands)
   ort-fp32-draft       fp32, JPEGs decoded at a reduced DCT scale where the patch grid allows
   ort-fp32-draft-overlap  ... with the overlap
 
@@ -45,8 +47,8 @@ import numpy as np
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 VARIANTS = ("torch-fp32", "ort-fp32", "ort-fp32-overlap", "ort-int8", "ort-int8-overlap", "ort-int8-pc",
-            "ort-fp32-draft", "ort-fp32-draft-overlap")
-INT8 = {"ort-int8": "int8", "ort-int8-pc": "int8_pc"}
+            "ort-int8-islands", "ort-int8-islands-overlap", "ort-fp32-draft", "ort-fp32-draft-overlap")
+INT8 = {"ort-int8": "int8", "ort-int8-pc": "int8_pc", "ort-int8-islands": "int8_islands"}
 """int8 variant (without "-overlap") -> its model file's key."""
 CLASSES = ["defect-free", "blowhole", "break", "crack", "fray", "uneven"]
 
@@ -98,8 +100,8 @@ def held_out_files(patch_dir: Path, count: int) -> list[Path]:
 def make_models(folder: Path, model_dir: Path | None, calibration: np.ndarray | None, calibration_files: list[Path],
                 threads: int, patch: int = 256) -> dict:
     """The fp32 ONNX file (the trained folder's own, or a random-weight export) and its int8
-    versions, per-tensor and per-channel, calibrated on ``calibration`` patches or else on
-    the patches of ``calibration_files``."""
+    versions (per-tensor, per-channel, per-channel with fp32 islands), calibrated on
+    ``calibration`` patches or else on the patches of ``calibration_files``."""
     import shutil
 
     import torch
@@ -129,8 +131,10 @@ def make_models(folder: Path, model_dir: Path | None, calibration: np.ndarray | 
         calibration = np.concatenate([engine.patches(_read(p)) for p in calibration_files])
     int8 = quantize_int8(fp32, folder / "model.int8.onnx", calibration)
     int8_pc = quantize_int8(fp32, folder / "model.int8pc.onnx", calibration, per_channel=True)
+    islands = quantize_int8(fp32, folder / "model.int8islands.onnx", calibration, per_channel=True, islands=True)
     return {"weights": weights, "arch": arch, "model_dir": str(model_dir) if model_dir else None,
             "geometry": geometry, "fp32": str(fp32), "int8": str(int8), "int8_pc": str(int8_pc),
+            "int8_islands": str(islands),
             "parameters": count_parameters(model), "calibration_patches": int(len(calibration))}
 
 

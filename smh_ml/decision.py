@@ -76,17 +76,20 @@ def image_defect_scores(per_image: Sequence[np.ndarray], clean_index: int = 0) -
     return np.array(scores)
 
 
-def calibrate_threshold(clean_scores: Sequence[float], target_false_alarm: float) -> float:
+def calibrate_threshold(clean_scores: Sequence[float], target_false_alarm: float,
+                        ceiling: float | None = 1.0) -> float:
     """The lowest threshold whose false-alarm rate on ``clean_scores`` (the defect scores of
     clean validation images) is at most ``target_false_alarm``: at most
-    floor(target * n) clean images reach it. A low threshold keeps defect recall high."""
+    floor(target * n) clean images reach it. A low threshold keeps defect recall high.
+    ``ceiling``: the largest threshold (1 for probabilities; None for unbounded scores)."""
     scores = np.sort(np.asarray(clean_scores, dtype=np.float64))[::-1]
     if scores.size == 0:
         raise ValueError("calibrating a threshold needs at least one clean validation image")
     if not 0.0 <= target_false_alarm < 1.0:
         raise ValueError(f"target false-alarm rate must be in [0, 1), got {target_false_alarm}")
     allowed = int(np.floor(target_false_alarm * scores.size + 1e-9))
-    return float(min(np.nextafter(scores[allowed], np.inf), 1.0))
+    threshold = float(np.nextafter(scores[allowed], np.inf))
+    return threshold if ceiling is None else min(threshold, ceiling)
 
 
 UNKNOWN_RATE = 0.05
@@ -94,26 +97,15 @@ UNKNOWN_RATE = 0.05
 the review folder's load on a line whose defects are all known."""
 
 
-def unknown_scores(per_image: Sequence[np.ndarray], clean_index: int = 0) -> np.ndarray:
-    """Per image, how unlike every training class it looks: at its most defective patch (the
-    least clean one), the defect probability that is *not* on that patch's top defect class.
-    A clean capture's worst patch has little defect probability, a known defect puts it on one
-    class; a defect of a type the model never saw is called a defect but spread over the
-    classes it knows. One patch, not the maximum over all of them: a capture of 64 tiles would
-    otherwise score the noise of its clean tiles."""
-    scores = []
-    for probs in per_image:
-        probs = np.asarray(probs, dtype=np.float64)
-        defect = np.delete(probs, clean_index, axis=1)
-        if defect.shape[1] < 2:  # one defect class: nothing to spread over
-            scores.append(0.0)
-            continue
-        worst = int(np.argmax(defect.sum(axis=1)))
-        scores.append(float(defect[worst].sum() - defect[worst].max()))
-    return np.array(scores)
+def unknown_scores(per_image_distances: Sequence[np.ndarray]) -> np.ndarray:
+    """Per image, how unlike every training class it looks: the largest distance of its patches'
+    features to the nearest training class (smh_ml.models.feature_distance). A new kind of
+    defect need not move the probabilities (a model that never saw pits calls them clean,
+    confidently), but its patch lands away from every class the features know."""
+    return np.array([float(np.max(d)) if len(d) else 0.0 for d in per_image_distances])
 
 
-def calibrate_unknown(per_image: Sequence[np.ndarray], rate: float = UNKNOWN_RATE, clean_index: int = 0) -> float:
-    """The unknown threshold: at most ``rate`` of ``per_image`` (known-class validation
-    captures) reach it."""
-    return calibrate_threshold(unknown_scores(per_image, clean_index), rate)
+def calibrate_unknown(per_image_distances: Sequence[np.ndarray], rate: float = UNKNOWN_RATE) -> float:
+    """The unknown threshold: at most ``rate`` of the known-class validation captures (their
+    patch distances) reach it."""
+    return calibrate_threshold(unknown_scores(per_image_distances), rate, ceiling=None)

@@ -46,13 +46,15 @@ def _post(port: int, body: bytes) -> tuple[int, dict]:
 def server(tmp_path_factory):
     from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
+    from smh_ml.models.feature_distance import MAX_DIMENSIONS, FeatureDistance
     from smh_ml.tracking.packaging import package_model
 
     tmp = tmp_path_factory.mktemp("rest")
     # a capture of up to 200 x 200 px was trained on: the card accepts 4x that area
     card = ModelCard("baseline_cnn", ("defect-free", "scratch", "pit"), Geometry(2, 2, 32), max_pixels=4 * 200 * 200,
                      unknown_threshold=0.5)
-    onnx_file = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp / "model.onnx", card)
+    module = FeatureDistance(build("baseline_cnn", 3, 32).eval(), 3, MAX_DIMENSIONS).eval()
+    onnx_file = export_onnx(module, tmp / "model.onnx", card)
     folder = package_model(onnx_file, tmp / "package")
     port = free_port()
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
@@ -83,7 +85,8 @@ def test_a_capture_is_decided_with_its_verdict(server):
     assert status == 200, answer
     rows = answer["predictions"]
     assert len(rows) == 2 and {r["label"] for r in rows} <= {"defect-free", "scratch", "pit"}
-    assert all(r["verdict"] in (r["label"], "unknown") and 0.0 <= r["unknown_score"] <= 1.0 for r in rows)
+    assert all(r["verdict"] == ("unknown" if r["unknown_score"] >= 0.5 else r["label"]) and r["unknown_score"] >= 0
+               for r in rows)
     assert [r["note"] for r in rows] == ["", ""]  # 8-bit grey: nothing converted
 
 

@@ -104,7 +104,7 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
     assert saved["onnx"]["parity_max_abs_diff"] <= 1e-4 and saved["onnx"]["file"] == "model.onnx"
     assert report.classes[0] == "defect-free"
     assert ClassifierReport.load(tmp_path / "model") == report  # one typed report, round-tripped through JSON
-    assert set(report.seconds) == {"cv", "fit", "test", "export", "robustness"}
+    assert set(report.seconds) == {"cv", "fit", "unknown", "test", "export", "robustness"}
     # model selection and the threshold come from validation captures, never the test captures
     threshold = saved["decision"]["threshold"]
     assert 0 < threshold <= 1 and saved["decision"]["validation_captures"] > 0

@@ -12,20 +12,65 @@ from smh_ml.decision import calibrate_unknown, unknown_scores
 from smh_ml.deploy.card import ModelCard
 
 
-def test_the_score_is_defect_probability_spread_over_known_classes():
-    clean = np.array([[0.97, 0.01, 0.01, 0.01]])
-    known = np.array([[0.97, 0.01, 0.01, 0.01], [0.04, 0.94, 0.01, 0.01]])  # one patch a clear class-1 defect
-    spread = np.array([[0.97, 0.01, 0.01, 0.01], [0.10, 0.45, 0.40, 0.05]])  # a defect, but of which kind?
-    noisy = np.array([[0.60, 0.15, 0.15, 0.10], [0.04, 0.94, 0.01, 0.01]])  # a fuzzy clean tile beside a defect
-    scores = unknown_scores([clean, known, spread, noisy])
-    assert scores[0] == pytest.approx(0.01 + 0.01) and scores[1] == pytest.approx(0.02)
-    assert scores[2] == pytest.approx(0.45) and scores[2] > 10 * scores[1]
-    assert scores[3] == pytest.approx(0.02)  # judged at the most defective patch only
-    assert unknown_scores([np.array([[0.2, 0.8]])])[0] == 0.0  # one defect class: nothing to spread over
-    # at most 5% of 100 known validation captures reach the calibrated threshold
-    val = [np.array([[1 - s, s * 0.9, s * 0.1]]) for s in np.linspace(0, 1, 100)]
+def test_the_score_is_a_captures_largest_patch_distance_and_its_threshold_flags_the_rate():
+    scores = unknown_scores([np.array([0.5, 3.0, 1.0]), np.array([2.0]), np.array([])])
+    assert scores.tolist() == [3.0, 2.0, 0.0]
+    # at most 5% of 100 known validation captures reach the calibrated threshold (no ceiling of 1)
+    val = [np.array([s, s / 2]) for s in np.linspace(0, 200, 100)]
     threshold = calibrate_unknown(val, 0.05)
-    assert (unknown_scores(val) >= threshold).sum() <= 5
+    assert threshold > 180 and (unknown_scores(val) >= threshold).sum() <= 5
+
+
+@pytest.mark.parametrize("arch,flips,width", [("baseline_cnn", False, 64), ("baseline_cnn", True, 64),
+                                              ("efficientnet_lite0", False, 1280)])
+def test_the_feature_distance_keeps_the_classifiers_logits_and_measures_off_cluster_features(arch, flips, width):
+    """The head split off the last fully connected layer gives the model's own logits (test-time
+    flips included: the head is affine); fitted on clustered features, the distance is small at
+    the clusters and large away from them, also outside the principal directions of wide ones."""
+    import torch
+
+    from smh_ml.models import build
+    from smh_ml.models.feature_distance import MAX_DIMENSIONS, FeatureDistance
+
+    torch.manual_seed(0)
+    model = build(arch, 3, 32, pretrained=False, flip_average=flips).eval()
+    module = FeatureDistance(model, 3, MAX_DIMENSIONS).eval()
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(module(x), model(x), atol=1e-5)
+        assert torch.allclose(module.logits_and_distance(x)[0], model(x), atol=1e-5)
+    assert module.head.in_features == width
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, (3, width))
+    labels = np.repeat(np.arange(3), 400)
+    span = rng.normal(0, 1, (8, width))  # training features vary along 8 directions only
+    features = centres[labels] + rng.normal(0, 1, (len(labels), 8)) @ span
+    module.fit(features, labels)
+    near = torch.as_tensor(centres + rng.normal(0, 1, (3, 8)) @ span, dtype=torch.float32)
+    away = torch.as_tensor(centres.mean(0, keepdims=True) + rng.normal(0, 3, (1, width)), dtype=torch.float32)
+    with torch.no_grad():
+        d_near, d_away = module.distance(near), module.distance(away)
+    assert float(d_near.max()) < 100 < float(d_away.min()), (d_near, d_away)
+
+
+def test_the_exported_model_gives_the_distance_as_torch_does(tmp_path):
+    import torch
+
+    from smh_ml.deploy.runtime import load_onnx, onnx_predict, onnx_predict_with_distance
+    from smh_ml.export.onnx import export_onnx
+    from smh_ml.models import build
+    from smh_ml.training.unknown import capture_distances, fit_feature_distance
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 255, (60, 32, 32), dtype=np.uint8)
+    module = fit_feature_distance(build("baseline_cnn", 3, 32).eval(), patches, np.arange(60) % 3, 3)
+    card = ModelCard("baseline_cnn", ("defect-free", "a", "b"), Geometry(1, 1, 32))
+    sess = load_onnx(export_onnx(module, tmp_path / "m.onnx", card))
+    probs, distance = onnx_predict_with_distance(sess, patches[:8])
+    expected = capture_distances(module, [patches[:8]])[0]
+    assert np.allclose(distance, expected, rtol=1e-3, atol=1e-3) and float(distance.min()) > 0
+    assert np.allclose(probs, onnx_predict(sess, patches[:8]))  # the probabilities as before
 
 
 def _json(value: str):
@@ -62,8 +107,8 @@ def _captures(root, per_class=14, side=96, seed=0):
 
 
 def test_a_class_left_out_of_training_is_flagged_unknown(tmp_path):
-    """Trained on clean, dark and bright, a two-tone defect is called one of them with its
-    probability split: its held-out captures are flagged far more often than known ones."""
+    """Trained on clean, dark and bright, a two-tone defect is called one of them: its features
+    lie away from all three, so its held-out captures are flagged far more often than known ones."""
     from smh_ml.config.overrides import apply_settings
     from smh_ml.config.presets import get_profile
     from smh_ml.data.captures import load_manifest
@@ -88,13 +133,15 @@ def test_predict_gives_the_verdict_beside_the_nearest_known_class(tmp_path):
     from smh_ml.cli import app
     from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
+    from smh_ml.models.feature_distance import MAX_DIMENSIONS, FeatureDistance
 
     image = np.zeros((80, 80), np.uint8)
     image[4:-4, 4:-4] = 128
     Image.fromarray(image).save(tmp_path / "a.png")
-    for threshold, verdict in ((0.0, "unknown"), (1.0, None)):
+    for threshold, verdict in ((0.0, "unknown"), (1e12, None)):
         card = ModelCard("baseline_cnn", ("defect-free", "a", "b"), Geometry(1, 1, 32), unknown_threshold=threshold)
-        model = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / f"m{threshold}.onnx", card)
+        module = FeatureDistance(build("baseline_cnn", 3, 32).eval(), 3, MAX_DIMENSIONS)
+        model = export_onnx(module.eval(), tmp_path / f"m{threshold}.onnx", card)
         result = CliRunner().invoke(app, ["predict", str(tmp_path / "a.png"), "--model", str(model), "--json"])
         assert result.exit_code == 0, result.output
         row = json.loads(result.stdout[result.stdout.index("["):])[0]

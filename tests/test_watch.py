@@ -256,10 +256,12 @@ def test_unknown_captures_get_the_unknown_verdict_and_a_copy_for_review(tmp_path
 
     from smh_ml.export.onnx import export_onnx
     from smh_ml.models import build
+    from smh_ml.models.feature_distance import MAX_DIMENSIONS, FeatureDistance
 
     torch.manual_seed(0)
     card = ModelCard("baseline_cnn", ("defect-free", "scratch", "pit"), Geometry(1, 2, 32), unknown_threshold=0.0)
-    model = export_onnx(build("baseline_cnn", 3, 32).eval(), tmp_path / "m.onnx", card)
+    module = FeatureDistance(build("baseline_cnn", 3, 32).eval(), 3, MAX_DIMENSIONS).eval()
+    model = export_onnx(module, tmp_path / "m.onnx", card)
     folder, review = tmp_path / "line", tmp_path / "line" / "review"
     (folder / "shift1").mkdir(parents=True)
     _capture(folder / "shift1" / "a.png")

@@ -51,8 +51,9 @@ class ModelCard:
     """Largest capture (width x height) a runtime decodes: :data:`MAX_PIXELS_FACTOR` times the
     largest training capture; a larger one is refused from its header. None: Pillow's limit."""
     unknown_threshold: float | None = None
-    """Unknown score (smh_ml.decision.unknown_scores) from which a capture is flagged as a
-    defect type the model never saw (calibrated on validation captures); None: never."""
+    """Unknown score (smh_ml.decision.unknown_scores: the largest patch feature distance, the
+    model's ``distance`` output) from which a capture is flagged as a defect type the model never
+    saw (calibrated on validation captures); None: never."""
     profile: str = ""
     recipe: dict[str, Any] | None = None
     """The recipe from the data it was trained under (geometry, tiles, reasons), if ``auto``."""

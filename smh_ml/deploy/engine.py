@@ -28,7 +28,7 @@ from smh_ml.data.captures import (
 )
 from smh_ml.data.patching import background_bbox, capture_patches, untile
 from smh_ml.decision import decide, unknown_scores
-from smh_ml.deploy.runtime import load_onnx, onnx_predict, read_card
+from smh_ml.deploy.runtime import load_onnx, onnx_predict, onnx_predict_with_distance, read_card
 
 UNKNOWN = "unknown"
 """The verdict of a capture unlike every class the model was trained on."""
@@ -160,19 +160,27 @@ class Engine:
         """(tiles, P, P) uint8 -> (tiles, classes) probabilities: one model call per image."""
         return onnx_predict(self.runtime, patches)
 
-    def decide_probs(self, probs: np.ndarray) -> Decision:
+    def scores(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and each patch's feature distance (None for a model without feature
+        statistics), from the same model call."""
+        return onnx_predict_with_distance(self.runtime, patches)
+
+    def decide_probs(self, probs: np.ndarray, distances: np.ndarray | None = None) -> Decision:
+        """Algorithm 1 on a capture's patch ``probs``; with ``distances`` (its patches' feature
+        distances) the unknown score and verdict too."""
         index, patch = decide(probs, self.clean_index, self.threshold)
         defect = (1.0 - probs[:, self.clean_index]).astype(float).tolist()
         if patch is None:
             probability = float(probs[:, self.clean_index].min())
         else:
             probability = float(probs[patch, index])
-        score = float(unknown_scores([probs], self.clean_index)[0])
-        unknown = self.unknown_threshold is not None and score >= float(self.unknown_threshold)
+        score = float(unknown_scores([distances])[0]) if distances is not None else 0.0
+        unknown = distances is not None and self.unknown_threshold is not None \
+            and score >= float(self.unknown_threshold)
         return Decision(self.class_names[index], index, patch, probability, defect, round(score, 6), unknown)
 
     def decide_array(self, image: np.ndarray) -> Decision:
-        return self.decide_probs(self.probabilities(self.patches(image)))
+        return self.decide_probs(*self.scores(self.patches(image)))
 
     def decide_bytes(self, data: bytes, name: str = "<bytes>") -> Prediction:
         """One encoded capture (a REST request's image), read, checked and noted as files are;
@@ -214,7 +222,7 @@ class Engine:
         if isinstance(loaded, str):
             return Prediction(path, None, None, loaded)
         patches, note = loaded
-        return Prediction(path, self.decide_probs(self.probabilities(patches)), patches, note=note)
+        return Prediction(path, self.decide_probs(*self.scores(patches)), patches, note=note)
 
 
 def is_capture(path: Path) -> bool:

@@ -2,8 +2,10 @@
 
 The export (``smh_ml.export.onnx``) writes one self-contained ``.onnx`` file: input ``patches``
 float32 (batch, 1, P, P) holding grey levels / 255 (:func:`smh_ml.deploy.card.to_input`),
-dynamic batch; output ``probs`` (batch, classes) after softmax; the model card as metadata
-(:func:`read_card`). Nothing here imports torch.
+dynamic batch; output ``probs`` (batch, classes) after softmax and, when the model carries
+feature statistics, ``distance`` (batch,) (each patch's distance to the nearest training
+class: the unknown score's input); the model card as metadata (:func:`read_card`). Nothing
+here imports torch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import onnxruntime as ort
 
 from smh_ml.deploy.card import ModelCard, to_input
 
-INPUT, OUTPUT = "patches", "probs"
+INPUT, OUTPUT, DISTANCE = "patches", "probs", "distance"
 
 
 def load_onnx(path: Path | str, threads: int | None = None) -> ort.InferenceSession:
@@ -47,3 +49,16 @@ def read_card(path: Path | str) -> ModelCard:
 def onnx_predict(sess: ort.InferenceSession, patches: np.ndarray) -> np.ndarray:
     """(N, P, P) uint8 patches -> (N, classes) probabilities."""
     return sess.run([OUTPUT], {INPUT: to_input(patches)})[0]
+
+
+def has_distance(sess: ort.InferenceSession) -> bool:
+    return DISTANCE in {o.name for o in sess.get_outputs()}
+
+
+def onnx_predict_with_distance(sess: ort.InferenceSession, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, P, P) uint8 patches -> probabilities and patch distances (None for a model without
+    feature statistics), from one run."""
+    if not has_distance(sess):
+        return onnx_predict(sess, patches), None
+    probs, distance = sess.run([OUTPUT, DISTANCE], {INPUT: to_input(patches)})
+    return probs, distance

@@ -1,7 +1,8 @@
 """ONNX export of a trained patch classifier (the torch side; ``smh_ml.deploy`` runs it).
 
 One self-contained ``.onnx`` file: input ``patches`` float32 (batch, 1, P, P) in [0, 1],
-dynamic batch; output ``probs`` (batch, classes) after softmax. The model card
+dynamic batch; output ``probs`` (batch, classes) after softmax and, for a model with feature
+statistics, ``distance`` (batch,): each patch's distance to the nearest training class. The model card
 (:class:`smh_ml.deploy.card.ModelCard`: classes, geometry, threshold, provenance) rides along
 as metadata, so a runtime needs nothing else. A parity
 check against torch fails loudly when the two disagree by more than the tolerance.
@@ -19,8 +20,9 @@ import torch
 from torch import nn
 
 from smh_ml.deploy.card import ModelCard
-from smh_ml.deploy.runtime import INPUT, OUTPUT, load_onnx, onnx_predict
+from smh_ml.deploy.runtime import DISTANCE, INPUT, OUTPUT, load_onnx, onnx_predict
 from smh_ml.io import atomic_write_bytes
+from smh_ml.models.feature_distance import FeatureDistance
 from smh_ml.training.loop import predict_proba
 
 
@@ -35,6 +37,18 @@ class WithSoftmax(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(patches), dim=1)
+
+
+class WithSoftmaxAndDistance(nn.Module):
+    """Probabilities and each patch's feature distance (smh_ml.models.feature_distance)."""
+
+    def __init__(self, model: FeatureDistance):
+        super().__init__()
+        self.model = model
+
+    def forward(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, distance = self.model.logits_and_distance(patches)
+        return torch.softmax(logits, dim=1), distance
 
 
 def write_card(proto: onnx.ModelProto, card: ModelCard) -> onnx.ModelProto:
@@ -53,8 +67,11 @@ def export_onnx(model: nn.Module, path: Path | str, card: ModelCard, opset: int 
     batch = torch.export.Dim("batch", min=1, max=4096)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_file = Path(tmp) / "model.onnx"
-        torch.onnx.export(WithSoftmax(model).eval(), (example,), str(tmp_file), dynamo=True,
-                          input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
+        distance = isinstance(model, FeatureDistance)
+        wrapped = WithSoftmaxAndDistance(model) if distance else WithSoftmax(model)
+        torch.onnx.export(wrapped.eval(), (example,), str(tmp_file), dynamo=True,
+                          input_names=[INPUT], output_names=[OUTPUT, DISTANCE] if distance else [OUTPUT],
+                          opset_version=opset,
                           dynamic_shapes={"patches": {0: batch}}, external_data=False,
                           verbose=False)
         proto = onnx.load(str(tmp_file))

@@ -84,17 +84,45 @@ def calibration_patches(patch_set, count: int, seed: int = 0) -> np.ndarray:
     return patch_set.patches[np.sort(np.asarray(chosen))]
 
 
+def fp32_islands(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that stay in float around the convolutional trunk: every node with
+    no convolution before it (the input's scaling and normalisation, the flips of test-time
+    flip averaging, and the first convolution of each view, which sees raw grey levels) and
+    every node other than a convolution with none after it (pooling, the fully connected
+    head, the averaging of views, softmax). Those are where int8 costs accuracy (the first
+    layer's filters and the logits are the most sensitive) and little time (the trunk between
+    them holds nearly all multiply-adds), so the field keeps them in fp32."""
+    nodes = list(model.graph.node)  # ONNX graphs are stored in topological order
+    producer = {out: i for i, node in enumerate(nodes) for out in node.output}
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in node.input:
+            consumers.setdefault(name, []).append(i)
+    conv_before = [False] * len(nodes)
+    for i, node in enumerate(nodes):
+        conv_before[i] = any(nodes[producer[x]].op_type == "Conv" or conv_before[producer[x]]
+                             for x in node.input if x in producer)
+    conv_after = [False] * len(nodes)
+    for i in reversed(range(len(nodes))):
+        conv_after[i] = any(nodes[j].op_type == "Conv" or conv_after[j]
+                            for out in nodes[i].output for j in consumers.get(out, ()))
+    return [node.name for i, node in enumerate(nodes)
+            if not conv_before[i] or (not conv_after[i] and node.op_type != "Conv")]
+
+
 def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.ndarray,
-                  per_channel: bool = False) -> Path:
-    """Static int8 quantization of ``fp32_path`` to ``out_path`` (atomic), metadata kept."""
+                  per_channel: bool = False, islands: bool = False) -> Path:
+    """Static int8 quantization of ``fp32_path`` to ``out_path`` (atomic), metadata kept; with
+    ``islands`` the nodes of :func:`fp32_islands` stay in float."""
     if len(calibration) == 0:
         raise ValueError("int8 calibration needs at least one patch")
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        keep = fp32_islands(onnx.load(str(prepared))) if islands else []
         quantize_static(str(prepared), str(quantized), _Patches(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=QUANTIZED_OPS,
+                        op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=keep,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         model = onnx.load(str(quantized))
     # the fp32 file's card verbatim (no decode and re-encode of its values), precision replaced

@@ -28,5 +28,9 @@ def load_classifier(folder: Path | str) -> tuple[torch.nn.Module, dict]:
     report = json.loads((folder / "report.json").read_text())
     model = build(report["arch"], len(report["classes"]), report["geometry"]["patch"], pretrained=False,
                   flip_average=report.get("train", {}).get("flip_average", False))
+    if (report.get("decision") or {}).get("unknown_score") == "feature_distance":
+        from smh_ml.models.feature_distance import MAX_DIMENSIONS, FeatureDistance
+
+        model = FeatureDistance(model, len(report["classes"]), MAX_DIMENSIONS)
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     return model.eval(), report

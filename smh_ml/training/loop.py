@@ -433,10 +433,17 @@ def train_final(arrays: np.ndarray, index: pd.DataFrame, names: list[str], cfg: 
     """The model that ships: trained on the training set minus the validation captures,
     the best checkpoint on them kept (the last one without ``val``)."""
     seed_everything(cfg.seed)
+    return fit(new_model(cfg, len(names), patch), *final_training_patches(arrays, index, names, cfg, val), cfg,
+               desc="final model", val=val)
+
+
+def final_training_patches(arrays: np.ndarray, index: pd.DataFrame, names: list[str], cfg: TrainConfig,
+                           val: ValidationCaptures | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The patches the final model learns from (the validation captures' left out) and their
+    class indices."""
     exclude = set(val.captures["capture_id"].astype(str)) if val is not None else None
     rows = training_rows(index, cfg, exclude)
-    return fit(new_model(cfg, len(names), patch), arrays[rows],
-               encode(index["label"].iloc[rows], names), cfg, desc="final model", val=val)
+    return arrays[rows], encode(index["label"].iloc[rows], names)
 
 
 WARMUP_STEPS = 2

@@ -44,6 +44,7 @@ from smh_ml.export.onnx import check_parity, export_onnx
 from smh_ml.hardware import describe
 from smh_ml.io import atomic_write_text
 from smh_ml.models import count_parameters
+from smh_ml.models.feature_distance import FeatureDistance
 from smh_ml.training.budget import candidate_config, plan_budget
 from smh_ml.training.checkpoint import load_classifier, save_classifier
 from smh_ml.training.loop import (
@@ -51,11 +52,13 @@ from smh_ml.training.loop import (
     cross_validate,
     encode,
     evaluate_images,
+    final_training_patches,
     measure_step_cost,
     test_patches,
     train_final,
     validation_captures,
 )
+from smh_ml.training.unknown import capture_distances, fit_feature_distance
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class ClassifierReport:
     int8: dict[str, Any] | None = None
     robustness: list[dict[str, Any]] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    """Wall seconds per stage (cv, fit, test, export, quantize, robustness)."""
+    """Wall seconds per stage (cv, fit, unknown, test, export, quantize, robustness)."""
     recipe: dict[str, Any] | None = None
     """The recipe from the data the patch set was built with (geometry, reasons), if ``auto``."""
     budget: dict[str, Any] | None = None
@@ -162,15 +165,20 @@ def model_card(report: ClassifierReport, max_pixels: int | None = None, **proven
                      test_accuracy=None if report.test is None else report.test["accuracy"], provenance=provenance)
 
 
-def decision_of(fitted, val, cfg: TrainConfig) -> dict:
+def decision_of(fitted, val, cfg: TrainConfig, unknown: FeatureDistance | None = None) -> dict:
     """The shipped model's decision threshold, calibrated on the validation captures' clean
-    images with its selected checkpoint (None without validation captures)."""
+    images with its selected checkpoint (None without validation captures), and with
+    ``unknown`` (the model with its feature statistics) the unknown threshold, calibrated on
+    the same captures."""
     if val is None or fitted.val_probs is None:
         return {"threshold": None}
     validation = calibrate(fitted.val_probs, val.truth, cfg.target_false_alarm)
-    return {"threshold": validation["threshold"], "target_false_alarm": cfg.target_false_alarm,
-            "validation": validation, "validation_captures": int(len(val.truth)),
-            "unknown_threshold": calibrate_unknown(fitted.val_probs), "unknown_rate": UNKNOWN_RATE}
+    decision = {"threshold": validation["threshold"], "target_false_alarm": cfg.target_false_alarm,
+                "validation": validation, "validation_captures": int(len(val.truth))}
+    if unknown is not None:
+        decision |= {"unknown_score": "feature_distance", "unknown_rate": UNKNOWN_RATE,
+                     "unknown_threshold": calibrate_unknown(capture_distances(unknown, val.groups))}
+    return decision
 
 
 # --- stages ---------------------------------------------------------------------------------
@@ -288,8 +296,12 @@ def fit_stage(patch_set, train, names: list[str], profile: Profile, cfg: TrainCo
     report.final_history = final.history
     report.fit = final.summary()
     report.parameters = count_parameters(final.model)
-    report.decision = decision_of(final, val, cfg)
-    return final.model, report
+    start = time.perf_counter()
+    model = fit_feature_distance(final.model, *final_training_patches(train.arrays, train.index, names, cfg, val),
+                                 len(names), seed=cfg.seed)
+    report.decision = decision_of(final, val, cfg, model)
+    report.seconds["unknown"] = time.perf_counter() - start
+    return model, report
 
 
 def save_fit(folder: Path | str, model: torch.nn.Module, report: ClassifierReport) -> Path:

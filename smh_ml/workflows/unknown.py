@@ -1,8 +1,9 @@
 """Unknown defects, measured by leaving one class out.
 
 A defect type the model never saw is forced into a known class by Algorithm 1. The unknown
-score (:func:`smh_ml.decision.unknown_scores`) says how unlike every training class a
-capture looks; its threshold is calibrated on the validation captures for a target share of
+score (:func:`smh_ml.decision.unknown_scores`: the largest distance of a capture's patch
+features to the nearest training class) says how unlike every training class it looks; its
+threshold is calibrated on the validation captures for a target share of
 known captures flagged (:data:`smh_ml.decision.UNKNOWN_RATE`). Whether it finds new types is
 measured by training without class X (neither its training nor its validation captures)
 and scoring the held-out test captures: X's should be flagged, the known classes' not.
@@ -22,11 +23,12 @@ from smh_ml.decision import UNKNOWN_RATE, calibrate_unknown, unknown_scores
 from smh_ml.training.loop import (
     class_names,
     evaluate_images,
-    predict_proba,
+    final_training_patches,
     test_patches,
     train_final,
     validation_captures,
 )
+from smh_ml.training.unknown import capture_distances, fit_feature_distance
 from smh_ml.workflows.classifier import decision_of
 
 
@@ -55,17 +57,20 @@ def leave_one_out(patch_set: PatchSet, profile: Profile, label: str, cfg: TrainC
     pta = build_pta(reduced, profile.clean_class, profile.augment)
     val = validation_captures(reduced, names, cfg)
     fitted = train_final(pta.arrays, pta.index, names, cfg, reduced.geometry.patch, val)
-    threshold = calibrate_unknown(fitted.val_probs, rate)
-    # known captures are decided as the shipped model decides them: by its calibrated threshold
-    defect_threshold = decision_of(fitted, val, cfg)["threshold"]
+    module = fit_feature_distance(fitted.model, *final_training_patches(pta.arrays, pta.index, names, cfg, val),
+                                  len(names), seed=cfg.seed)
+    # known captures are decided as the shipped model decides them: by its calibrated thresholds
+    decision = decision_of(fitted, val, cfg, module)
+    threshold = calibrate_unknown(capture_distances(module, val.groups), rate)
+    defect_threshold = decision["threshold"]
     captures, groups = test_patches(reduced)
     new = (captures["label"] == label).to_numpy()
     known_captures = captures[~new].reset_index(drop=True)
     known_groups = [g for g, n in zip(groups, new) if not n]
-    metrics = evaluate_images(fitted.model, known_captures, known_groups, names, threshold=defect_threshold)
-    new_probs = [predict_proba(fitted.model, g, batch_size=len(g)) for g, n in zip(groups, new) if n]
-    known_scores = unknown_scores(metrics.pop("per_image_probs"))
-    new_scores = unknown_scores(new_probs)
+    metrics = evaluate_images(module, known_captures, known_groups, names, threshold=defect_threshold)
+    metrics.pop("per_image_probs")
+    known_scores = unknown_scores(capture_distances(module, known_groups))
+    new_scores = unknown_scores(capture_distances(module, [g for g, n in zip(groups, new) if n]))
     flagged_known = known_scores >= threshold
     right = np.array([d["label"] == d["predicted"] for d in metrics["decisions"]])
     return {"left_out": label, "classes": names, "threshold": threshold, "target_rate": rate,
