@@ -618,7 +618,7 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
     cfg = prof.deploy
     report = gated_int8(onnx_path, load_patch_set(patch_dir), prof.clean_class,
                         cfg.int8_tolerance if tolerance is None else tolerance,
-                        cfg.calibration_patches, cfg.per_channel)
+                        cfg.calibration_patches, cfg.per_channel, islands=cfg.fp32_islands)
     console.print(json.dumps(report.to_dict(), indent=1))
     if not report.accepted:
         err.print(f"int8 refused: accuracy {report.int8_accuracy:.4f} vs fp32 {report.fp32_accuracy:.4f} "

@@ -53,7 +53,7 @@ def server(tmp_path_factory):
     # a capture of up to 200 x 200 px was trained on: the card accepts 4x that area
     card = ModelCard("baseline_cnn", ("defect-free", "scratch", "pit"), Geometry(2, 2, 32), max_pixels=4 * 200 * 200,
                      unknown_threshold=0.5)
-    module = FeatureDistance(build("baseline_cnn", 3, 32).eval(), 3, MAX_DIMENSIONS).eval()
+    module = FeatureDistance(build("baseline_cnn", 3, 32).eval(), 3, MAX_DIMENSIONS, side=32).eval()
     onnx_file = export_onnx(module, tmp / "model.onnx", card)
     folder = package_model(onnx_file, tmp / "package")
     port = free_port()

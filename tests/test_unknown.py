@@ -21,12 +21,14 @@ def test_the_score_is_a_captures_largest_patch_distance_and_its_threshold_flags_
     assert threshold > 180 and (unknown_scores(val) >= threshold).sum() <= 5
 
 
-@pytest.mark.parametrize("arch,flips,width", [("baseline_cnn", False, 64), ("baseline_cnn", True, 64),
+@pytest.mark.parametrize("arch,flips,width", [("baseline_cnn", False, 2048), ("baseline_cnn", True, 64),
                                               ("efficientnet_lite0", False, 1280)])
 def test_the_feature_distance_keeps_the_classifiers_logits_and_measures_off_cluster_features(arch, flips, width):
-    """The head split off the last fully connected layer gives the model's own logits (test-time
-    flips included: the head is affine); fitted on clustered features, the distance is small at
-    the clusters and large away from them, also outside the principal directions of wide ones."""
+    """The backbone and head split before the first fully connected layer (the paper's CNNs: the
+    flattened convolutional map) or, where that is not exact, the last (test-time flips average
+    the views before an affine head; EfficientNet-Lite0 has one) give the model's own logits;
+    fitted on clustered features, the distance is small at the clusters and large away from
+    them, also outside the principal directions of wide ones."""
     import torch
 
     from smh_ml.models import build
@@ -34,12 +36,12 @@ def test_the_feature_distance_keeps_the_classifiers_logits_and_measures_off_clus
 
     torch.manual_seed(0)
     model = build(arch, 3, 32, pretrained=False, flip_average=flips).eval()
-    module = FeatureDistance(model, 3, MAX_DIMENSIONS).eval()
+    module = FeatureDistance(model, 3, MAX_DIMENSIONS, side=32).eval()
     x = torch.rand(4, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(module(x), model(x), atol=1e-5)
         assert torch.allclose(module.logits_and_distance(x)[0], model(x), atol=1e-5)
-    assert module.head.in_features == width
+    assert next(m for m in module.head.modules() if isinstance(m, torch.nn.Linear)).in_features == width
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 5, (3, width))
     labels = np.repeat(np.arange(3), 400)
@@ -140,7 +142,7 @@ def test_predict_gives_the_verdict_beside_the_nearest_known_class(tmp_path):
     Image.fromarray(image).save(tmp_path / "a.png")
     for threshold, verdict in ((0.0, "unknown"), (1e12, None)):
         card = ModelCard("baseline_cnn", ("defect-free", "a", "b"), Geometry(1, 1, 32), unknown_threshold=threshold)
-        module = FeatureDistance(build("baseline_cnn", 3, 32).eval(), 3, MAX_DIMENSIONS)
+        module = FeatureDistance(build("baseline_cnn", 3, 32).eval(), 3, MAX_DIMENSIONS, side=32)
         model = export_onnx(module.eval(), tmp_path / f"m{threshold}.onnx", card)
         result = CliRunner().invoke(app, ["predict", str(tmp_path / "a.png"), "--model", str(model), "--json"])
         assert result.exit_code == 0, result.output

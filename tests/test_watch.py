@@ -260,7 +260,7 @@ def test_unknown_captures_get_the_unknown_verdict_and_a_copy_for_review(tmp_path
 
     torch.manual_seed(0)
     card = ModelCard("baseline_cnn", ("defect-free", "scratch", "pit"), Geometry(1, 2, 32), unknown_threshold=0.0)
-    module = FeatureDistance(build("baseline_cnn", 3, 32).eval(), 3, MAX_DIMENSIONS).eval()
+    module = FeatureDistance(build("baseline_cnn", 3, 32).eval(), 3, MAX_DIMENSIONS, side=32).eval()
     model = export_onnx(module, tmp_path / "m.onnx", card)
     folder, review = tmp_path / "line", tmp_path / "line" / "review"
     (folder / "shift1").mkdir(parents=True)

@@ -151,7 +151,7 @@ def onnx_accuracy(path: Path | str, patch_set, clean_class: str, threads: int | 
 
 def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, tolerance: float = 0.005,
                calibration_count: int = 512, per_channel: bool = False, out_path: Path | str | None = None,
-               seed: int = 0, calibration: np.ndarray | None = None) -> GateReport:
+               seed: int = 0, calibration: np.ndarray | None = None, islands: bool = True) -> GateReport:
     """Quantize, test fp32 and int8 on the same held-out captures, keep int8 only within tolerance.
 
     ``out_path`` defaults to ``model.int8.onnx`` beside the fp32 file. On refusal that file
@@ -166,7 +166,7 @@ def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, tolerance: fl
         calibration = calibration_patches(patch_set, calibration_count, seed)
     fp32_acc, n = onnx_accuracy(fp32_path, patch_set, clean_class)
     with tempfile.TemporaryDirectory() as tmp:
-        candidate = quantize_int8(fp32_path, Path(tmp) / "int8.onnx", calibration, per_channel)
+        candidate = quantize_int8(fp32_path, Path(tmp) / "int8.onnx", calibration, per_channel, islands)
         int8_acc, _ = onnx_accuracy(candidate, patch_set, clean_class)
         accepted = fp32_acc - int8_acc <= tolerance + 1e-12
         if accepted:

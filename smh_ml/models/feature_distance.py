@@ -1,8 +1,8 @@
 """How far a patch's features lie from every class the classifier was trained on.
 
 A defect type the model never saw is forced into a known class, often the clean one, with
-high confidence, so no score built on the probabilities can flag it. Its features (the input
-of the last fully connected layer) are a different matter: the known classes form clusters
+high confidence, so no score built on the probabilities can flag it. Its features (what the
+fully connected head receives: :func:`split_head`) are a different matter: the known classes form clusters
 there, and a new kind of defect lands away from all of them. The score is the Mahalanobis
 distance to the nearest class centre under one covariance shared by the classes (Lee et al.,
 NeurIPS 2018), fitted on training patches only. Wide features (EfficientNet-Lite0's 1280) are
@@ -31,29 +31,70 @@ SHRINKAGE = 0.1
 inverse finite when a direction barely varies in training)."""
 
 
-def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
-    """(``backbone``, ``head``) with ``head(backbone(x)) == model(x)`` in eval mode: the last
-    fully connected layer, and a copy of ``model`` in which it is the identity. Test-time
-    flip averaging stays exact: the head is affine, so the head of the mean feature vector is
-    the mean of the views' logits."""
-    linears = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+def _split_at(model: nn.Module, linear_name: str, sequential_cut: bool) -> tuple[nn.Module, nn.Module]:
+    """``model`` cut before the fully connected layer ``linear_name``: with ``sequential_cut``
+    the layer and everything after it in its ``nn.Sequential`` form the head (the model's
+    last step must be that Sequential), else the layer alone does."""
+    backbone = copy.deepcopy(model)
+    parent_name, _, attribute = linear_name.rpartition(".")
+    parent = backbone.get_submodule(parent_name) if parent_name else backbone
+    if not sequential_cut:
+        setattr(parent, attribute, nn.Identity())
+        return backbone, model.get_submodule(linear_name)
+    at = int(attribute)
+    head = nn.Sequential(*list(model.get_submodule(parent_name))[at:])
+    grand_name, _, parent_attribute = parent_name.rpartition(".")
+    grand = backbone.get_submodule(grand_name) if grand_name else backbone
+    setattr(grand, parent_attribute, nn.Sequential(*list(parent)[:at]))
+    return backbone, head
+
+
+@torch.no_grad()
+def _exact(model: nn.Module, backbone: nn.Module, head: nn.Module, side: int = 64) -> bool:
+    was = model.training
+    model.eval(), backbone.eval(), head.eval()
+    x = torch.rand(2, 1, side, side, generator=torch.Generator().manual_seed(0))
+    try:
+        ok = torch.allclose(head(backbone(x)), model(x), atol=1e-4, rtol=1e-4)
+    except (RuntimeError, ValueError):  # the cut does not fit this model's forward
+        ok = False
+    model.train(was)
+    return ok
+
+
+def split_head(model: nn.Module, side: int = 64) -> tuple[nn.Module, nn.Module]:
+    """(``backbone``, ``head``) with ``head(backbone(x)) == model(x)`` in eval mode (checked on
+    a random ``side``-px input). The cut is before the first fully connected layer when it sits
+    in the Sequential that ends the model (the paper's CNNs: the flattened convolutional map,
+    2,048 values for the Inception-CNN, which keeps what the fully connected layers learn to
+    ignore: an unseen defect); else before the last one (EfficientNet-Lite0's pooled 1280, and
+    any model with test-time flips, whose views are averaged before the head: exact only when
+    the head is affine)."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not linears:
         raise ValueError(f"{type(model).__name__} has no fully connected layer to take features before")
-    name, head = linears[-1]
-    backbone = copy.deepcopy(model)
-    parent_name, _, attribute = name.rpartition(".")
-    parent = backbone.get_submodule(parent_name) if parent_name else backbone
-    setattr(parent, attribute, nn.Identity())
+    from smh_ml.models.flip_average import FlipAverage
+
+    averaged = any(isinstance(m, FlipAverage) for m in model.modules())  # views meet before the head
+    first_parent, _, first_attribute = linears[0].rpartition(".")
+    if not averaged and first_parent and first_attribute.isdigit() \
+            and isinstance(model.get_submodule(first_parent), nn.Sequential):
+        backbone, head = _split_at(model, linears[0], sequential_cut=True)
+        if _exact(model, backbone, head, side):
+            return backbone, head
+    backbone, head = _split_at(model, linears[-1], sequential_cut=False)
+    if not _exact(model, backbone, head, side):
+        raise ValueError(f"{type(model).__name__}: its logits are not its last fully connected layer's output")
     return backbone, head
 
 
 class FeatureDistance(nn.Module):
     """``model``'s logits and each input's distance to the nearest training class."""
 
-    def __init__(self, model: nn.Module, num_classes: int, dimensions: int):
+    def __init__(self, model: nn.Module, num_classes: int, dimensions: int, side: int = 64):
         super().__init__()
-        self.backbone, self.head = split_head(model)
-        width = self.head.in_features
+        self.backbone, self.head = split_head(model, side)
+        width = next(m for m in self.head.modules() if isinstance(m, nn.Linear)).in_features
         k = min(width, dimensions)
         self.register_buffer("mean", torch.zeros(width))
         self.register_buffer("basis", torch.eye(width)[:, :k].clone())
@@ -92,6 +133,8 @@ class FeatureDistance(nn.Module):
         k = self.basis.shape[1]
         if self.projected:
             basis = np.linalg.svd(centred, full_matrices=False)[2][:k].T
+            # fewer patches than directions: the missing ones are zero (their part is residual)
+            basis = np.pad(basis, ((0, 0), (0, k - basis.shape[1])))
             residual = centred - centred @ basis @ basis.T
             # floored at a small share of the total variance: features that (nearly) fit in
             # the kept directions must not turn float rounding into distance

@@ -31,6 +31,6 @@ def load_classifier(folder: Path | str) -> tuple[torch.nn.Module, dict]:
     if (report.get("decision") or {}).get("unknown_score") == "feature_distance":
         from smh_ml.models.feature_distance import MAX_DIMENSIONS, FeatureDistance
 
-        model = FeatureDistance(model, len(report["classes"]), MAX_DIMENSIONS)
+        model = FeatureDistance(model, len(report["classes"]), MAX_DIMENSIONS, side=report["geometry"]["patch"])
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     return model.eval(), report

@@ -26,7 +26,7 @@ def fit_feature_distance(model: nn.Module, arrays: np.ndarray, labels: np.ndarra
                          max_patches: int = MAX_PATCHES, seed: int = 0, batch_size: int = 256) -> FeatureDistance:
     """``model`` with its feature statistics, fitted on up to ``max_patches`` of the training
     ``arrays`` (uint8 patches) and their class indices ``labels``."""
-    module = FeatureDistance(model.to("cpu").eval(), num_classes, MAX_DIMENSIONS).eval()
+    module = FeatureDistance(model.to("cpu").eval(), num_classes, MAX_DIMENSIONS, side=arrays.shape[-1]).eval()
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     per_class = max(1, max_patches // max(len(np.unique(labels)), 1))

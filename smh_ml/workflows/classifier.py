@@ -373,7 +373,7 @@ def quantize_stage(folder: Path | str, patch_set, deploy: DeployConfig, clean_cl
     report = ClassifierReport.load(folder)
     start = time.perf_counter()
     gate = gated_int8(folder / ONNX, patch_set, clean_class, deploy.int8_tolerance, deploy.calibration_patches,
-                      deploy.per_channel)
+                      deploy.per_channel, islands=deploy.fp32_islands)
     report.int8 = dataclasses.asdict(gate) | {"file": INT8 if gate.accepted else None}
     report.seconds["quantize"] = time.perf_counter() - start
     report.save(folder)
