@@ -10,8 +10,8 @@ shared), on the same capture files:
   ort-int8             int8 static quantization (smh_ml.export.quantization), per-tensor weight scales
   ort-int8-overlap     int8 with the overlap
   ort-int8-pc          int8 with per-channel weight scales
-  ort-int8-islands     per-channel int8 with the first convolution, the head and everything
-                       around the trunk kept in fp32 (smh_ml.export.quantization.fp32_islands)
+  ort-int8-islands     per-channel int8 with the head, the feature distance and everything
+                       after the trunk kept in fp32 (smh_ml.export.quantization.fp32_islands)
   ort-fp32-draft       fp32, JPEGs decoded at a reduced DCT scale where the patch grid allows
   ort-fp32-draft-overlap  ... with the overlap
 

@@ -148,3 +148,30 @@ def test_predict_gives_the_verdict_beside_the_nearest_known_class(tmp_path):
         assert result.exit_code == 0, result.output
         row = json.loads(result.stdout[result.stdout.index("["):])[0]
         assert row["label"] in card.classes and row["verdict"] == (verdict or row["label"])
+
+
+def test_int8_keeps_the_head_and_the_distance_in_float(tmp_path):
+    """fp32 islands: every node after the last convolution (head, feature distance, softmax)
+    stays float, every convolution is quantized."""
+    import onnx
+    import torch
+
+    from smh_ml.export.onnx import export_onnx
+    from smh_ml.export.quantization import fp32_islands, quantize_int8
+    from smh_ml.models import build
+    from smh_ml.training.unknown import fit_feature_distance
+
+    torch.manual_seed(0)
+    patches = np.random.default_rng(0).integers(0, 255, (60, 32, 32), dtype=np.uint8)
+    module = fit_feature_distance(build("baseline_cnn", 3, 32).eval(), patches, np.arange(60) % 3, 3)
+    card = ModelCard("baseline_cnn", ("defect-free", "a", "b"), Geometry(1, 1, 32))
+    fp32 = export_onnx(module, tmp_path / "m.onnx", card)
+    graph = onnx.load(str(fp32)).graph
+    kept = set(fp32_islands(onnx.load(str(fp32))))
+    ops = {n.name: n.op_type for n in graph.node}
+    assert {n for n, op in ops.items() if op in ("Gemm", "MatMul", "Softmax", "ReduceMin")} <= kept
+    assert not any(ops[n] == "Conv" for n in kept)
+    int8 = onnx.load(str(quantize_int8(fp32, tmp_path / "q.onnx", patches, per_channel=True, islands=True)))
+    quantized_inputs = {o for n in int8.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert not any(set(n.input) & quantized_inputs for n in int8.graph.node if n.op_type in ("Gemm", "MatMul"))
+    assert any(set(n.input) & quantized_inputs for n in int8.graph.node if n.op_type == "Conv")

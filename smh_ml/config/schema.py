@@ -261,9 +261,9 @@ class DeployConfig:
     magnetic tile where per-tensor lost none. EfficientNet-Lite0 loses far more in either form,
     with VNNI too, and its int8 model is refused (docs/DEPLOY.md)."""
     fp32_islands: bool = True
-    """Keep the nodes around the convolutional trunk in float (smh_ml.export.quantization.
-    fp32_islands): the first convolution, the head, and the feature distance behind the
-    unknown verdict, whose squared Mahalanobis terms int8 would round coarsely."""
+    """Keep the nodes after the convolutional trunk in float (smh_ml.export.quantization.
+    fp32_islands): the head, and the feature distance behind the unknown verdict, whose squared
+    Mahalanobis terms int8 would round coarsely."""
     threads: int | None = None
     """onnxruntime intra-op threads; None = every core."""
 
