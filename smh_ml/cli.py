@@ -334,18 +334,19 @@ def pgan(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml pa
          gan_dir: Path = typer.Argument(..., help="One kind's GAN folder, e.g. gans/sdg."),
          out: Path = typer.Argument(..., help="Folder to write pgan/ into."),
          profile: str = typer.Option("auto", help=PROFILE_HELP)) -> None:
-    """Assemble P-GAN: real TRAIN patches plus each class's synthetic patches that passed the
-    quality gate, or its validation trial (two fits of the profile's classifier, only when the
-    FID ceiling alone refused a class; gan.trial=false in the profile turns it off)."""
+    """Assemble P-GAN: real TRAIN patches plus the synthetic patches that passed the validation
+    trial (two fits of the profile's classifier, without and with every class's patches that
+    passed the content checks; gan.trial=false in the profile keeps what the quality gate
+    admitted). The two fits are kept in OUT/trial for 'smh-ml train --train-dir OUT' to reuse."""
     from smh_ml.data.datasets import load_patch_set
     from smh_ml.synthetic.pgan import save_training_set
-    from smh_ml.workflows.trial import trial_pgan
+    from smh_ml.workflows.trial import TRIAL_FITS, trial_pgan
 
     prof = _folder_profile(profile, None, patch_dir)
     classes = sorted(p.parent.name for p in gan_dir.glob("*/synthetic"))
     if not classes:
         _fail(f"{gan_dir}: no <class>/synthetic folders (train the GANs first: smh-ml gan)")
-    pgan_set, trial = trial_pgan(load_patch_set(patch_dir), gan_dir, classes, prof)
+    pgan_set, trial = trial_pgan(load_patch_set(patch_dir), gan_dir, classes, prof, keep=out / TRIAL_FITS)
     save_training_set(out / "pgan", pgan_set)
     if trial is not None:
         trial.save(out / "trial.json")

@@ -58,12 +58,18 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"test_accuracy_floor": True, "onnx_parity": True}
-    # a class refused by the FID ceiling alone goes on the validation trial, which the page reports
+    # a class whose patches passed the content checks goes on the validation trial, which the page reports
     training = [e for e in result.get_asset_materialization_events()
                 if e.asset_key.to_user_string() == "training_set"][0].materialization.metadata
     on_trial = "trial_admitted" in training
     assert (tmp_path / "artifacts" / "ci" / "training_set" / "trial.json").is_file() == on_trial
     assert training["trial"].value and (not on_trial or "validation captures" in training["trial"].value)
+    if on_trial:  # the trial's fit of the chosen set is the first candidate's final fit, not fitted again
+        trial = json.loads((tmp_path / "artifacts" / "ci" / "training_set" / "trial.json").read_text())
+        first = json.loads((tmp_path / "artifacts" / "ci" / "classifier" / trial["arch"] / "report.json").read_text())
+        chosen = tmp_path / "artifacts" / "ci" / "training_set" / "trial" / ("with" if trial["admitted"] else "without")
+        assert first["reused_fit"] == str(chosen)
+        assert first["fit"] == json.loads((chosen / "report.json").read_text())["fit"]
     registered = [e for e in result.get_asset_materialization_events()
                   if e.asset_key.to_user_string() == "registered_model"][0]
     meta = registered.materialization.metadata
@@ -272,7 +278,13 @@ def test_the_training_set_asset_tries_a_class_refused_for_its_fid_alone(sim_root
     result = dg.materialize(ALL_ASSETS, instance=instance, resources=resources, selection=[training_set])
     assert result.success
     meta = result.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["trial_classes"].value == ["pits"] and "validation captures" in meta["trial"].value
+    from smh_ml.config.presets import get_profile
+    from smh_ml.workflows.trial import on_trial
+
+    gans = tmp_path / "artifacts" / "ci" / "gans" / "sdg"
+    assert "validation captures" in meta["trial"].value
+    assert "pits" in meta["trial_classes"].value
+    assert meta["trial_classes"].value == on_trial(gans, classes, get_profile("ci").gan)
     admitted = meta["trial_admitted"].value
     assert 0.0 <= meta["val_accuracy_without"].value <= 1.0 and 0.0 <= meta["val_accuracy_with"].value <= 1.0
     out = tmp_path / "artifacts" / "ci" / "training_set"

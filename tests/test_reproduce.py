@@ -58,7 +58,7 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     gated = load_training_set(tmp_path / "results", "pgan").index
     refused = {c for c in ("pits", "scratches") if steps[f"table6/sdg/{c}"]["params"]["refused"]}
     assert set(gated.loc[gated["origin"] == "synthetic", "label"]) == with_gan - refused
-    # classes the FID ceiling alone refused go on the validation trial; its verdict picks Table 8's P-GAN
+    # classes with patches that passed the content checks go on the validation trial; its verdict picks Table 8's P-GAN
     from smh_ml.workflows.trial import on_trial
 
     on = on_trial(tmp_path / "results" / "gans" / "sdg", ["pits", "scratches"], get_profile("ci").gan)
@@ -66,7 +66,7 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     if on:
         trial = results["trial"]
         assert trial["classes"] == on and (tmp_path / "results" / "trial" / "trial.json").is_file()
-        chosen = tmp_path / "results" / "trial" if trial["admitted"] else tmp_path / "results"
+        chosen = tmp_path / "results" / "trial" if trial["admitted"] else tmp_path / "results" / "trial" / "none"
         assert steps["table8/pgan"]["params"]["train_dir"] == str(chosen)
     assert "cv_real_only_mean" in steps["tables9_10/efficientnet_lite0"]["metrics"]
     assert steps["tables9_10/inception_cnn"]["params"]["train_set"] == "pgan"  # the paper's setting
@@ -208,8 +208,12 @@ def test_a_class_refused_for_its_fid_alone_is_tried_before_table8(ci_patches, tm
     for name in ("without", "with"):
         report = json.loads((out / "trial" / name / "report.json").read_text())
         assert report["test"] is None  # a trial never looks at the test captures
-    chosen = out / "trial" if trial["admitted"] else out
+    chosen = out / "trial" if trial["admitted"] else out / "trial" / "none"
     assert results["steps"]["table8/pgan"]["params"]["train_dir"] == str(chosen)
+    from smh_ml.data.datasets import load_training_set
+
+    pits = load_training_set(chosen, "pgan").index.query("label == 'pits'")
+    assert (pits["origin"] == "synthetic").any() == trial["admitted"]
     assert results["steps"]["trial"]["params"]["admitted"] is trial["admitted"]
     assert "### The validation trial of the synthetic sets" in render_report(out)
     again = Reproduction(ci_patches, out, get_profile("ci"), imagenet=False).run(["table8"])

@@ -46,7 +46,7 @@ from smh_ml.workflows.classifier import (
     select_candidate,
     test_stage,
 )
-from smh_ml.workflows.trial import trial_pgan
+from smh_ml.workflows.trial import TRIAL_FITS, trial_pgan
 
 SELECTION = "selection.json"
 ACCURACY_CHECK = "test_accuracy_floor"
@@ -55,8 +55,9 @@ PARITY_CHECK = "onnx_parity"
 
 @dg.asset(deps=[patch_sets, synthetic_sets], group_name="classifier",
           automation_condition=dg.AutomationCondition.eager(),
-          description="P-GAN: real TRAIN patches plus each defect class's synthetic patches that passed the "
-                      "quality gate, or its validation trial (classes refused by the FID ceiling alone).")
+          description="P-GAN: real TRAIN patches plus the synthetic patches that passed the validation trial "
+                      "(every class whose patches passed the content checks, with and without; the fit "
+                      "of the winning set is kept for cv_classifiers).")
 def training_set(context: dg.AssetExecutionContext, profile: ProfileResource, storage: StorageResource,
                  captures: CaptureDataResource, mlflow: MlflowResource) -> dg.MaterializeResult:
     prof = profile.resolved(storage)
@@ -70,16 +71,16 @@ def training_set(context: dg.AssetExecutionContext, profile: ProfileResource, st
                         f"(or run: dagster job execute -j gans --partition <class>); {prof.name}/training_set "
                         "is unchanged.",
             metadata={"missing": missing})
-    pgan, trial = trial_pgan(patch_set, gan_dir, classes, prof)
     out = storage.store(prof.name).training_set_dir
     with atomic_dir(out) as tmp:
+        pgan, trial = trial_pgan(patch_set, gan_dir, classes, prof, keep=tmp / TRIAL_FITS)
         save_training_set(tmp / "pgan", pgan)
         if trial is not None:
             trial.save(tmp / "trial.json")
     counts = pgan.index.groupby(["label", "origin"]).size().unstack(fill_value=0)
     metadata = {"path": dg.MetadataValue.path(str(out)), "patches": len(pgan.index),
                 "per_class": dg.MetadataValue.md(f"```\n{counts.to_string()}\n```"), "classes": classes,
-                "trial": trial.reason if trial else "no class on trial (none refused by the FID ceiling alone)"}
+                "trial": trial.reason if trial else "no class on trial (no synthetic patch passed the content checks)"}
     if trial is not None:
         context.log.info(f"validation trial: {trial.reason}")
         tracker = mlflow.tracker()
@@ -122,12 +123,15 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
     recipe = recorded_recipe(store.patch_dir)
     cfgs, budget = plan_training(candidates, names, prof)
     kept = {c.key: c for c in candidates if c.key in cfgs}
+    # the synthetic trial fitted the first candidate on the training set it chose: reused when
+    # its inputs (data, steps, seed) are this fit's
+    trial_fits = tuple(store.training_set_dir / TRIAL_FITS / name for name in ("with", "without"))
     summary, reports = {}, {}
     for arch, cfg in cfgs.items():
         # with a budget, CV waits for the choice: only the chosen candidate is cross-validated
         c = kept[arch]
         model, report = fit_stage(c.patch_set, c.train, names, c.profile, cfg, budget is None, recipe, budget,
-                                  c.patch_folder)
+                                  c.patch_folder, reuse=trial_fits)
         reports[arch] = report
         save_fit(_candidate_dir(storage, prof.name, arch), model, report)
         recipe_params = {} if recipe is None else {

@@ -229,12 +229,14 @@ class GanConfig:
     scale the classifier sees (at least 8 px, at most the patch), so the crop holds the defect
     and some of the surface around it."""
     trial: bool = True
-    """A class refused by the FID ceiling alone (its patches passed the content checks) goes on
-    trial: the classifier is trained with and without its synthetic patches, and they enter
-    P-GAN when validation captures say they help (smh_ml.workflows.trial)."""
+    """Every class whose synthetic patches passed the content checks (admitted by the gate, or
+    refused by the FID ceiling alone) goes on trial: the classifier is trained with and without
+    all of their patches, and they enter P-GAN when validation captures say they do not hurt
+    (smh_ml.workflows.trial). Off: the patches the gate admitted, untried."""
     trial_min_gain: int = 2
     """Trial: validation captures the classifier must decide right in addition, with the
-    synthetic patches, for them to enter (2: more than one capture's luck)."""
+    synthetic patches, for patches the FID ceiling refused to enter; patches the gate admitted
+    are refused when they cost this many (2: more than one capture's luck)."""
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -107,6 +107,9 @@ class ClassifierReport:
     patch_folder: str = "."
     """The patch folder it learnt from, relative to the patch set's: ``alternate`` for a close
     call's other geometry (smh_ml.data.recipe)."""
+    reused_fit: str | None = None
+    """The folder of the earlier fit with the same inputs that stands for this final fit (the
+    synthetic trial's), None when it was trained here."""
 
     @property
     def validation_accuracy(self) -> float | None:
@@ -273,12 +276,48 @@ def budget_cv(folder: Path | str, train, cfg: TrainConfig, budget: dict | None, 
     return cv_stage(folder, train, cfg, steps) if steps else None
 
 
+def fit_inputs(patch_set: PatchSet, train: TrainingSet, profile: Profile, cfg: TrainConfig) -> dict:
+    """What a final fit is computed from: the patch set (its captures, split and patch labels),
+    the training set's content, the profile's data sections and the training settings. Which
+    training set a caller calls it by (``train_set``) is not an input."""
+    import hashlib
+
+    data = hashlib.sha256(np.ascontiguousarray(train.arrays).tobytes())
+    data.update(train.index.to_csv(index=False).encode())
+    patches = hashlib.sha256(json.dumps(patch_set.geometry.to_dict(), sort_keys=True).encode())
+    patches.update(patch_set.captures.to_csv(index=False).encode() + patch_set.index.to_csv(index=False).encode())
+    sections = {k: v for k, v in dataclasses.asdict(profile).items() if k not in ("train", "name", "description")}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "train_set"}
+    return json.loads(json.dumps({"patch_set": patches.hexdigest()[:16], "train": data.hexdigest()[:16],
+                                  "profile": sections, "cfg": settings}, default=str))
+
+
+def save_reusable_fit(folder: Path | str, model: torch.nn.Module, report: ClassifierReport, patch_set: PatchSet,
+                      train: TrainingSet, profile: Profile, cfg: TrainConfig) -> Path:
+    """A fit saved with :func:`fit_inputs`, for :func:`fit_stage` to reuse (``reuse=``)."""
+    from smh_ml.workflows.step_cache import stamp
+
+    save_fit(folder, model, report)
+    stamp(folder, fit_inputs(patch_set, train, profile, cfg))
+    return Path(folder)
+
+
+def reusable_fit(folders, inputs: dict) -> Path | None:
+    """The first of ``folders`` holding a fit computed from exactly ``inputs``."""
+    from smh_ml.workflows.step_cache import stamped
+
+    return next((Path(f) for f in folders if (Path(f) / REPORT).is_file() and stamped(f, inputs)), None)
+
+
 def fit_stage(patch_set, train, names: list[str], profile: Profile, cfg: TrainConfig,
               cv: bool = True, recipe: dict | None = None,
-              budget: dict | None = None, patch_folder: str = ".") -> tuple[torch.nn.Module, ClassifierReport]:
+              budget: dict | None = None, patch_folder: str = ".",
+              reuse: tuple[Path, ...] = ()) -> tuple[torch.nn.Module, ClassifierReport]:
     """k-fold CV (when ``cv`` and ``cfg.cv_folds`` > 1), the final model and its threshold.
     The test captures are not touched. ``recipe``, ``budget`` and ``patch_folder`` (where
-    ``patch_set`` lies, relative to the patch folder) are recorded as they are."""
+    ``patch_set`` lies, relative to the patch folder) are recorded as they are. ``reuse``:
+    folders of earlier fits (the synthetic trial's); one computed from the same inputs
+    (:func:`fit_inputs`) stands for the final fit instead of training it again."""
     report = ClassifierReport(recipe=recipe, budget=budget, patch_folder=patch_folder,
         profile=profile.name, arch=cfg.arch, classes=names, geometry=patch_set.geometry.to_dict(),
         train_set=cfg.train_set, train_size=int(len(train.arrays)), train=dataclasses.asdict(cfg),
@@ -289,6 +328,15 @@ def fit_stage(patch_set, train, names: list[str], profile: Profile, cfg: TrainCo
         start = time.perf_counter()
         report.cv = cross_validate(train.arrays, train.index, names, cfg, patch)
         report.seconds["cv"] = time.perf_counter() - start
+    fitted_folder = reusable_fit(reuse, fit_inputs(patch_set, train, profile, cfg)) if reuse else None
+    if fitted_folder is not None:
+        log.info("%s: the fit in %s has the same inputs; reused", cfg.arch, fitted_folder)
+        model, fitted = load_fit(fitted_folder)
+        report.final_history, report.fit, report.parameters = fitted.final_history, fitted.fit, fitted.parameters
+        report.decision = fitted.decision
+        report.seconds |= {k: v for k, v in fitted.seconds.items() if k in ("fit", "unknown")}
+        report.reused_fit = str(fitted_folder)
+        return model, report
     start = time.perf_counter()
     val = validation_captures(patch_set, names, cfg)
     final = train_final(train.arrays, train.index, names, cfg, patch, val)
@@ -466,9 +514,11 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
     folder; with several each has ``out/candidates/<key>/`` and the chosen one's files are
     copied to ``out``. The training set ``profile.train.train_set`` (pta, or pgan) is read from
     ``train_dir`` (default: ``patch_dir``); the test captures always come from ``patch_dir``
-    and are used once per candidate, after the choice, for the report.
+    and are used once per candidate, after the choice, for the report. The synthetic trial's
+    fits in ``train_dir`` (``smh-ml pgan``) stand for a final fit with the same inputs.
     """
     from smh_ml.data.recipe import recorded_recipe
+    from smh_ml.workflows.trial import TRIAL_FITS
 
     candidates = candidates_of(patch_dir, profile, train_dir, archs, overrides)
     names = class_names(set(candidates[0].patch_set.captures["label"]), profile.clean_class)
@@ -478,9 +528,10 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
     out = Path(out)
     folders = {key: out if len(cfgs) == 1 else out / CANDIDATES_DIR / key for key in cfgs}
     reports: dict[str, ClassifierReport] = {}
+    trial_fits = tuple(Path(train_dir) / TRIAL_FITS / n for n in ("with", "without")) if train_dir else ()
     for key, c in kept.items():  # with a budget, CV waits for the choice
         model, reports[key] = fit_stage(c.patch_set, c.train, names, c.profile, cfgs[key], cv and budget is None,
-                                        recipe, budget, c.patch_folder)
+                                        recipe, budget, c.patch_folder, trial_fits)
         save_fit(folders[key], model, reports[key])
     selection = select_candidate(reports) | {"dropped": list((budget or {}).get("dropped", []))}
     best = selection["best"]

@@ -128,13 +128,15 @@ def _baseline_lines(steps: dict) -> list[str]:
 
 
 def _trial_lines(trial: dict | None) -> list[str]:
-    """The validation trial's verdict: which classes the FID ceiling alone refused, and whether
-    their patches made Table 8's classifier better on the validation captures."""
+    """The validation trial's verdict: which classes were on trial (and which of them the FID
+    ceiling refused), and whether their patches made Table 8's classifier better or worse on the
+    validation captures."""
     if not trial:
         return []
+    refused = ", ".join(trial.get("fid_refused", trial["classes"])) or "none"
     return ["### The validation trial of the synthetic sets", "",
-            f"On trial: {', '.join(trial['classes'])} (refused by the FID ceiling alone; their patches passed "
-            f"the content checks). Judged by `{trial['arch']}` at the profile's seed, trained without and with "
+            f"On trial: {', '.join(trial['classes'])} (their patches passed the content checks; refused by the "
+            f"FID ceiling: {refused}). Judged by `{trial['arch']}` at the profile's seed, trained without and with "
             f"their patches: validation accuracy {_pct(trial['without']['accuracy'])}% -> "
             f"{_pct(trial['with_synthetic']['accuracy'])}%. Verdict: {trial['reason']}. The P-GAN rows below "
             + ("hold these patches." if trial["admitted"] else "do not hold them (traditional augmentation instead)."),

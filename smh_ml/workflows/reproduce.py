@@ -38,7 +38,7 @@ from smh_ml.io import atomic_write_text, files_digest
 from smh_ml.models import check_input, list_models
 from smh_ml.workflows.gans import class_gan, gan_extractors
 from smh_ml.workflows.step_cache import run_step, stamp, stamped
-from smh_ml.workflows.trial import TRIAL_SET, judge, on_trial, sample_ungated
+from smh_ml.workflows.trial import TRIAL_SET, fid_refused, judge, on_trial, sample_ungated
 
 log = logging.getLogger(__name__)
 
@@ -171,21 +171,22 @@ class Reproduction:
         gated = self._write_pgan(self.out, {label: "synthetic" for label in labels})
         return self._trial(gated, labels)
 
-    def _write_pgan(self, root: Path, folders: dict[str, str]) -> Path:
+    def _write_pgan(self, root: Path, folders: dict[str, str | None]) -> Path:
         """``root/pgan`` from each class's ``<class>/<folders[class]>`` synthetic set (sampled
-        ungated from the saved generator when it is :data:`TRIAL_SET`)."""
+        ungated from the saved generator when it is :data:`TRIAL_SET`; none when None)."""
         from smh_ml.synthetic.pgan import build_pgan, read_synthetic, save_training_set
 
         gans = self.out / "gans" / "sdg"
         for label in [label for label, name in folders.items() if name == TRIAL_SET]:
             sample_ungated(self.patch_set, gans, label, self.profile)
-        synthetic = [gans / label / name for label, name in sorted(folders.items())]
+        synthetic = [gans / label / name for label, name in sorted(folders.items()) if name]
         folder = root / "pgan"
         inputs = {"patch_set": self.patch_set_id, "clean_class": self.profile.clean_class,
                   "augment": dataclasses.asdict(self.profile.augment), "pgan_target": self.profile.gan.pgan_target,
-                  "synthetic": files_digest(f for s in synthetic for f in sorted(s.iterdir()) if f.is_file())}
+                  "synthetic": files_digest(f for s in synthetic for f in sorted(s.iterdir()) if f.is_file()),
+                  "without": sorted(label for label, name in folders.items() if not name)}
         if not (folder / "arrays.npy").is_file() or not stamped(folder, inputs):
-            sets = {label: read_synthetic(gans / label / name) for label, name in folders.items()}
+            sets = {label: read_synthetic(gans / label / name) for label, name in folders.items() if name}
             save_training_set(folder, build_pgan(self.patch_set, sets, self.profile.clean_class,
                                                       self.profile.augment, self.profile.gan.pgan_target))
             stamp(folder, inputs)
@@ -213,20 +214,24 @@ class Reproduction:
         return root
 
     def _trial(self, gated: Path, labels: list[str]) -> Path:
-        """The validation trial (:mod:`smh_ml.workflows.trial`) of the classes the FID ceiling
-        alone refused, judged by Table 8's classifier at the profile's seed: returns ``gated``, or
-        the P-GAN with their patches (``trial/pgan``) when the trial admits them. The verdict is
-        in ``trial/trial.json`` and REPORT.md."""
+        """The validation trial (:mod:`smh_ml.workflows.trial`) of every class with synthetic
+        patches that passed the content checks, judged by Table 8's classifier at the profile's
+        seed: returns ``gated`` when no class is on trial, else the P-GAN with their patches
+        (``trial/pgan``) when the trial admits them and the one without any of them
+        (``trial/none/pgan``) when it does not. The verdict is in ``trial/trial.json`` and REPORT.md."""
         classes = on_trial(self.out / "gans" / "sdg", labels, self.profile.gan)
         self.results.pop("trial", None)
         if not classes:
             self.results["steps"].pop("trial", None)
             return gated
-        candidate = self._write_pgan(self.out / "trial", {label: TRIAL_SET if label in classes else "synthetic"
+        refused = fid_refused(self.out / "gans" / "sdg", classes)
+        candidate = self._write_pgan(self.out / "trial", {label: TRIAL_SET if label in refused else "synthetic"
                                                           for label in labels})
+        without = self._write_pgan(self.out / "trial" / "none", {label: None if label in classes else "synthetic"
+                                                                 for label in labels})
         fits = [self._fit_only(self.out / "trial" / name, root) for name, root in
-                (("without", gated), ("with", candidate))]
-        result = judge(classes, *[report for report, _ in fits], self.profile.gan.trial_min_gain)
+                (("without", without), ("with", candidate))]
+        result = judge(classes, *[report for report, _ in fits], self.profile.gan.trial_min_gain, refused)
         fresh = any(trained for _, trained in fits)
         self.results["trial"] = result.to_dict()
         result.save(self.out / "trial" / "trial.json")
@@ -236,7 +241,7 @@ class Reproduction:
                       "val_accuracy_with": result.with_synthetic["accuracy"]}, self.out / "trial",
                      result.seconds if fresh else None)
         log.info("trial: %s", result.reason)
-        return candidate if result.admitted else gated
+        return candidate if result.admitted else without
 
     def _fit_only(self, folder: Path, train_dir: Path) -> tuple[dict, bool]:
         """Table 8's classifier fitted on ``train_dir``'s P-GAN, validation only (a trial never
