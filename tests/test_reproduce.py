@@ -66,7 +66,7 @@ def test_reproduce_runs_every_table_tracks_and_resumes(ci_patches, tmp_path):
     if on:
         trial = results["trial"]
         assert trial["classes"] == on and (tmp_path / "results" / "trial" / "trial.json").is_file()
-        chosen = tmp_path / "results" / "trial" if trial["admitted"] else tmp_path / "results" / "trial" / "none"
+        chosen = tmp_path / "results" / ("trial" if trial["admitted"] else "" if trial["kept"] else "trial/none")
         assert steps["table8/pgan"]["params"]["train_dir"] == str(chosen)
     assert "cv_real_only_mean" in steps["tables9_10/efficientnet_lite0"]["metrics"]
     assert steps["tables9_10/inception_cnn"]["params"]["train_set"] == "pgan"  # the paper's setting
@@ -208,7 +208,7 @@ def test_a_class_refused_for_its_fid_alone_is_tried_before_table8(ci_patches, tm
     for name in ("without", "with"):
         report = json.loads((out / "trial" / name / "report.json").read_text())
         assert report["test"] is None  # a trial never looks at the test captures
-    chosen = out / "trial" if trial["admitted"] else out / "trial" / "none"
+    chosen = out / ("trial" if trial["admitted"] else "" if trial["kept"] else "trial/none")
     assert results["steps"]["table8/pgan"]["params"]["train_dir"] == str(chosen)
     from smh_ml.data.datasets import load_training_set
 

@@ -37,7 +37,10 @@ def test_patches_the_gate_admitted_stay_unless_they_cost_min_gain_captures():
     assert not lost.admitted and "refused" in lost.reason
     # one set the FID ceiling refused on trial beside an admitted one: the strict rule for both
     mixed = judge(["pits", "scratches"], _report(0.80), _report(0.80), min_gain=2, refused=["scratches"])
-    assert not mixed.admitted and mixed.required_gain == 2
+    assert not mixed.admitted and mixed.required_gain == 2 and mixed.kept == ["pits"]  # the gate's set stays
+    assert judge(["pits", "scratches"], _report(0.80), _report(0.76), min_gain=2, refused=["scratches"]).kept == []
+    assert judge(["pits"], _report(0.80), _report(0.84), min_gain=2).kept == ["pits"]
+    assert judge(["pits"], _report(0.80), _report(0.82), min_gain=2).kept == []
 
 
 def test_classes_admitted_or_refused_for_their_fid_alone_go_on_trial(tmp_path, ci_profile):

@@ -217,8 +217,9 @@ class Reproduction:
         """The validation trial (:mod:`smh_ml.workflows.trial`) of every class with synthetic
         patches that passed the content checks, judged by Table 8's classifier at the profile's
         seed: returns ``gated`` when no class is on trial, else the P-GAN with their patches
-        (``trial/pgan``) when the trial admits them and the one without any of them
-        (``trial/none/pgan``) when it does not. The verdict is in ``trial/trial.json`` and REPORT.md."""
+        (``trial/pgan``) when the trial admits them, ``gated`` when only the sets the gate admitted
+        stay (``TrialResult.kept``), and the one without any of them (``trial/none/pgan``) when
+        none does. The verdict is in ``trial/trial.json`` and REPORT.md."""
         classes = on_trial(self.out / "gans" / "sdg", labels, self.profile.gan)
         self.results.pop("trial", None)
         if not classes:
@@ -241,7 +242,7 @@ class Reproduction:
                       "val_accuracy_with": result.with_synthetic["accuracy"]}, self.out / "trial",
                      result.seconds if fresh else None)
         log.info("trial: %s", result.reason)
-        return candidate if result.admitted else without
+        return candidate if result.admitted else (gated if result.kept else without)
 
     def _fit_only(self, folder: Path, train_dir: Path) -> tuple[dict, bool]:
         """Table 8's classifier fitted on ``train_dir``'s P-GAN, validation only (a trial never

@@ -12,9 +12,10 @@ the FID ceiling admitted them or not. The classifier is trained twice, with one 
 seed: on P-GAN without any of those patches (their classes topped up by traditional
 augmentation) and with all of them. A set the FID ceiling refused must earn its place: the
 second model decides ``gan.trial_min_gain`` more validation captures right. A set the gate
-admitted keeps its place unless it costs that many. Patches that fail a content check never go
-on trial. Both fits are kept with their inputs, so the classifier stage reuses the one whose
-training set won instead of fitting it again.
+admitted keeps its place unless it costs that many: when both kinds are on trial and the
+patches together gain too little but lose less than that, the admitted sets stay alone.
+Patches that fail a content check never go on trial. Both fits are kept with their inputs, so
+the classifier stage reuses the one whose training set won instead of fitting it again.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class TrialResult:
     """The classes on trial whose patches the FID ceiling refused: with any, the patches need
     ``min_gain`` more captures right; without, they stay unless they cost ``min_gain``."""
     required_gain: int = 0
+    kept: list[str] = field(default_factory=list)
+    """The classes whose synthetic patches enter P-GAN: all on trial when admitted; else those
+    the gate admitted when the trial showed they cost less than ``min_gain`` captures; else none."""
     seconds: float = 0.0
     """Wall seconds of the two fits."""
 
@@ -123,11 +127,16 @@ def judge(classes: list[str], without: dict, with_synthetic: dict, min_gain: int
     gain = after["correct"] - before["correct"]
     admitted = gain >= need
     verdict = f"a gain of {gain} >= {need}, admitted" if admitted else f"a gain of {gain} < {need}, refused"
+    gate_admitted = [c for c in classes if c not in refused]
+    kept = list(classes) if admitted else []
+    if not admitted and gate_admitted and gain >= required_gain(min_gain, False):
+        kept = gate_admitted
+        verdict += f"; the sets the gate admitted ({', '.join(kept)}) cost less than {min_gain} and stay"
     reason = (f"{after['correct']} vs {before['correct']} of {before['captures']} validation captures decided "
               f"right with and without the synthetic patches of {', '.join(classes)}: {verdict}")
     seconds = sum(r.get("seconds", {}).get("fit", 0.0) for r in (without, with_synthetic))
     return TrialResult(classes, admitted, reason, str(without.get("arch", "")), before["captures"], before, after,
-                       min_gain, refused, need, seconds)
+                       min_gain, refused, need, kept, seconds)
 
 
 def sample_ungated(patch_set: PatchSet, gan_dir: Path | str, label: str, profile: Profile) -> Path:
@@ -175,4 +184,8 @@ def trial_pgan(patch_set: PatchSet, gan_dir: Path | str, classes: list[str], pro
         if keep is not None:
             save_reusable_fit(Path(keep) / name, model, report, patch_set, training, profile, cfg)
     result = judge(trial, reports["without"], reports["with"], profile.gan.trial_min_gain, refused)
-    return sets["with" if result.admitted else "without"], result
+    if result.admitted or not result.kept:
+        return sets["with" if result.admitted else "without"], result
+    # the gate's admitted sets alone: a set neither fit had, trained afresh by the classifier stage
+    return build_pgan(patch_set, {c: gated[c] for c in result.kept}, profile.clean_class, profile.augment,
+                      profile.gan.pgan_target), result
