@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,deploy,dev,scale]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,deploy,dev,scale,openvino]'
 	touch $@
 
 demo: setup

@@ -14,6 +14,11 @@ shared), on the same capture files:
                        after the trunk kept in fp32 (smh_ml.export.quantization.fp32_islands)
   ort-fp32-draft       fp32, JPEGs decoded at a reduced DCT scale where the patch grid allows
   ort-fp32-draft-overlap  ... with the overlap
+  ov-fp32              the same fp32 ONNX file on OpenVINO's CPU plugin, fp32 arithmetic
+                       (smh_ml.deploy.openvino_runtime; needs the 'openvino' extra)
+  ov-bf16              ... in bfloat16 where the CPU has it (OpenVINO's default there)
+  ov-bf16-overlap      ... with the overlap
+  ov-int8-islands      the per-channel QDQ int8 file with fp32 islands, on OpenVINO
 
 The model: ``--model-dir``, any ``smh-ml train`` folder (the model that ships: its own
 ``model.onnx`` with the threshold and preprocessing it was trained with), or else the
@@ -48,8 +53,23 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 VARIANTS = ("torch-fp32", "ort-fp32", "ort-fp32-overlap", "ort-int8", "ort-int8-overlap", "ort-int8-pc",
             "ort-int8-islands", "ort-int8-islands-overlap", "ort-fp32-draft", "ort-fp32-draft-overlap")
+OPENVINO = ("ov-fp32", "ov-bf16", "ov-bf16-overlap", "ov-int8-islands")
+"""Variants on OpenVINO (asked for with --variants, or all of them with --openvino)."""
 INT8 = {"ort-int8": "int8", "ort-int8-pc": "int8_pc", "ort-int8-islands": "int8_islands"}
 """int8 variant (without "-overlap") -> its model file's key."""
+
+
+def model_key(variant: str) -> str:
+    """The model file a variant runs: ``fp32`` or one of :data:`INT8`'s values."""
+    base = variant.removesuffix("-overlap").removesuffix("-draft")
+    return INT8.get("ort-" + base.removeprefix("ov-").removeprefix("ort-"), "fp32")
+
+
+def backend_of(variant: str) -> str:
+    """The engine backend of a variant (smh_ml.deploy.engine.BACKENDS)."""
+    if not variant.startswith("ov-"):
+        return "onnxruntime"
+    return "openvino-bf16" if variant.removesuffix("-overlap") == "ov-bf16" else "openvino"
 CLASSES = ["defect-free", "blowhole", "break", "crack", "fray", "uneven"]
 
 
@@ -147,8 +167,8 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
     """One variant over ``files`` (after ``warmup`` files); images/s and per-stage ms."""
     from smh_ml.deploy import Engine, to_input
 
-    path = models[INT8.get(variant.removesuffix("-overlap"), "fp32")]
-    engine = Engine(path, threads=threads, fast_decode="draft" in variant)
+    path = models[model_key(variant)]
+    engine = Engine(path, threads=threads, fast_decode="draft" in variant, backend=backend_of(variant))
     stages = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "decide": 0.0}
     if variant == "torch-fp32":
         import torch
@@ -206,9 +226,10 @@ def run_variant(variant: str, models: dict, files: list[Path], threads: int, war
             "peak_rss_mb": peak_rss_mb()}
 
 
-def accuracies(models: dict, patch_dir: Path, clean_class: str) -> dict:
+def accuracies(models: dict, patch_dir: Path, clean_class: str, openvino: tuple[str, ...] = ()) -> dict:
     """Held-out Algorithm 1 accuracy of the trained model in torch and in each ONNX file,
-    with the decision rule it ships with (its calibrated threshold, when it has one)."""
+    with the decision rule it ships with (its calibrated threshold, when it has one), and
+    of the ``openvino`` variants."""
     from smh_ml.data.datasets import load_patch_set
     from smh_ml.export.quantization import onnx_accuracy
     from smh_ml.training.checkpoint import load_classifier
@@ -220,9 +241,17 @@ def accuracies(models: dict, patch_dir: Path, clean_class: str) -> dict:
     captures, groups = test_patches(patch_set)
     threshold = report.get("decision", {}).get("threshold")
     torch_acc = evaluate_images(model, captures, groups, names, threshold=threshold)["accuracy"]
-    return {"model": models["model_dir"], "test_images": len(groups), "torch-fp32": float(torch_acc),
-            **{name: onnx_accuracy(models[key], patch_set, clean_class)[0]
-               for name, key in (("ort-fp32", "fp32"), *INT8.items())}}
+    out = {"model": models["model_dir"], "test_images": len(groups), "torch-fp32": float(torch_acc),
+           **{name: onnx_accuracy(models[key], patch_set, clean_class)[0]
+              for name, key in (("ort-fp32", "fp32"), *INT8.items())}}
+    for variant in [v for v in openvino if not v.endswith("-overlap")]:
+        from smh_ml.deploy.openvino_runtime import OpenVinoSession
+        from smh_ml.deploy.runtime import onnx_predict
+
+        sess = OpenVinoSession(models[model_key(variant)], precision="bf16" if variant == "ov-bf16" else "f32")
+        out[variant] = float(evaluate_images(lambda arrays, s=sess: onnx_predict(s, arrays), captures, groups, names,
+                                             threshold=threshold)["accuracy"])
+    return out
 
 
 def decode_check(onnx_path: Path, patch_dir: Path) -> dict:
@@ -246,6 +275,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24, help="timed images per variant (plus 2 warm-up)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--openvino", action="store_true", help="also the OpenVINO variants: " + ", ".join(OPENVINO))
     parser.add_argument("--patch", type=int, default=256,
                         help="patch size of the random-weight model: 256 = paper profile, 64 = demo profile")
     parser.add_argument("--model-dir", type=Path, help="an 'smh-ml train' folder (else random weights)")
@@ -292,13 +322,15 @@ def main() -> None:
         spec = tmp / "spec.json"
         spec.write_text(json.dumps({"models": models, "files": [str(f) for f in files]}))
         results = []
-        for variant in args.variants.split(","):
+        variants = args.variants.split(",") + (list(OPENVINO) if args.openvino else [])
+        for variant in variants:
             out = subprocess.run([sys.executable, __file__, "--worker", variant, "--spec", str(spec),
                                   "--threads", str(args.threads)], capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 raise SystemExit(f"{variant} failed:\n{out.stderr[-3000:]}")
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        acc = accuracies(models, args.patch_dir, args.clean_class) if args.model_dir and args.patch_dir else None
+        acc = (accuracies(models, args.patch_dir, args.clean_class, tuple(v for v in variants if v.startswith("ov-")))
+               if args.model_dir and args.patch_dir else None)
         check = decode_check(*args.decode_check) if args.decode_check else None
     base = next((r["images_per_s"] for r in results if r["variant"] == "torch-fp32"), None)
     table = Table("variant", "images/s", "patches/s", "x torch eager", "decode ms", "preprocess ms", "model ms",

@@ -56,6 +56,8 @@ def _folder_profile(name: str, settings: list[str] | None, patch_dir: Path):
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
 
 
+BACKEND_HELP = ("What runs the ONNX model: onnxruntime (default), openvino (fp32) or openvino-bf16 (bfloat16 "
+                "where the CPU has it; the 'openvino' extra, docs/DEPLOY.md).")
 PROFILE_HELP = "Profile: auto (the recipe from the data; default) or a named one (smh-ml profiles)."
 SETTINGS_HELP = "Override a profile value, e.g. --set patching.patch=128 (repeatable; JSON values)."
 
@@ -451,7 +453,8 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
                                                                "patch) instead of the calibrated threshold."),
             threads: int | None = typer.Option(None, help="onnxruntime threads (default: every core)."),
             fast_decode: bool = typer.Option(False, help="Decode JPEGs at a reduced scale when the patch grid "
-                                                         "allows (faster; patches differ slightly).")) -> None:
+                                                         "allows (faster; patches differ slightly)."),
+            backend: str = typer.Option("onnxruntime", help=BACKEND_HELP)) -> None:
     """Decide each capture with Algorithm 1: its class, the deciding patch and its probability."""
     from smh_ml.deploy import Engine, image_files
     from smh_ml.evaluation.plots import decision_heatmap_png
@@ -463,8 +466,8 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
             raise ValueError("--argmax and --threshold exclude each other")
         rule = None if argmax else ("model" if threshold is None else threshold)
         engine = Engine(resolve_model(model, tracking_uri, int8=int8), threads=threads, threshold=rule,
-                        fast_decode=fast_decode)
-    except (FileNotFoundError, ValueError) as exc:
+                        fast_decode=fast_decode, backend=backend)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
     if not files:
         _fail("no capture images found in " + ", ".join(map(str, inputs)))
@@ -550,6 +553,7 @@ def watch(folder: Path = typer.Argument(..., help="Folder the camera writes capt
           settle: float = typer.Option(0.5, help="Seconds a file's size must stay unchanged before it is read."),
           reload_every: float = typer.Option(5.0, help="Seconds between checks that the model (alias) moved."),
           threads: int | None = typer.Option(None, help="onnxruntime threads (default: every core)."),
+          backend: str = typer.Option("onnxruntime", help=BACKEND_HELP),
           max_captures: int | None = typer.Option(None, help="Stop after this many captures (decided or failed)."),
           idle_exit: float | None = typer.Option(None, help="Stop after this many seconds with nothing to decide."),
           status_port: int = typer.Option(8750, help="Port of the status page on 127.0.0.1 (0: a free one, "
@@ -567,8 +571,8 @@ def watch(folder: Path = typer.Argument(..., help="Folder the camera writes capt
     log = log or folder / ".smh-watch" / "decisions.jsonl"
     try:
         station = Station(folder, RegistrySource(model, tracking_uri, int8), log,
-                          engine=lambda path: Engine(path, threads=threads), route=route, settle_seconds=settle,
-                          reload_seconds=reload_every, review=review,
+                          engine=lambda path: Engine(path, threads=threads, backend=backend), route=route,
+                          settle_seconds=settle, reload_seconds=reload_every, review=review,
                           on_decision=lambda row: console.print(
                               f"{row['path']}: " + (f"[red]error[/] {row['error']}" if "error" in row else
                                                     f"{row['verdict']} (p={row['probability']:.3f}, "

@@ -79,6 +79,28 @@ def test_predict_on_real_captures_gives_algorithm_1(mt_model, tmp_path):
         assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_openvino_runs_the_same_onnx_file_to_the_same_decisions(mt_model, tmp_path):
+    """The optional backend: fp32 on OpenVINO gives onnxruntime's probabilities and decisions on
+    real captures; bf16 stays within a bfloat16 rounding of them; predict takes --backend."""
+    from smh_ml.deploy import Engine
+
+    _, onnx_path, patch_set, _ = mt_model
+    rows = _test_rows(patch_set, per_class=2)
+    engines = {b: Engine(onnx_path, threads=2, backend=b) for b in ("onnxruntime", "openvino", "openvino-bf16")}
+    for path in rows["path"]:
+        patches = engines["onnxruntime"].patches(engines["onnxruntime"].read(path))
+        probs = {b: e.probabilities(patches) for b, e in engines.items()}
+        assert np.abs(probs["openvino"] - probs["onnxruntime"]).max() < 1e-4
+        assert np.abs(probs["openvino-bf16"] - probs["onnxruntime"]).max() < 0.05  # 8 bits of mantissa
+    result = CliRunner().invoke(app, ["predict", *rows["path"], "--model", str(onnx_path), "--json",
+                                      "--backend", "openvino"])
+    assert result.exit_code == 0, result.output
+    default = CliRunner().invoke(app, ["predict", *rows["path"], "--model", str(onnx_path), "--json"])
+    assert [r["label"] for r in json.loads(result.stdout)] == [r["label"] for r in json.loads(default.stdout)]
+    wrong = CliRunner().invoke(app, ["predict", rows["path"].iloc[0], "--model", str(onnx_path), "--backend", "tpu"])
+    assert wrong.exit_code == 1 and "backend 'tpu'" in wrong.output
+
+
 def test_predict_reports_a_bad_file_and_decides_the_rest(mt_model, tmp_path):
     _, onnx_path, patch_set, _ = mt_model
     good = _test_rows(patch_set)["path"].iloc[0]

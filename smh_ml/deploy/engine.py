@@ -74,14 +74,17 @@ class Prediction:
 
 class Engine:
     def __init__(self, model_path: Path | str, threads: int | None = None, background_level: int | None = None,
-                 threshold: float | None | str = "model", fast_decode: bool = False, unknown: bool = True):
+                 threshold: float | None | str = "model", fast_decode: bool = False, unknown: bool = True,
+                 backend: str = "onnxruntime"):
         """``background_level``: None = the level the model was trained with (its metadata).
         ``threshold``: ``"model"`` = the threshold calibrated on the validation captures and
         stored in the model (arg-max when it has none), None = the paper's plain arg-max
         rule, a number = that threshold. ``fast_decode``: decode JPEGs at a reduced DCT scale
         (1/2, 1/4, 1/8) when the frame is much larger than the patch grid; patches then differ
         slightly from a full decode, so it is off by default and training always decodes fully.
-        ``unknown``: flag captures whose unknown score reaches the model's calibrated threshold."""
+        ``unknown``: flag captures whose unknown score reaches the model's calibrated threshold.
+        ``backend``: ``onnxruntime`` (the default), or ``openvino`` / ``openvino-bf16`` (the
+        optional extra, :mod:`smh_ml.deploy.openvino_runtime`) for the same file."""
         self.path = Path(model_path)
         self.fast_decode = fast_decode
         if not self.path.is_file():
@@ -100,7 +103,8 @@ class Engine:
         """From this unknown score a capture's verdict is ``unknown`` (None: never)."""
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"{self.path}: threshold {self.threshold!r} is not a probability in [0, 1]")
-        self.runtime = load_onnx(self.path, threads or os.cpu_count())
+        self.backend = backend
+        self.runtime = _runtime(self.path, threads or os.cpu_count(), backend)
 
     def patches(self, image: np.ndarray) -> np.ndarray:
         """(H, W) uint8 capture -> (tiles, P, P) uint8: background cropped, resized, tiled."""
@@ -223,6 +227,20 @@ class Engine:
             return Prediction(path, None, None, loaded)
         patches, note = loaded
         return Prediction(path, self.decide_probs(*self.scores(patches)), patches, note=note)
+
+
+BACKENDS = ("onnxruntime", "openvino", "openvino-bf16")
+
+
+def _runtime(path: Path, threads: int, backend: str):
+    """What runs the network: an onnxruntime session, or OpenVINO's answering like one."""
+    if backend == "onnxruntime":
+        return load_onnx(path, threads)
+    if backend in ("openvino", "openvino-bf16"):
+        from smh_ml.deploy.openvino_runtime import OpenVinoSession
+
+        return OpenVinoSession(path, threads, "bf16" if backend.endswith("bf16") else "f32")
+    raise ValueError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
 
 
 def is_capture(path: Path) -> bool:
