@@ -245,11 +245,10 @@ def accuracies(models: dict, patch_dir: Path, clean_class: str, openvino: tuple[
            **{name: onnx_accuracy(models[key], patch_set, clean_class)[0]
               for name, key in (("ort-fp32", "fp32"), *INT8.items())}}
     for variant in [v for v in openvino if not v.endswith("-overlap")]:
-        from smh_ml.deploy.openvino_runtime import OpenVinoSession
-        from smh_ml.deploy.runtime import onnx_predict
+        from smh_ml.deploy import Engine
 
-        sess = OpenVinoSession(models[model_key(variant)], precision="bf16" if variant == "ov-bf16" else "f32")
-        out[variant] = float(evaluate_images(lambda arrays, s=sess: onnx_predict(s, arrays), captures, groups, names,
+        engine = Engine(models[model_key(variant)], backend=backend_of(variant))
+        out[variant] = float(evaluate_images(engine.probabilities, captures, groups, names,
                                              threshold=threshold)["accuracy"])
     return out
 

@@ -46,7 +46,7 @@ from smh_ml.workflows.classifier import (
     select_candidate,
     test_stage,
 )
-from smh_ml.workflows.trial import TRIAL_FITS, trial_pgan
+from smh_ml.workflows.trial import TRIAL_FITS, trial_fits, trial_pgan
 
 SELECTION = "selection.json"
 ACCURACY_CHECK = "test_accuracy_floor"
@@ -125,13 +125,13 @@ def cv_classifiers(context: dg.AssetExecutionContext, profile: ProfileResource, 
     kept = {c.key: c for c in candidates if c.key in cfgs}
     # the synthetic trial fitted the first candidate on the training set it chose: reused when
     # its inputs (data, steps, seed) are this fit's
-    trial_fits = tuple(store.training_set_dir / TRIAL_FITS / name for name in ("with", "without"))
+    reuse = trial_fits(store.training_set_dir)
     summary, reports = {}, {}
     for arch, cfg in cfgs.items():
         # with a budget, CV waits for the choice: only the chosen candidate is cross-validated
         c = kept[arch]
         model, report = fit_stage(c.patch_set, c.train, names, c.profile, cfg, budget is None, recipe, budget,
-                                  c.patch_folder, reuse=trial_fits)
+                                  c.patch_folder, reuse=reuse)
         reports[arch] = report
         save_fit(_candidate_dir(storage, prof.name, arch), model, report)
         recipe_params = {} if recipe is None else {

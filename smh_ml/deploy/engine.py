@@ -103,7 +103,6 @@ class Engine:
         """From this unknown score a capture's verdict is ``unknown`` (None: never)."""
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"{self.path}: threshold {self.threshold!r} is not a probability in [0, 1]")
-        self.backend = backend
         self.runtime = _runtime(self.path, threads or os.cpu_count(), backend)
 
     def patches(self, image: np.ndarray) -> np.ndarray:

@@ -42,8 +42,7 @@ class OpenVinoSession:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         core = ov.Core()
-        self.path = Path(path)
-        self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         self._outputs = [o.get_any_name() for o in self.compiled.outputs]
         self._request = self.compiled.create_infer_request()
 

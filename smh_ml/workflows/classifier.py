@@ -518,7 +518,7 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
     fits in ``train_dir`` (``smh-ml pgan``) stand for a final fit with the same inputs.
     """
     from smh_ml.data.recipe import recorded_recipe
-    from smh_ml.workflows.trial import TRIAL_FITS
+    from smh_ml.workflows.trial import trial_fits
 
     candidates = candidates_of(patch_dir, profile, train_dir, archs, overrides)
     names = class_names(set(candidates[0].patch_set.captures["label"]), profile.clean_class)
@@ -528,10 +528,10 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
     out = Path(out)
     folders = {key: out if len(cfgs) == 1 else out / CANDIDATES_DIR / key for key in cfgs}
     reports: dict[str, ClassifierReport] = {}
-    trial_fits = tuple(Path(train_dir) / TRIAL_FITS / n for n in ("with", "without")) if train_dir else ()
+    reuse = trial_fits(train_dir) if train_dir else ()
     for key, c in kept.items():  # with a budget, CV waits for the choice
         model, reports[key] = fit_stage(c.patch_set, c.train, names, c.profile, cfgs[key], cv and budget is None,
-                                        recipe, budget, c.patch_folder, trial_fits)
+                                        recipe, budget, c.patch_folder, reuse)
         save_fit(folders[key], model, reports[key])
     selection = select_candidate(reports) | {"dropped": list((budget or {}).get("dropped", []))}
     best = selection["best"]

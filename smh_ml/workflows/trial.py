@@ -34,6 +34,12 @@ TRIAL_FIELDS = ("trial", "trial_min_gain")
 """The GanConfig settings of the trial: they judge P-GAN, not a GAN or its gate."""
 TRIAL_FITS = "trial"
 """Where the training set keeps the trial's two fits (``with/``, ``without/``)."""
+
+
+def trial_fits(train_dir: Path | str) -> tuple[Path, Path]:
+    """The folders of the trial's two fits kept beside a training set (:func:`trial_pgan`'s
+    ``keep``), for :func:`smh_ml.workflows.classifier.fit_stage`'s ``reuse``."""
+    return tuple(Path(train_dir) / TRIAL_FITS / name for name in ("with", "without"))
 TRIAL_SET = "synthetic-ungated"
 """Where a class's patches on trial are written: its GAN's patches sampled with the gate off."""
 
@@ -156,7 +162,8 @@ def trial_pgan(patch_set: PatchSet, gan_dir: Path | str, classes: list[str], pro
                cfg: TrainConfig | None = None, keep: Path | str | None = None
                ) -> tuple[TrainingSet, TrialResult | None]:
     """P-GAN from the synthetic sets under ``gan_dir``: with the patches on trial when the trial
-    admits them, else with none of them. ``cfg``: the classifier that judges, one fit without
+    admits them, with the gate's admitted sets alone when only they stay (``kept``), else with
+    none of them. ``cfg``: the classifier that judges, one fit without
     and one with (default: the profile's ``train.arch`` with its configured steps). ``keep``: a
     folder where both fits are saved (``without/``, ``with/``) with their inputs, for
     :func:`smh_ml.workflows.classifier.fit_stage` to reuse."""
