@@ -104,7 +104,7 @@ def simulate(dest: Path = typer.Argument(..., help="Capture root to create."),
 
 
 @app.command("import")
-def import_(kind: str = typer.Argument(..., help="Dataset layout: magnetic-tile or voc."),
+def import_(kind: str = typer.Argument(..., help="Dataset layout: magnetic-tile or voc (also in split folders)."),
             src: Path = typer.Argument(..., help="Folder of the dataset as published."),
             dest: Path = typer.Argument(..., help="Capture root to create."),
             clean_class: str = typer.Option("defect-free", help="Name of the clean class."),

@@ -118,3 +118,55 @@ def test_links_out_of_the_dataset_are_refused_not_copied(tmp_path):
     with pytest.raises(CaptureError, match="link.jpg: a link that leaves the dataset folder"):
         import_dataset("voc", src, tmp_path / "captures")
     assert not (tmp_path / "captures").exists()
+
+
+def _box(name, x0, y0, x1, y1):
+    return (f"<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+            f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_voc_in_split_folders_with_class_sub_folders(tmp_path):
+    """A release laid out as train/ and validation/, each with images/<class>/ and
+    annotations/: every image is read, paired with its own note, the splits merged."""
+    src = tmp_path / "release"
+    rng = np.random.default_rng(1)
+    layout = {"train": [("crazing", "crazing_1"), ("crazing", "crazing_2"), ("inclusion", "inclusion_1")],
+              "validation": [("crazing", "crazing_3"), ("inclusion", "inclusion_2")]}
+    for split, images in layout.items():
+        (src / split / "annotations").mkdir(parents=True)
+        for cls, stem in images:
+            folder = src / split / "images" / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(folder / f"{stem}.jpg")
+            # one box drawn right to left: its corners are put in order, not dropped
+            box = _box(cls, 30, 5, 10, 20) if stem == "crazing_2" else _box(cls, 3, 3, 12, 8)
+            (src / split / "annotations" / f"{stem}.xml").write_text(f"<annotation>{box}</annotation>")
+    dest = tmp_path / "captures"
+    assert import_dataset("voc", src, dest) == {"crazing": 3, "inclusion": 2}
+    assert read_mask(dest / "crazing" / "crazing_2.mask.png")[4:20, 9:30].all()
+    assert read_mask(dest / "inclusion" / "inclusion_2.mask.png").sum() == 10 * 6
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_voc_splits_with_the_same_image_name_keep_both_and_an_ambiguous_note_is_refused(tmp_path):
+    src = tmp_path / "release"
+    for split in ("train", "test"):
+        (src / split / "JPEGImages").mkdir(parents=True)
+        (src / split / "Annotations").mkdir()
+        Image.fromarray(np.full((30, 30), 90, np.uint8)).save(src / split / "JPEGImages" / "0001.jpg")
+        (src / split / "Annotations" / "0001.xml").write_text(f"<annotation>{_box('dent', 2, 2, 9, 9)}</annotation>")
+    dest = tmp_path / "captures"
+    assert import_dataset("voc", src, dest) == {"dent": 2}
+    assert sorted(p.name for p in (dest / "dent").glob("*.jpg")) == ["0001.jpg", "train-JPEGImages-0001.jpg"]
+    (src / "train" / "Annotations" / "more").mkdir()
+    (src / "train" / "Annotations" / "more" / "0001.xml").write_text("<annotation></annotation>")
+    with pytest.raises(CaptureError, match=r"0001.xml: a second annotation for image '0001'"):
+        import_dataset("voc", src, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_folder_without_any_image_folder_names_the_layout(tmp_path):
+    (tmp_path / "src" / "train" / "pictures").mkdir(parents=True)
+    with pytest.raises(CaptureError, match="no JPEGImages .* in split folders: not the VOC layout"):
+        import_dataset("voc", tmp_path / "src", tmp_path / "dest")

@@ -74,6 +74,13 @@ class VocBoxesImporter(DatasetImporter):
     """Pascal-VOC layout: ``JPEGImages/NAME.jpg`` + ``Annotations/NAME.xml`` with boxes (the
     folders also as ``images``/``annotations``, in any case).
 
+    The pair of folders may sit at the top of ``src`` or inside split folders
+    (``train/images`` + ``train/annotations``, ``validation/...``), and images may lie in
+    sub-folders of the image folder (``images/<class>/NAME.jpg``), as released copies of
+    public sets often do: every image folder found under ``src`` is read, each image paired
+    with the annotation of its stem beside it. Splits of a release are not kept: the
+    pipeline draws its own, grouped by capture.
+
     An image without objects is clean. An image's class is its objects' class; with several
     classes, the one covering the largest box area. The mask is that class's filled boxes.
     """
@@ -89,24 +96,60 @@ class VocBoxesImporter(DatasetImporter):
         found = {p.name.lower(): p for p in src.iterdir() if p.is_dir()}
         return next((found[n] for n in names if n in found), None)
 
-    def items(self, src: Path, clean_class: str) -> Iterator[ImportItem]:
+    def _splits(self, src: Path) -> list[tuple[Path, Path]]:
+        """(image folder, annotation folder) of ``src`` itself, or else of each folder below it
+        that holds an image folder (a release's ``train``, ``validation``, ...)."""
         images_dir = self._child(src, self.IMAGE_FOLDERS)
-        if images_dir is None:
-            raise CaptureError(src, "no JPEGImages (or images) folder: not the VOC layout")
-        notes_dir = self._child(src, self.NOTE_FOLDERS) or src / "Annotations"
-        for image in sorted(p for p in images_dir.iterdir()
-                            if p.suffix.lower() in IMAGE_EXTENSIONS):
-            note = notes_dir / f"{image.stem}.xml"
-            boxes = self._boxes(note) if note.exists() else []
-            if not boxes:
-                yield ImportItem(clean_class, image.stem, image, None)
+        if images_dir is not None:
+            return [(images_dir, self._child(src, self.NOTE_FOLDERS) or src / "Annotations")]
+        splits = []
+        for folder in sorted(p for p in src.rglob("*") if p.is_dir() and p.name.lower() in self.IMAGE_FOLDERS):
+            if any(part.lower() in self.IMAGE_FOLDERS for part in folder.relative_to(src).parts[:-1]):
+                continue  # a sub-folder of an image folder that happens to be named images
+            parent = folder.parent
+            splits.append((folder, self._child(parent, self.NOTE_FOLDERS) or parent / "Annotations"))
+        if not splits:
+            raise CaptureError(src, "no JPEGImages (or images) folder, at the top or in split folders: "
+                                    "not the VOC layout")
+        return splits
+
+    @staticmethod
+    def _notes(notes_dir: Path) -> dict[str, Path]:
+        """Annotation files by stem, in ``notes_dir`` and its sub-folders."""
+        notes: dict[str, Path] = {}
+        if not notes_dir.is_dir():
+            return notes
+        for note in sorted(notes_dir.rglob("*")):
+            if note.suffix.lower() != ".xml" or not note.is_file():
                 continue
-            area = Counter()
-            for cls, (x0, y0, x1, y1) in boxes:
-                area[cls] += (x1 - x0) * (y1 - y0)
-            label = area.most_common(1)[0][0]
-            chosen = [box for cls, box in boxes if cls == label]
-            yield ImportItem(label, image.stem, image, self._mask(image, chosen))
+            if note.stem in notes:
+                raise CaptureError(note, f"a second annotation for image {note.stem!r} "
+                                         f"(the first: {notes[note.stem]}): which one holds is unclear")
+            notes[note.stem] = note
+        return notes
+
+    def items(self, src: Path, clean_class: str) -> Iterator[ImportItem]:
+        splits = self._splits(src)
+        names: dict[str, Path] = {}
+        for images_dir, notes_dir in splits:
+            notes = self._notes(notes_dir)
+            for image in sorted(p for p in images_dir.rglob("*")
+                                if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()):
+                note = notes.get(image.stem)
+                name = image.stem
+                if name in names:  # the same stem twice (two splits): named by its folders too
+                    name = "-".join(image.relative_to(src).with_suffix("").parts)
+                names[name] = image
+                boxes = self._boxes(note) if note is not None else []
+                if not boxes:
+                    yield ImportItem(clean_class, name, image, None)
+                    continue
+                area = Counter()
+                for cls, (x0, y0, x1, y1) in boxes:
+                    area[cls] += (x1 - x0) * (y1 - y0)
+                label = area.most_common(1)[0][0]
+                chosen = [box for cls, box in boxes if cls == label]
+                yield ImportItem(label, name, image, self._mask(image, chosen))
 
     @staticmethod
     def _boxes(note: Path) -> list[tuple[str, tuple[int, int, int, int]]]:
@@ -124,6 +167,8 @@ class VocBoxesImporter(DatasetImporter):
                                   ("xmin", "ymin", "xmax", "ymax"))
             except (TypeError, ValueError):
                 raise CaptureError(note, "bndbox needs numeric xmin, ymin, xmax, ymax") from None
+            x0, x1 = sorted((x0, x1))  # a box drawn right to left or bottom to top
+            y0, y1 = sorted((y0, y1))
             boxes.append((name.strip().lower(), (x0 - 1, y0 - 1, x1, y1)))
         return boxes
 
