@@ -335,3 +335,51 @@ def test_fid_is_zero_on_itself_and_grows_with_noise():
         kids.append(scores["kid_mean"])
     assert abs(fids[0]) < 1e-3 and fids[0] < fids[1] < fids[2]
     assert kids[1] < kids[2]
+
+
+def test_recall_and_coverage_tell_a_collapsed_generator_from_a_faithful_one():
+    """Features of a faithful generator cover the real ones as a second real half does; a
+    generator that draws one mode (small jitter round one real sample) recalls few of them."""
+    from smh_ml.synthetic.coverage import manifold_scores
+
+    rng = np.random.default_rng(0)
+    real = torch.from_numpy(rng.normal(0, 1, (200, 8)))
+    faithful = torch.from_numpy(rng.normal(0, 1, (300, 8)))
+    collapsed = real[:1] + torch.from_numpy(rng.normal(0, 0.05, (300, 8)))
+    good, bad = manifold_scores(real, faithful), manifold_scores(real, collapsed)
+    assert good["recall"] > 0.8 and good["coverage"] > 0.8 and good["precision"] > 0.8
+    assert bad["recall"] < 0.05 and bad["coverage"] < 0.15  # the real balls round its one mode
+    assert bad["precision"] > 0.9  # each collapsed sample is realistic: FID-like fidelity alone misses it
+    with pytest.raises(ValueError, match="at least two"):
+        manifold_scores(real[:1], faithful)
+
+
+def test_the_gate_refuses_a_set_under_the_recall_floor_as_a_content_failure():
+    from smh_ml.synthetic.gan.experiment import gate_settings, recall_floor
+    from smh_ml.synthetic.gate import check_synthetic
+
+    cfg = GanConfig()
+    scores = {"real_vs_real": [{"fid": 10.0, "recall": 0.9}], "augmented_vs_real": [{"fid": 20.0, "recall": 0.95}]}
+    assert recall_floor(cfg, scores) == pytest.approx(0.45)
+    assert recall_floor(dataclasses.replace(cfg, gate_recall_factor=0.0), scores) is None
+    assert recall_floor(cfg, {"real_vs_real": [{"fid": 10.0}]}) is None  # scored before recall existed
+    settings = gate_settings(cfg, scores)
+    rng = np.random.default_rng(0)
+    real = np.clip(rng.normal(120, 25, (50, 32, 32)), 0, 255).astype(np.uint8)
+    varied = np.clip(rng.normal(120, 25, (64, 32, 32)), 0, 255).astype(np.uint8)  # passes the pixel checks
+    refused = check_synthetic(varied, real, settings, fid=15.0, recall=0.2)
+    assert not refused.passed and not refused.content_passed and refused.recall == 0.2
+    assert "recall 0.20 < 0.45" in " ".join(refused.reasons)
+    assert check_synthetic(varied, real, settings, fid=15.0, recall=0.8).passed
+
+
+def test_gan_scores_carry_the_manifold_measures_only_when_asked():
+    from smh_ml.models import build
+    from smh_ml.synthetic.fid import DomainFeatures, gan_scores
+
+    x, _ = toy_set(n_per_class=16, size=16)
+    extractor = DomainFeatures(build("baseline_cnn", 3, 16).eval())
+    warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+    full = gan_scores(x, x[::-1].copy(), extractor, "domain", kid_subsets=5)
+    assert full["recall"] == pytest.approx(1.0) and full["coverage"] == pytest.approx(1.0)
+    assert "recall" not in gan_scores(x, x, extractor, "domain", kid_subsets=5, manifold=False)

@@ -17,7 +17,7 @@ from pipelines.resources import (
 )
 from smh_ml.synthetic.defects import gan_data
 from smh_ml.synthetic.fid import IMAGENET_NAME, DomainFeatures, ImageNetFeatures
-from smh_ml.synthetic.gan.experiment import relative_fid_ceiling, synthesize_class, train_class_gan
+from smh_ml.synthetic.gan.experiment import recall_floor, relative_fid_ceiling, synthesize_class, train_class_gan
 from smh_ml.training.baselines import train_domain_extractor
 from smh_ml.training.checkpoint import load_classifier
 
@@ -83,7 +83,8 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
                                      for reference in ("real_vs_real", "augmented_vs_real")
                                      for s in result[reference]]
         tracker.log_metrics(run_id, {f"{s['extractor']}_{key}": s[key] for s in scored
-                                     for key in ("fid", "kid_mean", "kid_std")}
+                                     for key in ("fid", "kid_mean", "kid_std", "precision", "recall", "coverage")
+                                     if key in s}
                             | {"steps": result["steps"], "best_step": result["best_step"]})
         for figure in ("samples.png", "curves.png"):
             tracker.log_artifacts(run_id, gan_dir / label / figure)
@@ -99,6 +100,8 @@ def gan_models(context: dg.AssetExecutionContext, profile: ProfileResource, stor
         "crop_side": result["crop_side"], "steps": result["steps"], "best_step": result["best_step"],
         "stopped": result["stopped"], "train_seconds": round(result["train_seconds"], 1),
         "domain_fid": rounded(score["fid"]), "domain_kid": rounded(score["kid_mean"]),
+        "domain_recall": "none" if score.get("recall") is None else rounded(score["recall"]),
+        "recall_floor": "none" if recall_floor(prof.gan, result) is None else rounded(recall_floor(prof.gan, result)),
         "samples": picture(gan_dir / label / "samples.png", f"{GAN_KIND} samples of {label}"),
         "curves": picture(gan_dir / label / "curves.png", f"{GAN_KIND} losses and FID of {label}"),
         "mlflow_run": dg.MetadataValue.url(tracker.run_link(run_id))})

@@ -21,6 +21,8 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from smh_ml.synthetic.coverage import manifold_scores
+
 EXTRACTORS = ("domain", "imagenet", "inception")
 IMAGENET_NAME = "imagenet-efficientnet-lite0"
 """How reports name the ImageNet extractor: EfficientNet-Lite0's pooled 1280-d features."""
@@ -98,9 +100,18 @@ def _batches(arrays: np.ndarray, as_float: bool, batch: int = 128):
 
 
 @torch.no_grad()
+def features(arrays: np.ndarray, extractor: nn.Module, name: str) -> torch.Tensor:
+    """(N, D) features of uint8 patches, as FID/KID compute them."""
+    as_float = name != "inception"
+    return torch.cat([extractor(chunk) for chunk in _batches(arrays, as_float)]).flatten(1)
+
+
+@torch.no_grad()
 def gan_scores(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, name: str,
-               kid_subsets: int = 100) -> dict:
-    """FID and unbiased KID between uint8 patch sets, with the extractor's name attached."""
+               kid_subsets: int = 100, manifold: bool = True) -> dict:
+    """FID and unbiased KID between uint8 patch sets, with the extractor's name attached; with
+    ``manifold``, also precision, recall and coverage in the same features
+    (:mod:`smh_ml.synthetic.coverage`), which tell a collapsed generator from a good one."""
     if len(real) < 2 or len(fake) < 2:
         raise ValueError("FID/KID need at least two real and two generated patches")
     as_float = name != "inception"  # our extractors take [0, 1] floats; torch-fidelity's takes uint8
@@ -114,8 +125,11 @@ def gan_scores(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, name: s
         for chunk in _batches(fake, as_float):
             metric.update(chunk, real=False)
     kid_mean, kid_std = kid.compute()
-    return {"extractor": name, "fid": float(fid.compute()), "kid_mean": float(kid_mean),
-            "kid_std": float(kid_std), "n_real": int(len(real)), "n_fake": int(len(fake))}
+    scores = {"extractor": name, "fid": float(fid.compute()), "kid_mean": float(kid_mean),
+              "kid_std": float(kid_std), "n_real": int(len(real)), "n_fake": int(len(fake))}
+    if manifold:
+        scores |= manifold_scores(features(real, extractor, name), features(fake, extractor, name))
+    return scores
 
 
 def extractor_for(name: str, domain_model: nn.Module | None = None,

@@ -99,7 +99,7 @@ def train_class_gan(data: GanData, label: str, kind: str, gan_dir: Path | str, p
         extra, _ = augment_to_count(real, cfg.augment_to, aug.brightness, aug.contrast, cfg.seed)
         training = np.concatenate([real, extra])
     named = list((extractors or {}).items())
-    score = (lambda fake: _scores(real, fake, data, named[:1], kid_subsets=20)[0]) if named else None
+    score = (lambda fake: _scores(real, fake, data, named[:1], kid_subsets=20, manifold=False)[0]) if named else None
     state = train_gan(training, kind, cfg, checkpoint=gan_dir / f"{label}.checkpoint.pt", desc=f"{kind} {label}",
                       score=score, score_id=_score_id(named[0], data) if named else "")
     train_seconds = time.perf_counter() - start
@@ -183,11 +183,20 @@ def relative_fid_ceiling(cfg: GanConfig, scores: dict) -> float | None:
     return cfg.gate_fid_factor * min(yardsticks) if yardsticks else None
 
 
+def recall_floor(cfg: GanConfig, scores: dict) -> float | None:
+    """``gate_recall_factor`` x the first extractor's recall of one half of the real samples
+    by the other (None when not scored, or the factor is 0)."""
+    halves = scores.get("real_vs_real") or [{}]
+    floor = halves[0].get("recall")
+    return cfg.gate_recall_factor * floor if floor is not None and cfg.gate_recall_factor > 0 else None
+
+
 def gate_settings(cfg: GanConfig, scores: dict) -> GateSettings:
-    """The gate of ``cfg`` with its FID ceiling: the absolute one and the relative one
-    (:func:`relative_fid_ceiling`), whichever is lower."""
+    """The gate of ``cfg`` with its FID ceiling, the absolute one and the relative one
+    (:func:`relative_fid_ceiling`), whichever is lower, and its recall floor
+    (:func:`recall_floor`)."""
     ceilings = [c for c in [cfg.fid_ceiling, relative_fid_ceiling(cfg, scores)] if c is not None]
-    return GateSettings(fid_ceiling=min(ceilings) if ceilings else None)
+    return GateSettings(fid_ceiling=min(ceilings) if ceilings else None, min_recall=recall_floor(cfg, scores))
 
 
 def synthesize_class(label: str, gan_dir: Path | str, data: GanData, cfg: GanConfig,
@@ -209,8 +218,9 @@ def synthesize_class(label: str, gan_dir: Path | str, data: GanData, cfg: GanCon
     generator, config = load_generator(folder)
     probe = generate(generator, max(count, 64), config["latent"], seed=cfg.seed + 2)
     fid = scores["scores"][0]["fid"] if scores.get("scores") else None
+    recall = scores["scores"][0].get("recall") if scores.get("scores") else None
     images, masks = (probe[:, 0], probe[:, 1]) if probe.ndim == 4 else (probe, None)
-    gate = check_synthetic(images, data.images, gate_settings(cfg, scores), fid, masks)
+    gate = check_synthetic(images, data.images, gate_settings(cfg, scores), fid, masks, recall)
     refused = cfg.gate and not gate.passed
     arrays = np.zeros((0, patch, patch), np.uint8)
     placed = None
