@@ -109,8 +109,9 @@ def _digest(profile) -> str:
 
     data = {k: v for k, v in profile.to_dict().items() if k not in ("description", "settings")}
     data["train"] = {k: v for k, v in data["train"].items() if k not in ("budget_minutes", "scale_steps")}
-    # the defect-GAN settings came later: at their defaults (whole-patch GANs) a profile is unchanged
-    defaults = {"source": "patches", "crop": 32, "crop_margin": 2.0}
+    # the defect-GAN settings and the gate's recall floor came later: at their defaults (whole-patch
+    # GANs, floor at half the real halves' recall) a profile is unchanged
+    defaults = {"source": "patches", "crop": 32, "crop_margin": 2.0, "gate_recall_factor": 0.5}
     data["gan"] = {k: v for k, v in data["gan"].items() if not (k in defaults and v == defaults[k])}
     # the per-architecture budgets, once a train setting, now come from the architecture cards:
     # the digest holds what every candidate trains, in the setting's old form
