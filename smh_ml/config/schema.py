@@ -220,6 +220,10 @@ class GanConfig:
     recall of one half of the real samples by the other. Collapsed defect GANs on the simulated
     set recalled 2-24% against 90-95% for the halves; traditionally augmented copies 94-96%.
     0 = not used."""
+    mode_seeking: float = 0.0
+    """SDG-GAN's generator loss adds this weight over the mode-seeking ratio (image distance over
+    latent distance between two halves of a batch, Mao et al. 2019), so distinct latents must
+    draw distinct defects; 0 = the paper's Eq. 8."""
     source: str = "patches"
     """What each class's GAN learns: ``patches`` (the class's whole training patches, the paper)
     or ``defects`` (crops centred on each defect of the class's TRAIN captures, with the

@@ -129,6 +129,8 @@ def training_inputs_id(arrays: np.ndarray, kind: str, cfg: GanConfig, score_id: 
     fields = {f: getattr(cfg, f) for f in TRAINING_FIELDS}
     if cfg.upsample != "transposed":  # named only when changed, so checkpoints from before it resume
         fields["upsample"] = cfg.upsample
+    if cfg.mode_seeking:  # likewise
+        fields["mode_seeking"] = cfg.mode_seeking
     digest.update(json.dumps(fields, sort_keys=True, default=list).encode())
     digest.update(np.ascontiguousarray(arrays).tobytes())
     return digest.hexdigest()[:24]
@@ -192,11 +194,27 @@ def _step_wgan(state: GanState, data: torch.Tensor, cfg: GanConfig) -> dict:
         sums["critic_loss"] += float(loss_c.detach()) / cfg.n_critic
         sums["gradient_penalty"] += float(gp.detach()) / cfg.n_critic
         sums["wasserstein"] += float((c_real - c_fake).detach()) / cfg.n_critic
-    loss_g = -c(critic_view(g(_latent(cfg.batch_size, cfg, rng)), cfg, rng)).mean()  # Eq. 8
+    z = _latent(cfg.batch_size, cfg, rng)
+    fake = g(z)
+    adversarial = -c(critic_view(fake, cfg, rng)).mean()  # Eq. 8
+    loss_g, extra = adversarial, {}
+    if cfg.mode_seeking > 0:
+        ratio = mode_seeking_ratio(fake, z)
+        loss_g = adversarial + cfg.mode_seeking / (ratio + 1e-5)
+        extra["mode_seeking_ratio"] = float(ratio.detach())
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     state.opt_g.step()
-    return sums | {"generator_loss": float(loss_g.detach())}
+    return sums | {"generator_loss": float(adversarial.detach())} | extra
+
+
+def mode_seeking_ratio(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Mean image distance over mean latent distance between the two halves of a batch (Mao et
+    al. 2019, "Mode seeking GANs"). A generator that draws one image for every latent has a ratio
+    near 0; adding ``weight / ratio`` to its loss makes distinct latents draw distinct images."""
+    half = len(z) // 2
+    images = (fake[:half] - fake[half:2 * half]).abs().mean()
+    return images / (z[:half] - z[half:2 * half]).abs().mean()
 
 
 def _step_dcgan(state: GanState, data: torch.Tensor, cfg: GanConfig) -> dict:
