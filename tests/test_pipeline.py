@@ -124,3 +124,21 @@ def test_one_fid_ceiling_for_the_gate_and_the_check_without_renaming_the_profile
     assert resources["gates"].gan_config(prof).fid_ceiling == float("inf")
     assert QualityGatesResource().gan_config(prof) is prof.gan
     assert QualityGatesResource(fid_ceiling=50.0).gan_config(prof).fid_ceiling == 50.0
+
+
+def test_steps_fork_from_a_server_with_the_code_location_loaded(monkeypatch):
+    """Steps start from a fork server that imported the code location once (a spawned step
+    re-imports Dagster, torch, MLflow and GX); SMH_START_METHOD=spawn restores Dagster's
+    default, and a start method it does not know is refused by name."""
+    from pipelines.definitions import executor
+
+    def start_method(definition: dg.ExecutorDefinition) -> dict:
+        return definition.config_schema.resolve_config({}).value["config"]["start_method"]
+
+    monkeypatch.delenv("SMH_START_METHOD", raising=False)
+    assert start_method(executor()) == {"forkserver": {"preload_modules": ["pipelines.definitions"]}}
+    monkeypatch.setenv("SMH_START_METHOD", "spawn")
+    assert start_method(executor()) == {"spawn": {}}
+    monkeypatch.setenv("SMH_START_METHOD", "fork")
+    with pytest.raises(ValueError, match="SMH_START_METHOD='fork'"):
+        executor()
