@@ -18,6 +18,7 @@ shared), on the same capture files:
                        (smh_ml.deploy.openvino_runtime; needs the 'openvino' extra)
   ov-bf16              ... in bfloat16 where the CPU has it (OpenVINO's default there)
   ov-bf16-overlap      ... with the overlap
+  ov-bf16-draft(-overlap)  bf16 with reduced-scale JPEG decoding (and the overlap)
   ov-int8-islands      the per-channel QDQ int8 file with fp32 islands, on OpenVINO
 
 The model: ``--model-dir``, any ``smh-ml train`` folder (the model that ships: its own
@@ -53,7 +54,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 VARIANTS = ("torch-fp32", "ort-fp32", "ort-fp32-overlap", "ort-int8", "ort-int8-overlap", "ort-int8-pc",
             "ort-int8-islands", "ort-int8-islands-overlap", "ort-fp32-draft", "ort-fp32-draft-overlap")
-OPENVINO = ("ov-fp32", "ov-bf16", "ov-bf16-overlap", "ov-int8-islands")
+OPENVINO = ("ov-fp32", "ov-bf16", "ov-bf16-overlap", "ov-bf16-draft", "ov-bf16-draft-overlap", "ov-int8-islands")
 """Variants on OpenVINO (asked for with --variants, or all of them with --openvino)."""
 INT8 = {"ort-int8": "int8", "ort-int8-pc": "int8_pc", "ort-int8-islands": "int8_islands"}
 """int8 variant (without "-overlap") -> its model file's key."""
@@ -69,7 +70,7 @@ def backend_of(variant: str) -> str:
     """The engine backend of a variant (smh_ml.deploy.engine.BACKENDS)."""
     if not variant.startswith("ov-"):
         return "onnxruntime"
-    return "openvino-bf16" if variant.removesuffix("-overlap") == "ov-bf16" else "openvino"
+    return "openvino-bf16" if variant.removesuffix("-overlap").removesuffix("-draft") == "ov-bf16" else "openvino"
 CLASSES = ["defect-free", "blowhole", "break", "crack", "fray", "uneven"]
 
 
@@ -147,7 +148,7 @@ def make_models(folder: Path, model_dir: Path | None, calibration: np.ndarray | 
         torch.save(model.state_dict(), folder / "model.pt")
         fp32 = export_onnx(model, folder / "model.onnx", ModelCard(arch, tuple(CLASSES), Geometry(**geometry)))
     if calibration is None:
-        engine = Engine(fp32, threads=threads)
+        engine = Engine(fp32, threads=threads, backend="onnxruntime")
         calibration = np.concatenate([engine.patches(_read(p)) for p in calibration_files])
     int8 = quantize_int8(fp32, folder / "model.int8.onnx", calibration)
     int8_pc = quantize_int8(fp32, folder / "model.int8pc.onnx", calibration, per_channel=True)
@@ -163,12 +164,14 @@ def _read(path: Path) -> np.ndarray:
     return read_gray(path, convert=True)
 
 
-def run_variant(variant: str, models: dict, files: list[Path], threads: int, warmup: int = 2) -> dict:
+def run_variant(variant: str, models: dict, files: list[Path], threads: int, warmup: int = 2,
+                draft_margin: float = 2.0) -> dict:
     """One variant over ``files`` (after ``warmup`` files); images/s and per-stage ms."""
     from smh_ml.deploy import Engine, to_input
 
     path = models[model_key(variant)]
     engine = Engine(path, threads=threads, fast_decode="draft" in variant, backend=backend_of(variant))
+    engine.decode_margin = draft_margin
     stages = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "decide": 0.0}
     if variant == "torch-fp32":
         import torch
@@ -253,7 +256,7 @@ def accuracies(models: dict, patch_dir: Path, clean_class: str, openvino: tuple[
     return out
 
 
-def decode_check(onnx_path: Path, patch_dir: Path) -> dict:
+def decode_check(onnx_path: Path, patch_dir: Path, draft_margin: float = 2.0) -> dict:
     """Full vs reduced-scale JPEG decoding on a patch set's held-out capture FILES: accuracy
     of each and how many decisions agree (the trained model of that set)."""
     from smh_ml.deploy import Engine
@@ -262,7 +265,8 @@ def decode_check(onnx_path: Path, patch_dir: Path) -> dict:
     out = {"model": str(onnx_path), "captures": len(files)}
     decided = {}
     for fast in (False, True):
-        engine = Engine(onnx_path, fast_decode=fast)
+        engine = Engine(onnx_path, fast_decode=fast, backend="onnxruntime")
+        engine.decode_margin = draft_margin
         decided[fast] = [p.decision.label for p in engine.decide_paths(files)]
         out["draft" if fast else "full"] = float(np.mean([a == b for a, b in zip(decided[fast], truth)]))
     out["same_decision"] = int(sum(a == b for a, b in zip(decided[False], decided[True])))
@@ -284,13 +288,17 @@ def main() -> None:
     parser.add_argument("--clean-class", default="defect-free")
     parser.add_argument("--decode-check", nargs=2, type=Path, metavar=("ONNX", "PATCH_DIR"),
                         help="full vs reduced JPEG decoding: accuracy on PATCH_DIR's held-out capture files")
+    parser.add_argument("--draft-margin", type=float, default=2.0,
+                        help="draft variants: decode at a reduced DCT scale only when the reduced frame keeps "
+                             "this many times the patch grid (the engine's default 2)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # child process: one variant
         spec = json.loads(args.spec.read_text())
-        result = run_variant(args.worker, spec["models"], [Path(p) for p in spec["files"]], args.threads)
+        result = run_variant(args.worker, spec["models"], [Path(p) for p in spec["files"]], args.threads,
+                             draft_margin=spec.get("draft_margin", 2.0))
         print(json.dumps(result))
         return
 
@@ -319,7 +327,8 @@ def main() -> None:
                       f"{args.threads} threads; set-up {time.perf_counter() - t0:.0f} s")
         console.print(f"CPU: {hardware}")
         spec = tmp / "spec.json"
-        spec.write_text(json.dumps({"models": models, "files": [str(f) for f in files]}))
+        spec.write_text(json.dumps({"models": models, "files": [str(f) for f in files],
+                                    "draft_margin": args.draft_margin}))
         results = []
         variants = args.variants.split(",") + (list(OPENVINO) if args.openvino else [])
         for variant in variants:
@@ -330,7 +339,7 @@ def main() -> None:
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         acc = (accuracies(models, args.patch_dir, args.clean_class, tuple(v for v in variants if v.startswith("ov-")))
                if args.model_dir and args.patch_dir else None)
-        check = decode_check(*args.decode_check) if args.decode_check else None
+        check = decode_check(*args.decode_check, args.draft_margin) if args.decode_check else None
     base = next((r["images_per_s"] for r in results if r["variant"] == "torch-fp32"), None)
     table = Table("variant", "images/s", "patches/s", "x torch eager", "decode ms", "preprocess ms", "model ms",
                   "decide ms", "peak RSS MB", *(["held-out acc"] if acc else []))

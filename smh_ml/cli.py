@@ -56,8 +56,9 @@ def _folder_profile(name: str, settings: list[str] | None, patch_dir: Path):
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
 
 
-BACKEND_HELP = ("What runs the ONNX model: onnxruntime (default), openvino (fp32) or openvino-bf16 (bfloat16 "
-                "where the CPU has it; the 'openvino' extra, docs/DEPLOY.md).")
+BACKEND_HELP = ("What runs the ONNX model: auto (default: openvino-bf16 where the model's precision gate "
+                "accepted it and the CPU has native bf16, else onnxruntime), onnxruntime, openvino (fp32) or "
+                "openvino-bf16 (the 'openvino' extra, docs/DEPLOY.md).")
 PROFILE_HELP = "Profile: auto (the recipe from the data; default) or a named one (smh-ml profiles)."
 SETTINGS_HELP = "Override a profile value, e.g. --set patching.patch=128 (repeatable; JSON values)."
 
@@ -208,6 +209,8 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
                                                            "(e.g. the output of 'smh-ml pgan')."),
           cv: bool = typer.Option(True, help="Run k-fold cross-validation first."),
           robustness: bool = typer.Option(True, help="Accuracy under perturbations."),
+          precision_gate: bool = typer.Option(True, help="Judge int8 and OpenVINO bf16 against fp32 on the "
+                                                         "validation captures (the model card keeps the verdicts)."),
           settings: list[str] = typer.Option([], "--set", help=SETTINGS_HELP)) -> None:
     """Cross-validate, train, test (Algorithm 1 on held-out captures) and export a classifier."""
     from smh_ml.workflows.classifier import run_classifier
@@ -233,7 +236,7 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
         _fail(f"{patch_dir}: its patches are not of profile {prof.name!r}'s {prof.patching.patch} px; build it "
               f"with that profile or train with the profile it was built with (the default, auto)")
     report = run_classifier(patch_dir, out, prof, cv=cv, robustness=robustness, train_dir=train_dir,
-                            archs=[arch] if arch else None, overrides=overrides)
+                            archs=[arch] if arch else None, overrides=overrides, precision_gate=precision_gate)
     test, image, fit = report.test, report.test["image"], report.fit
     if report.recipe is not None:
         console.print(f"recipe from the data: {report.recipe['geometry']}, {report.recipe['tiles']} tile(s) of "
@@ -272,6 +275,11 @@ def train(patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml p
                  f"(avx512 {report.hardware['avx512']}, bf16 {report.hardware['bf16']})")
     lines.append(f"parameters {report.parameters:,}; ONNX parity max |diff| "
                  f"{report.onnx['parity_max_abs_diff']:.2e}; {sum(report.seconds.values()):.0f} s; -> {out}")
+    if report.int8 is not None and report.bf16 is not None:
+        gate = report.int8
+        lines.append(f"precision gate ({gate['captures']} {gate['split']} captures, fp32 {gate['fp32_accuracy']:.4f}): "
+                     f"int8 {'accepted' if gate['accepted'] else 'refused'} ({gate['int8_accuracy']:.4f}); "
+                     f"bf16 {'accepted' if report.bf16['accepted'] else 'refused'} ({report.bf16['reason']})")
     for line in lines:
         console.print(line, highlight=False)
 
@@ -454,7 +462,7 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
             threads: int | None = typer.Option(None, help="onnxruntime threads (default: every core)."),
             fast_decode: bool = typer.Option(False, help="Decode JPEGs at a reduced scale when the patch grid "
                                                          "allows (faster; patches differ slightly)."),
-            backend: str = typer.Option("onnxruntime", help=BACKEND_HELP)) -> None:
+            backend: str = typer.Option("auto", help=BACKEND_HELP)) -> None:
     """Decide each capture with Algorithm 1: its class, the deciding patch and its probability."""
     from smh_ml.deploy import Engine, image_files
     from smh_ml.evaluation.plots import decision_heatmap_png
@@ -515,7 +523,8 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
                       "each in --json)", highlight=False)
         rule_text = "arg-max rule" if engine.threshold is None else f"threshold {engine.threshold:.4g}"
         err.print(f"{len(rows) - failed} image(s) decided ({rule_text}) in {seconds:.2f} s "
-                  f"({(len(rows) - failed) / max(seconds, 1e-9):.1f} images/s, {engine.precision}, {engine.path})")
+                  f"({(len(rows) - failed) / max(seconds, 1e-9):.1f} images/s, {engine.precision} on {engine.backend}, "
+                  f"{engine.path})")
     if engine.recipe is not None:
         recipe = engine.recipe
         err.print(f"recipe {recipe['geometry']}: {recipe['tiles']} tile(s) of {recipe['patch']} px "
@@ -553,7 +562,7 @@ def watch(folder: Path = typer.Argument(..., help="Folder the camera writes capt
           settle: float = typer.Option(0.5, help="Seconds a file's size must stay unchanged before it is read."),
           reload_every: float = typer.Option(5.0, help="Seconds between checks that the model (alias) moved."),
           threads: int | None = typer.Option(None, help="onnxruntime threads (default: every core)."),
-          backend: str = typer.Option("onnxruntime", help=BACKEND_HELP),
+          backend: str = typer.Option("auto", help=BACKEND_HELP),
           max_captures: int | None = typer.Option(None, help="Stop after this many captures (decided or failed)."),
           idle_exit: float | None = typer.Option(None, help="Stop after this many seconds with nothing to decide."),
           status_port: int = typer.Option(8750, help="Port of the status page on 127.0.0.1 (0: a free one, "
@@ -589,7 +598,8 @@ def watch(folder: Path = typer.Argument(..., help="Folder the camera writes capt
             page = StatusPage(station.status, station.recent, _draw_heatmap, status_port).start()
         except OSError as exc:
             _fail(f"status page on 127.0.0.1:{status_port}: {exc} (choose another --status-port, or -1)")
-    err.print(f"watching {folder} with {station.version} ({station.engine.precision}); log {log}"
+    engine = station.engine
+    err.print(f"watching {folder} with {station.version} ({engine.precision} on {engine.backend}); log {log}"
               + (f"; status page {page.url}" if page else ""), highlight=False)
     try:
         status = station.run(stop, max_captures=max_captures, idle_exit_seconds=idle_exit)
@@ -612,16 +622,27 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
              tolerance: float | None = typer.Option(
                  None, help="Largest accuracy drop allowed (fraction); default: the profile's "
                             "deploy.int8_tolerance.")) -> None:
-    """int8 static quantization, kept (model.int8.onnx) only within the accuracy tolerance of fp32."""
+    """int8 static quantization, kept (model.int8.onnx) only within the accuracy tolerance of fp32
+    on the validation captures (the model folder's own split; the profile's for a bare file)."""
     from smh_ml.data.datasets import load_patch_set
+    from smh_ml.export.precision_gate import validation_gate_captures
     from smh_ml.export.quantization import gated_int8
 
     prof = _folder_profile(profile, None, patch_dir)
     onnx_path = model_dir / "model.onnx" if model_dir.is_dir() else model_dir
     if not onnx_path.is_file():
         _fail(f"{onnx_path}: no such ONNX model")
+    report_path = onnx_path.with_name("report.json")
+    trained = json.loads(report_path.read_text()).get("train", {}) if report_path.is_file() else {}
+    patch_set = load_patch_set(patch_dir)
     cfg = prof.deploy
-    report = gated_int8(onnx_path, load_patch_set(patch_dir), prof.clean_class,
+    try:
+        gate = validation_gate_captures(patch_set, prof.clean_class,
+                                        float(trained.get("val_fraction", prof.train.val_fraction)),
+                                        int(trained.get("seed", prof.train.seed)))
+    except ValueError as exc:
+        _fail(f"{patch_dir}: {exc}")
+    report = gated_int8(onnx_path, patch_set, prof.clean_class, gate,
                         cfg.int8_tolerance if tolerance is None else tolerance,
                         cfg.calibration_patches, cfg.per_channel, islands=cfg.fp32_islands)
     console.print(json.dumps(report.to_dict(), indent=1))

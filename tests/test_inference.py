@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,15 +117,18 @@ def test_predict_reports_a_bad_file_and_decides_the_rest(mt_model, tmp_path):
 
 def test_int8_gate_accepts_within_tolerance_and_refuses_outside(mt_model, tmp_path):
     from smh_ml.deploy import Engine
+    from smh_ml.export.precision_gate import validation_gate_captures
     from smh_ml.export.quantization import gated_int8
 
     _, onnx_path, patch_set, _ = mt_model
-    ok = gated_int8(onnx_path, patch_set, "defect-free", tolerance=1.0, calibration_count=128,
+    gate = validation_gate_captures(patch_set, "defect-free", 0.25, 0)
+    ok = gated_int8(onnx_path, patch_set, "defect-free", gate, tolerance=1.0, calibration_count=128,
                     out_path=tmp_path / "model.int8.onnx")
-    assert ok.accepted and (tmp_path / "model.int8.onnx").is_file() and ok.test_images > 0
+    assert ok.accepted and (tmp_path / "model.int8.onnx").is_file()
+    assert ok.captures == len(gate.groups) > 0 and ok.split == "validation"
     assert Engine(tmp_path / "model.int8.onnx").precision == "int8"
     # activation ranges calibrated on black patches clip every real activation: a broken int8
-    broken = gated_int8(onnx_path, patch_set, "defect-free", tolerance=0.005,
+    broken = gated_int8(onnx_path, patch_set, "defect-free", gate, tolerance=0.005,
                         calibration=np.zeros((64, *patch_set.patches.shape[1:]), np.uint8),
                         out_path=tmp_path / "model.int8.onnx")
     assert ok.fp32_accuracy > 1 / 6 + 0.05  # the fp32 model is better than a constant answer
@@ -132,7 +136,57 @@ def test_int8_gate_accepts_within_tolerance_and_refuses_outside(mt_model, tmp_pa
     assert not broken.accepted and broken.int8_path is None
     assert not (tmp_path / "model.int8.onnx").exists()  # the older accepted file is gone too
     with pytest.raises(ValueError, match="tolerance"):
-        gated_int8(onnx_path, patch_set, "defect-free", tolerance=-0.1)
+        gated_int8(onnx_path, patch_set, "defect-free", gate, tolerance=-0.1)
+
+
+def test_the_precision_gate_decides_validation_captures_only_and_its_verdict_travels(mt_model, tmp_path):
+    """The gate's captures are training captures held out of fitting, never test captures; the
+    bf16 verdict (measured where the CPU has bf16, refused unmeasured where not) goes into the
+    model card, and ``auto`` runs OpenVINO bf16 only for an accepted verdict on a bf16 CPU."""
+    import shutil
+
+    from smh_ml.deploy import Engine
+    from smh_ml.deploy.runtime import read_card
+    from smh_ml.export.precision_gate import BF16, gated_bf16, judge, record_verdicts, validation_gate_captures
+    from smh_ml.hardware import has_native_bf16
+
+    _, onnx_path, patch_set, names = mt_model
+    gate = validation_gate_captures(patch_set, "defect-free", 0.25, 0)
+    splits = patch_set.captures.set_index("capture_id").loc[gate.captures["capture_id"], "split"]
+    assert len(gate.groups) > 0 and set(splits) == {"train"}
+    model = Path(shutil.copy(onnx_path, tmp_path / "model.onnx"))
+    verdict = gated_bf16(model, gate, names, tolerance=1.0)
+    if has_native_bf16():
+        assert verdict.accepted and verdict.accuracy is not None and verdict.captures == len(gate.groups)
+    else:
+        assert not verdict.accepted and verdict.accuracy is None and "no native bf16" in verdict.reason
+    refused = judge("int8", 0.9, 0.8, 0.005, gate)
+    assert not refused.accepted and "outside" in refused.reason
+    record_verdicts(model, [verdict, refused])
+    card = read_card(model)
+    assert card.accepts(BF16) is verdict.accepted and not card.accepts("int8")
+    assert card.fast_paths[BF16]["split"] == "validation"
+    assert Engine(model).backend == (BF16 if verdict.accepted else "onnxruntime")
+    assert Engine(model, backend="onnxruntime").backend == "onnxruntime"
+    assert Engine(onnx_path).backend == "onnxruntime"  # never judged: never bf16
+
+
+def test_auto_takes_bf16_only_for_an_accepted_verdict_on_a_bf16_cpu(monkeypatch):
+    from smh_ml.deploy import engine as engine_module
+    from smh_ml.deploy.card import ModelCard
+
+    accepted = ModelCard("baseline_cnn", ("defect-free", "pits"), Geometry(1, 1, 32),
+                         fast_paths={"openvino-bf16": {"accepted": True}})
+    refused = ModelCard("baseline_cnn", ("defect-free", "pits"), Geometry(1, 1, 32),
+                        fast_paths={"openvino-bf16": {"accepted": False}})
+    monkeypatch.setattr("smh_ml.hardware.has_native_bf16", lambda: True)
+    assert engine_module.choose_backend(accepted) == "openvino-bf16"
+    assert engine_module.choose_backend(refused) == "onnxruntime"
+    assert engine_module.choose_backend(accepted, "onnxruntime") == "onnxruntime"
+    monkeypatch.setattr("smh_ml.hardware.has_native_bf16", lambda: False)
+    assert engine_module.choose_backend(accepted) == "onnxruntime"
+    with pytest.raises(ValueError, match="backend 'tpu'"):
+        engine_module.choose_backend(accepted, "tpu")
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict]:

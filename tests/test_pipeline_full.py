@@ -83,6 +83,13 @@ def test_whole_graph_with_a_real_mlflow_server(sim_root, tmp_path, mlflow_server
     assert robustness["arch"].value == meta["best"].value and "blur" in robustness["accuracy"].value
     assert meta["int8_included"].value is int8["accepted"].value  # int8 ships only when it passed the gate
     assert int8["accepted"].value is (int8["drop"].value <= int8["tolerance"].value + 1e-12)
+    # both precision verdicts (validation captures) travel in the card of the model that is registered
+    from smh_ml.deploy.runtime import read_card
+
+    card = read_card(tmp_path / "artifacts" / "ci" / "classifier" / meta["best"].value / "model.onnx")
+    assert set(card.fast_paths) == {"int8", "openvino-bf16"}
+    assert card.fast_paths["int8"]["split"] == "validation" == card.fast_paths["openvino-bf16"]["split"]
+    assert card.accepts("openvino-bf16") is int8["bf16_accepted"].value
 
     from mlflow import MlflowClient
 

@@ -268,8 +268,10 @@ def onnx_model(context: dg.AssetExecutionContext, profile: ProfileResource, stor
 
 
 @dg.asset(deps=[onnx_model], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),
-          description="int8 static quantization of the best candidate's ONNX model, kept (model.int8.onnx) only "
-                      "when its held-out accuracy is within the profile's deploy.int8_tolerance of fp32.")
+          description="The precision gate: int8 static quantization of the best candidate's ONNX model (kept as "
+                      "model.int8.onnx) and OpenVINO bf16, each accepted only when its accuracy on the validation "
+                      "captures is within the profile's deploy.int8_tolerance of fp32; the verdicts go into the "
+                      "model card, so `--backend auto` runs only an accepted path.")
 def int8_model(context: dg.AssetExecutionContext, profile: ProfileResource,
                storage: StorageResource) -> dg.MaterializeResult:
     prof = profile.resolved(storage)
@@ -277,15 +279,21 @@ def int8_model(context: dg.AssetExecutionContext, profile: ProfileResource,
     store = storage.store(prof.name)
     report = quantize_stage(_candidate_dir(storage, prof.name, best), store.candidate_patch_set(best), prof.deploy,
                             prof.clean_class)
-    gate = report.int8
+    gate, bf16 = report.int8, report.bf16
     drop = gate["fp32_accuracy"] - gate["int8_accuracy"]
-    if not gate["accepted"]:
-        context.log.warning(f"int8 refused: held-out accuracy {gate['int8_accuracy']:.4f} vs fp32 "
-                            f"{gate['fp32_accuracy']:.4f} (tolerance {gate['tolerance']:g}); fp32 only")
+    context.log.info(f"int8 {'accepted' if gate['accepted'] else 'refused'}: {_int8_reason(gate)}")
+    context.log.info(f"bf16 {'accepted' if bf16['accepted'] else 'refused'}: {bf16['reason']}")
     return dg.MaterializeResult(metadata={
         "arch": best, "accepted": gate["accepted"], "fp32_accuracy": rounded(gate["fp32_accuracy"]),
         "int8_accuracy": rounded(gate["int8_accuracy"]), "drop": rounded(drop), "tolerance": gate["tolerance"],
-        "test_images": gate["test_images"], "path": gate["int8_path"] or "none (refused)"})
+        "validation_captures": gate["captures"], "path": gate["int8_path"] or "none (refused)",
+        "bf16_accepted": bf16["accepted"], "bf16_accuracy": rounded(bf16["accuracy"]) if bf16["accuracy"] is not None
+        else "not measured", "bf16_verdict": bf16["reason"]})
+
+
+def _int8_reason(gate: dict) -> str:
+    return (f"validation accuracy {gate['int8_accuracy']:.4f} vs fp32 {gate['fp32_accuracy']:.4f} on "
+            f"{gate['captures']} captures (tolerance {gate['tolerance']:g})")
 
 
 @dg.asset(deps=[onnx_model], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),

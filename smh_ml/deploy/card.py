@@ -59,6 +59,10 @@ class ModelCard:
     """The recipe from the data it was trained under (geometry, tiles, reasons), if ``auto``."""
     test_accuracy: float | None = None
     precision: str = "fp32"
+    fast_paths: dict[str, dict[str, Any]] | None = None
+    """The precision gate's verdicts (smh_ml.export.precision_gate): for each faster path
+    (``openvino-bf16``, ``int8``), whether it kept the fp32 decisions on the validation
+    captures; ``Engine(backend="auto")`` takes only an accepted one."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """Anything else recorded at export (the test set's id, the data version)."""
 
@@ -90,6 +94,8 @@ class ModelCard:
                   "unknown_threshold": self.unknown_threshold, "max_pixels": self.max_pixels,
                   "preprocessing": self.preprocessing(), "recipe": self.recipe,
                   "test_accuracy": self.test_accuracy, "precision": self.precision, **self.provenance}
+        if self.fast_paths is not None:
+            fields["fast_paths"] = self.fast_paths
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
 
     @classmethod
@@ -100,7 +106,8 @@ class ModelCard:
         if missing:
             raise ValueError(f"{source}: not an smh-ml classifier export (metadata lacks {sorted(missing)})")
         known = {"class_names", "clean_class", "geometry", "patch", "input", "arch", "profile", "threshold",
-                 "unknown_threshold", "max_pixels", "preprocessing", "recipe", "test_accuracy", "precision"}
+                 "unknown_threshold", "max_pixels", "preprocessing", "recipe", "test_accuracy", "precision",
+                 "fast_paths"}
         preprocessing = meta.get("preprocessing") or {}
         try:
             return cls(arch=str(meta.get("arch", "")), classes=tuple(meta["class_names"]),
@@ -110,9 +117,14 @@ class ModelCard:
                        unknown_threshold=meta.get("unknown_threshold"), max_pixels=meta.get("max_pixels"),
                        profile=str(meta.get("profile", "")), recipe=meta.get("recipe"),
                        test_accuracy=meta.get("test_accuracy"), precision=str(meta.get("precision", "fp32")),
+                       fast_paths=meta.get("fast_paths"),
                        provenance={k: v for k, v in meta.items() if k not in known})
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from exc
+
+    def accepts(self, path: str) -> bool:
+        """Whether the precision gate accepted ``path`` for this model (False when not judged)."""
+        return bool((self.fast_paths or {}).get(path, {}).get("accepted"))
 
     def tags(self) -> dict[str, str]:
         """Registry tags of a version holding this model: what a reviewer filters on."""

@@ -75,7 +75,7 @@ class Prediction:
 class Engine:
     def __init__(self, model_path: Path | str, threads: int | None = None, background_level: int | None = None,
                  threshold: float | None | str = "model", fast_decode: bool = False, unknown: bool = True,
-                 backend: str = "onnxruntime"):
+                 backend: str = "auto"):
         """``background_level``: None = the level the model was trained with (its metadata).
         ``threshold``: ``"model"`` = the threshold calibrated on the validation captures and
         stored in the model (arg-max when it has none), None = the paper's plain arg-max
@@ -83,10 +83,13 @@ class Engine:
         (1/2, 1/4, 1/8) when the frame is much larger than the patch grid; patches then differ
         slightly from a full decode, so it is off by default and training always decodes fully.
         ``unknown``: flag captures whose unknown score reaches the model's calibrated threshold.
-        ``backend``: ``onnxruntime`` (the default), or ``openvino`` / ``openvino-bf16`` (the
-        optional extra, :mod:`smh_ml.deploy.openvino_runtime`) for the same file."""
+        ``backend``: ``auto`` (the default: :func:`choose_backend`), ``onnxruntime``, or
+        ``openvino`` / ``openvino-bf16`` (the optional extra, :mod:`smh_ml.deploy.openvino_runtime`)
+        for the same file."""
         self.path = Path(model_path)
         self.fast_decode = fast_decode
+        self.decode_margin = 2.0
+        """With ``fast_decode``: how many times the patch grid a reduced frame must keep."""
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX model file")
         self.card = read_card(self.path)
@@ -103,7 +106,9 @@ class Engine:
         """From this unknown score a capture's verdict is ``unknown`` (None: never)."""
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"{self.path}: threshold {self.threshold!r} is not a probability in [0, 1]")
-        self.runtime = _runtime(self.path, threads or os.cpu_count(), backend)
+        self.backend = choose_backend(self.card, backend)
+        """What runs the network (``backend`` resolved: ``auto`` becomes one of the others)."""
+        self.runtime = _runtime(self.path, threads or os.cpu_count(), self.backend)
 
     def patches(self, image: np.ndarray) -> np.ndarray:
         """(H, W) uint8 capture -> (tiles, P, P) uint8: background cropped, resized, tiled."""
@@ -123,7 +128,7 @@ class Engine:
         read = None
         if self.fast_decode:
             try:
-                read = self._read_reduced(Path(path))
+                read = self._read_reduced(Path(path), self.decode_margin)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
                 read = None  # the full decode below reports the file's problem clearly
         if read is None:
@@ -228,7 +233,26 @@ class Engine:
         return Prediction(path, self.decide_probs(*self.scores(patches)), patches, note=note)
 
 
-BACKENDS = ("onnxruntime", "openvino", "openvino-bf16")
+BACKENDS = ("auto", "onnxruntime", "openvino", "openvino-bf16")
+"""``auto``: OpenVINO bf16 where the precision gate accepted it for this model, the CPU has
+native bf16 and the ``openvino`` extra is installed (1.3-1.8x onnxruntime fp32 in the same
+benchmark run, docs/DEPLOY.md); onnxruntime everywhere else."""
+
+
+def choose_backend(card, requested: str = "auto") -> str:
+    """The backend ``requested`` resolves to for a model with ``card`` on this machine."""
+    if requested != "auto":
+        if requested not in BACKENDS:
+            raise ValueError(f"backend {requested!r}: expected one of {', '.join(BACKENDS)}")
+        return requested
+    import importlib.util
+
+    from smh_ml.hardware import has_native_bf16
+
+    bf16 = "openvino-bf16"
+    if card.accepts(bf16) and has_native_bf16() and importlib.util.find_spec("openvino") is not None:
+        return bf16
+    return "onnxruntime"
 
 
 def _runtime(path: Path, threads: int, backend: str):

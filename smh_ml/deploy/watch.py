@@ -291,7 +291,7 @@ class Station:
             row[f"{key}_error"] = f"{target}: {exc}"
 
     def status(self) -> dict:
-        return self.stats.to_dict(self.version)
+        return self.stats.to_dict(self.version) | {"precision": self.engine.precision, "backend": self.engine.backend}
 
     def write_status(self) -> dict:
         status = self.status()

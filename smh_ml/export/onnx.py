@@ -10,6 +10,7 @@ check against torch fails loudly when the two disagree by more than the toleranc
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from smh_ml.deploy.card import ModelCard
-from smh_ml.deploy.runtime import DISTANCE, INPUT, OUTPUT, load_onnx, onnx_predict
+from smh_ml.deploy.runtime import DISTANCE, INPUT, OUTPUT, load_onnx, onnx_predict, read_card
 from smh_ml.io import atomic_write_bytes
 from smh_ml.models.feature_distance import FeatureDistance
 from smh_ml.training.loop import predict_proba
@@ -57,6 +58,14 @@ def write_card(proto: onnx.ModelProto, card: ModelCard) -> onnx.ModelProto:
     for key, value in card.to_metadata().items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     return proto
+
+
+def update_card(path: Path | str, **changes) -> Path:
+    """Rewrite the card of the ONNX file at ``path`` with ``changes`` (ModelCard fields),
+    atomically: a reader sees the old file or the new one, never a half-written one."""
+    card = dataclasses.replace(read_card(path), **changes)
+    proto = onnx.load(str(path))
+    return atomic_write_bytes(path, write_card(proto, card).SerializeToString())
 
 
 def export_onnx(model: nn.Module, path: Path | str, card: ModelCard, opset: int = 18) -> Path:

@@ -1,10 +1,10 @@
-"""int8 static quantization of the exported classifier, behind an accuracy gate.
+"""int8 static quantization of the exported classifier, behind the precision gate.
 
 onnxruntime's ``quantize_static`` (QDQ format, int8 weights, uint8 activations) is
 calibrated on real training patches, stratified by class so rare defect classes set
 activation ranges too. The int8 model is an alternative artifact: it is
-written only when its Algorithm 1 accuracy on the held-out test captures is within
-``tolerance`` of the fp32 model's, measured here on the same captures; otherwise it is
+written only when its Algorithm 1 accuracy on the VALIDATION captures is within ``tolerance``
+of the fp32 model's on the same captures (smh_ml.export.precision_gate); otherwise it is
 refused and any older int8 file next to it is removed, so a stale one cannot be picked up.
 Softmax stays in float so decision probabilities are not quantized to 1/256.
 """
@@ -21,6 +21,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from smh_ml.deploy.runtime import INPUT, load_onnx, onnx_predict, read_card
+from smh_ml.export.precision_gate import GateCaptures, accuracy, judge
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training.loop import class_names, evaluate_images, test_patches
 
@@ -38,7 +39,9 @@ class GateReport:
     fp32_accuracy: float
     int8_accuracy: float
     tolerance: float
-    test_images: int
+    captures: int
+    """How many captures the gate decided (``split``: validation, never the test captures)."""
+    split: str
     calibration_patches: int
     int8_path: str | None
 
@@ -131,22 +134,23 @@ def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.n
 
 def onnx_accuracy(path: Path | str, patch_set, clean_class: str, threads: int | None = None) -> tuple[float, int]:
     """Algorithm 1 accuracy of an ONNX model on the held-out test captures, and their count,
-    with the decision rule the model ships with (its calibrated threshold, when it has one)."""
+    with the decision rule the model ships with (its calibrated threshold, when it has one).
+    For reports only: the gate decides on validation captures."""
     sess = load_onnx(path, threads)
     threshold = read_card(path).threshold
     captures, groups = test_patches(patch_set)
     if not groups:
-        raise ValueError("the patch set has no held-out test captures to gate int8 on")
+        raise ValueError("the patch set has no held-out test captures to score")
     names = class_names(set(patch_set.captures["label"]), clean_class)
     metrics = evaluate_images(lambda arrays: onnx_predict(sess, arrays), captures, groups, names,
                               threshold=threshold)
     return float(metrics["accuracy"]), len(groups)
 
 
-def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, tolerance: float = 0.005,
+def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, gate: GateCaptures, tolerance: float = 0.005,
                calibration_count: int = 512, per_channel: bool = False, out_path: Path | str | None = None,
                seed: int = 0, calibration: np.ndarray | None = None, islands: bool = True) -> GateReport:
-    """Quantize, test fp32 and int8 on the same held-out captures, keep int8 only within tolerance.
+    """Quantize, decide ``gate``'s captures with fp32 and int8, keep int8 only within tolerance.
 
     ``out_path`` defaults to ``model.int8.onnx`` beside the fp32 file. On refusal that file
     does not exist afterwards. ``calibration`` (uint8 patches) replaces the stratified
@@ -158,14 +162,14 @@ def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, tolerance: fl
     out_path = Path(out_path) if out_path else fp32_path.with_name(fp32_path.stem + ".int8.onnx")
     if calibration is None:
         calibration = calibration_patches(patch_set, calibration_count, seed)
-    fp32_acc, n = onnx_accuracy(fp32_path, patch_set, clean_class)
+    names = class_names(set(patch_set.captures["label"]), clean_class)
+    fp32_acc = accuracy(load_onnx(fp32_path), fp32_path, gate, names)
     with tempfile.TemporaryDirectory() as tmp:
         candidate = quantize_int8(fp32_path, Path(tmp) / "int8.onnx", calibration, per_channel, islands)
-        int8_acc, _ = onnx_accuracy(candidate, patch_set, clean_class)
-        accepted = fp32_acc - int8_acc <= tolerance + 1e-12
-        if accepted:
+        verdict = judge("int8", fp32_acc, accuracy(load_onnx(candidate), candidate, gate, names), tolerance, gate)
+        if verdict.accepted:
             atomic_write_bytes(out_path, candidate.read_bytes())
         else:
             out_path.unlink(missing_ok=True)
-    return GateReport(accepted, fp32_acc, int8_acc, tolerance, n, len(calibration),
-                      str(out_path) if accepted else None)
+    return GateReport(verdict.accepted, fp32_acc, float(verdict.accuracy), tolerance, verdict.captures, gate.split,
+                      len(calibration), str(out_path) if verdict.accepted else None)

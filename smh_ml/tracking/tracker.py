@@ -245,7 +245,9 @@ class Tracker:
         engine as the line would (a class the version does not know counts as a miss)."""
         from smh_ml.deploy import Engine
 
-        engine = Engine(resolve_model(f"models:/{self.model_name}/{version}", self.uri, cache=cache))
+        # fp32 on onnxruntime: both versions are judged with the same arithmetic, whatever this CPU has
+        engine = Engine(resolve_model(f"models:/{self.model_name}/{version}", self.uri, cache=cache),
+                        backend="onnxruntime")
         predictions = list(engine.decide_paths(paths))
         hits = sum(p.decision is not None and p.decision.label == label for p, label in zip(predictions, labels))
         return hits / max(len(predictions), 1)

@@ -95,6 +95,8 @@ class ClassifierReport:
     onnx: dict[str, Any] | None = None
     """file, parity_max_abs_diff, parity_tolerance, parity_patches."""
     int8: dict[str, Any] | None = None
+    bf16: dict[str, Any] | None = None
+    """The precision gate's verdict on OpenVINO bf16 (validation captures)."""
     robustness: list[dict[str, Any]] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall seconds per stage (cv, fit, unknown, test, export, quantize, robustness)."""
@@ -413,16 +415,25 @@ def export_stage(folder: Path | str, patch_set, parity_tol: float = 1e-4,
 
 
 def quantize_stage(folder: Path | str, patch_set, deploy: DeployConfig, clean_class: str) -> ClassifierReport:
-    """int8 static quantization of ``model.onnx``, kept as ``model.int8.onnx`` only within
-    ``deploy.int8_tolerance`` of fp32's held-out accuracy (smh_ml.export.quantization)."""
+    """The precision gate on the validation captures the model's own training drew: int8 static
+    quantization of ``model.onnx``, kept as ``model.int8.onnx`` only within
+    ``deploy.int8_tolerance`` of fp32 (smh_ml.export.quantization), and OpenVINO bf16 judged the
+    same way; both verdicts go into the model card (``fast_paths``)."""
+    from smh_ml.export.precision_gate import gated_bf16, judge, record_verdicts, validation_gate_captures
     from smh_ml.export.quantization import gated_int8
 
     folder = Path(folder)
     report = ClassifierReport.load(folder)
     start = time.perf_counter()
-    gate = gated_int8(folder / ONNX, patch_set, clean_class, deploy.int8_tolerance, deploy.calibration_patches,
-                      deploy.per_channel, islands=deploy.fp32_islands)
+    gate_captures = validation_gate_captures(patch_set, clean_class, float(report.train.get("val_fraction", 0.0)),
+                                             int(report.train.get("seed", 0)))
+    gate = gated_int8(folder / ONNX, patch_set, clean_class, gate_captures, deploy.int8_tolerance,
+                      deploy.calibration_patches, deploy.per_channel, islands=deploy.fp32_islands)
     report.int8 = dataclasses.asdict(gate) | {"file": INT8 if gate.accepted else None}
+    int8 = judge("int8", gate.fp32_accuracy, gate.int8_accuracy, deploy.int8_tolerance, gate_captures)
+    bf16 = gated_bf16(folder / ONNX, gate_captures, report.classes, deploy.int8_tolerance, gate.fp32_accuracy)
+    report.bf16 = bf16.to_dict()
+    record_verdicts(folder / ONNX, [int8, bf16])
     report.seconds["quantize"] = time.perf_counter() - start
     report.save(folder)
     return report
@@ -504,9 +515,9 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
                    robustness: bool = True, parity_tol: float = 1e-4,
                    severities: dict[str, tuple[float, ...]] = SEVERITIES,
                    train_dir: Path | str | None = None, archs: list[str] | None = None,
-                   overrides: dict[str, Any] | None = None) -> ClassifierReport:
-    """fit, test, export (and robustness) of the profile's candidates; the best on the
-    validation captures ships in ``out``.
+                   overrides: dict[str, Any] | None = None, precision_gate: bool = True) -> ClassifierReport:
+    """fit, test, export (the precision gate, and robustness) of the profile's candidates; the
+    best on the validation captures ships in ``out``.
 
     The candidates (:func:`candidates_of`: ``archs``, default the profile's, and on a close
     call the other geometry's) are trained on the same training captures, within
@@ -545,6 +556,8 @@ def run_classifier(patch_dir: Path | str, out: Path | str, profile: Profile, cv:
         test_stage(folders[key], c.patch_set, tests[c.patch_folder])
     chosen = kept[best]
     report = export_stage(folders[best], chosen.patch_set, parity_tol, tests[chosen.patch_folder])
+    if precision_gate:
+        report = quantize_stage(folders[best], chosen.patch_set, profile.deploy, profile.clean_class)
     if robustness:
         report = robustness_stage(folders[best], chosen.patch_set, severities, tests[chosen.patch_folder],
                                   seed=cfgs[best].seed)
