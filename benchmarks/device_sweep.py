@@ -94,7 +94,8 @@ def main() -> None:
         start = time.perf_counter()
         patches = patch_folder(captures, args.out, profile)
         patch_s = time.perf_counter() - start
-        report = run_classifier(patches, args.out / f"run-{name}", profile, cv=False, robustness=False)
+        report = run_classifier(patches, args.out / f"run-{name}", profile, cv=False, robustness=False,
+                                precision_gate=False)
         test = report.test
         vals = [h.get("val_accuracy") for h in report.final_history if h.get("val_accuracy") is not None]
         row = {"name": name, "profile": profile.name, "arch": profile.train.arch,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,16 +27,19 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-def predict(paths: list[str], model: str, argmax: bool) -> tuple[list[dict], float]:
-    """Run the CLI once on every path; its JSON decisions and the wall time."""
+def predict(paths: list[str], model: str, argmax: bool, backend: str) -> tuple[list[dict], float, str]:
+    """Run the CLI once on every path; its JSON decisions, the wall time and what it said it ran
+    on (precision and backend)."""
     cli = Path(sys.executable).with_name("smh-ml")
-    command = [str(cli), "predict", *paths, "--model", model, "--json", *(["--argmax"] if argmax else [])]
+    command = [str(cli), "predict", *paths, "--model", model, "--json", "--backend", backend,
+               *(["--argmax"] if argmax else [])]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode not in (0, 1) or not done.stdout.strip():
         raise SystemExit(f"smh-ml predict failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout), seconds
+    ran = re.search(r"images/s, (\S+ on \S+),", done.stderr)
+    return json.loads(done.stdout), seconds, ran.group(1) if ran else "?"
 
 
 def score(captures: pd.DataFrame, rows: list[dict], clean: str) -> dict:
@@ -67,14 +71,15 @@ def main() -> int:
     parser.add_argument("model", help="an 'smh-ml train' folder, an .onnx file or a models:/ URI")
     parser.add_argument("--argmax", action="store_true", help="the paper's plain Algorithm 1")
     parser.add_argument("--clean-class", default="defect-free")
+    parser.add_argument("--backend", default="auto", help="smh-ml predict's --backend (default: its own, auto)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     captures = pd.read_csv(args.patch_dir / "captures.csv")
     captures = captures[captures["split"] == "test"].reset_index(drop=True)
-    rows, seconds = predict([str(p) for p in captures["path"]], args.model, args.argmax)
+    rows, seconds, ran = predict([str(p) for p in captures["path"]], args.model, args.argmax, args.backend)
     figures = score(captures, rows, args.clean_class)
     figures |= {"model": args.model, "rule": "argmax" if args.argmax else "model threshold",
-                "predict_seconds": round(seconds, 1)}
+                "predict_seconds": round(seconds, 1), "ran": ran}
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from smh_ml.hardware import describe
 
@@ -82,7 +87,7 @@ def main() -> int:
     print(f"{figures['captures']} held-out captures through smh-ml predict ({figures['rule']}): "
           f"accuracy {figures['accuracy']:.4f} (majority baseline {figures['majority_baseline']:.4f}), "
           f"defect recall {figures['defect_recall']:.4f}, false alarms {figures['false_alarm_rate']:.4f}, "
-          f"{figures['errors']} unreadable; {seconds:.1f} s on {figures['hardware']['cpu']}")
+          f"{figures['errors']} unreadable; {seconds:.1f} s, {ran}, on {figures['hardware']['cpu']}")
     for label, m in figures["per_class"].items():
         print(f"  {label:12s} n={m['n']:4d} recall {m['recall']:.3f}")
     for miss in figures["misses"]:

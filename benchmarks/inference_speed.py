@@ -247,7 +247,7 @@ def accuracies(models: dict, patch_dir: Path, clean_class: str, openvino: tuple[
     out = {"model": models["model_dir"], "test_images": len(groups), "torch-fp32": float(torch_acc),
            **{name: onnx_accuracy(models[key], patch_set, clean_class)[0]
               for name, key in (("ort-fp32", "fp32"), *INT8.items())}}
-    for variant in [v for v in openvino if not v.endswith("-overlap")]:
+    for variant in [v for v in openvino if not v.endswith(("-overlap", "-draft"))]:  # draft: --decode-check
         from smh_ml.deploy import Engine
 
         engine = Engine(models[model_key(variant)], backend=backend_of(variant))

@@ -53,16 +53,21 @@ def executor() -> dg.ExecutorDefinition:
 
     Steps start from a fork server (``SMH_START_METHOD``, default ``forkserver``) that has
     imported this code location once: a spawned step imports Dagster, torch, MLflow and Great
-    Expectations afresh, about 8 s on 2 cores, and the whole graph has some twenty steps. Each
-    step is still its own process (a crash or a kill ends only that step); ``spawn`` is
-    Dagster's default, for a library that does not survive a fork."""
+    Expectations afresh, 5-8 s on 2 cores, and the whole graph has 18 steps. Each step is still
+    its own process (a crash or a kill ends only that step); ``spawn`` is Dagster's default, for
+    a library that does not survive a fork. The server lives as long as the process that
+    launched it and keeps the environment (SMH_* roots, profile) it had when it started: a
+    process that runs jobs under a changed environment needs ``spawn``."""
     kind = os.environ.get("SMH_EXECUTOR", "multiprocess")
     if kind == "multiprocess":
         method = os.environ.get("SMH_START_METHOD", "forkserver")
         if method not in START_METHODS:
             raise ValueError(f"SMH_START_METHOD={method!r}: expected one of {', '.join(START_METHODS)}")
-        options = {"preload_modules": ["pipelines.definitions"]} if method == "forkserver" else {}
-        return dg.multiprocess_executor.configured({"start_method": {method: options}}, name="multiprocess")
+        start = {method: {"preload_modules": ["pipelines.definitions"]} if method == "forkserver" else {}}
+        base = dg.multiprocess_executor
+        # run config (max_concurrent, retries, a start method of its own) still applies
+        return base.configured(lambda config: {**config, "start_method": config.get("start_method") or start},
+                               name="multiprocess", config_schema=base.config_schema.config_type)
     if kind != "celery":
         raise ValueError(f"SMH_EXECUTOR={kind!r}: expected multiprocess or celery")
     from dagster_celery import celery_executor  # the [scale] extra

@@ -521,10 +521,10 @@ def predict(inputs: list[Path] = typer.Argument(..., help="Capture images or fol
         if converted:
             err.print(f"note: {converted} capture(s) converted to 8-bit grey before deciding (the 'note' of "
                       "each in --json)", highlight=False)
-        rule_text = "arg-max rule" if engine.threshold is None else f"threshold {engine.threshold:.4g}"
-        err.print(f"{len(rows) - failed} image(s) decided ({rule_text}) in {seconds:.2f} s "
-                  f"({(len(rows) - failed) / max(seconds, 1e-9):.1f} images/s, {engine.precision} on {engine.backend}, "
-                  f"{engine.path})")
+    rule_text = "arg-max rule" if engine.threshold is None else f"threshold {engine.threshold:.4g}"
+    err.print(f"{len(rows) - failed} image(s) decided ({rule_text}) in {seconds:.2f} s "
+              f"({(len(rows) - failed) / max(seconds, 1e-9):.1f} images/s, {engine.precision} on {engine.backend}, "
+              f"{engine.path})", highlight=False, soft_wrap=True)
     if engine.recipe is not None:
         recipe = engine.recipe
         err.print(f"recipe {recipe['geometry']}: {recipe['tiles']} tile(s) of {recipe['patch']} px "
@@ -616,39 +616,51 @@ def watch(folder: Path = typer.Argument(..., help="Folder the camera writes capt
 @app.command()
 def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output folder (holds model.onnx) or "
                                                         "an .onnx file."),
-             patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches': real patches to "
-                                                        "calibrate on and the held-out test captures."),
+             patch_dir: Path = typer.Argument(..., help="Output folder of 'smh-ml patches': real training "
+                                                        "patches to calibrate on and the validation captures."),
              profile: str = typer.Option("auto", help=PROFILE_HELP),
              tolerance: float | None = typer.Option(
                  None, help="Largest accuracy drop allowed (fraction); default: the profile's "
                             "deploy.int8_tolerance.")) -> None:
-    """int8 static quantization, kept (model.int8.onnx) only within the accuracy tolerance of fp32
-    on the validation captures (the model folder's own split; the profile's for a bare file)."""
+    """The precision gate: int8 static quantization, kept (model.int8.onnx) only within the accuracy
+    tolerance of fp32 on the validation captures (the model folder's own split; the profile's for
+    a bare file), and OpenVINO bf16 judged the same way (always at the profile's tolerance); both
+    verdicts go into the model card, and into the folder's report.json."""
+    import dataclasses
+
     from smh_ml.data.datasets import load_patch_set
-    from smh_ml.export.precision_gate import validation_gate_captures
+    from smh_ml.deploy.runtime import read_card
+    from smh_ml.export.precision_gate import gated_bf16, record_verdicts, validation_gate_captures
     from smh_ml.export.quantization import gated_int8
+    from smh_ml.workflows.classifier import REPORT, quantize_stage
 
     prof = _folder_profile(profile, None, patch_dir)
     onnx_path = model_dir / "model.onnx" if model_dir.is_dir() else model_dir
     if not onnx_path.is_file():
         _fail(f"{onnx_path}: no such ONNX model")
-    report_path = onnx_path.with_name("report.json")
-    trained = json.loads(report_path.read_text()).get("train", {}) if report_path.is_file() else {}
+    if tolerance is not None and not tolerance >= 0:
+        _fail(f"--tolerance {tolerance}: must be >= 0 (a fraction of accuracy)")
     patch_set = load_patch_set(patch_dir)
     cfg = prof.deploy
     try:
-        gate = validation_gate_captures(patch_set, prof.clean_class,
-                                        float(trained.get("val_fraction", prof.train.val_fraction)),
-                                        int(trained.get("seed", prof.train.seed)))
+        if (onnx_path.parent / REPORT).is_file():  # a trained folder: its own split, its report updated
+            folder_report = quantize_stage(onnx_path.parent, patch_set, cfg, prof.clean_class, tolerance)
+            report, bf16 = folder_report.int8, folder_report.bf16
+        else:
+            gate = validation_gate_captures(patch_set, prof.clean_class, prof.train.val_fraction, prof.train.seed)
+            gate = gate and dataclasses.replace(gate, split="validation (the profile's split)")
+            result = gated_int8(onnx_path, patch_set, prof.clean_class, gate,
+                                cfg.int8_tolerance if tolerance is None else tolerance,
+                                cfg.calibration_patches, cfg.per_channel, islands=cfg.fp32_islands)
+            bf16 = gated_bf16(onnx_path, gate, list(read_card(onnx_path).classes), cfg.int8_tolerance).to_dict()
+            record_verdicts(onnx_path, [result.verdict, bf16])
+            report = dataclasses.asdict(result)
     except ValueError as exc:
         _fail(f"{patch_dir}: {exc}")
-    report = gated_int8(onnx_path, patch_set, prof.clean_class, gate,
-                        cfg.int8_tolerance if tolerance is None else tolerance,
-                        cfg.calibration_patches, cfg.per_channel, islands=cfg.fp32_islands)
-    console.print(json.dumps(report.to_dict(), indent=1))
-    if not report.accepted:
-        err.print(f"int8 refused: accuracy {report.int8_accuracy:.4f} vs fp32 {report.fp32_accuracy:.4f} "
-                  f"(drop {report.drop:.4f} > tolerance {report.tolerance:g}); keep using fp32")
+    console.print(json.dumps(report | {"bf16": bf16}, indent=1))
+    err.print(f"bf16 {'accepted' if bf16['accepted'] else 'refused'}: {bf16['reason']}", highlight=False)
+    if not report["accepted"]:
+        err.print(f"int8 refused: {report['verdict']['reason']}; keep using fp32", highlight=False)
         raise typer.Exit(2)
 
 

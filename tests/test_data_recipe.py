@@ -225,6 +225,16 @@ def test_auto_travels_from_patches_to_the_model_and_predict(tmp_path):
     assert (out / "candidates" / "inception_cnn" / "report.json").is_file()
     assert report["budget"]["budget_minutes"] == 2 and report["fit"]["steps"] <= 6
     assert onnx_metadata(out / "model.onnx")["recipe"]["geometry"] == "whole"
+    # the precision gate ran on the validation captures and its verdicts are in the shipped card
+    assert report["int8"]["split"] == "validation" and report["int8"]["captures"] > 0
+    assert set(onnx_metadata(out / "model.onnx")["fast_paths"]) == {"int8", "openvino-bf16"}
+    (out / "model.int8.onnx").unlink(missing_ok=True)
+    result = runner.invoke(app, ["quantize", str(out), str(patches), "--tolerance", "1.0"])
+    assert result.exit_code == 0, result.output
+    assert (out / "model.int8.onnx").is_file() and "bf16" in result.output
+    assert onnx_metadata(out / "model.onnx")["fast_paths"]["int8"]["accepted"] is True
+    assert "fast_paths" not in onnx_metadata(out / "model.int8.onnx")  # the fp32 file's verdicts are not its own
+    assert json.loads((out / "report.json").read_text())["int8"]["accepted"] is True  # the report follows
     result = runner.invoke(app, ["predict", str(root / "dent"), "--model", str(out), "--json"])
     assert result.exit_code == 0, result.output
     assert "recipe whole" in result.output

@@ -21,7 +21,7 @@ result = CliRunner().invoke(app, ["predict", sys.argv[1], "--model", sys.argv[2]
 assert result.exit_code == 0, result.output
 heavy = sorted(m for m in ("torch", "torchvision", "sklearn", "dagster", "smh_ml.training.loop", "smh_ml.export.onnx")
                if m in sys.modules)
-print(json.dumps({"decisions": json.loads(result.output), "heavy": heavy}))
+print(json.dumps({"decisions": json.loads(result.stdout), "heavy": heavy}))
 """
 
 

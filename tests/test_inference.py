@@ -143,6 +143,7 @@ def test_the_precision_gate_decides_validation_captures_only_and_its_verdict_tra
     """The gate's captures are training captures held out of fitting, never test captures; the
     bf16 verdict (measured where the CPU has bf16, refused unmeasured where not) goes into the
     model card, and ``auto`` runs OpenVINO bf16 only for an accepted verdict on a bf16 CPU."""
+    import importlib.util
     import shutil
 
     from smh_ml.deploy import Engine
@@ -156,13 +157,15 @@ def test_the_precision_gate_decides_validation_captures_only_and_its_verdict_tra
     assert len(gate.groups) > 0 and set(splits) == {"train"}
     model = Path(shutil.copy(onnx_path, tmp_path / "model.onnx"))
     verdict = gated_bf16(model, gate, names, tolerance=1.0)
-    if has_native_bf16():
+    if has_native_bf16() and importlib.util.find_spec("openvino") is not None:
         assert verdict.accepted and verdict.accuracy is not None and verdict.captures == len(gate.groups)
+        assert 0 <= verdict.same_decisions <= verdict.captures and verdict.hardware["bf16"]
     else:
-        assert not verdict.accepted and verdict.accuracy is None and "no native bf16" in verdict.reason
-    refused = judge("int8", 0.9, 0.8, 0.005, gate)
-    assert not refused.accepted and "outside" in refused.reason
-    record_verdicts(model, [verdict, refused])
+        assert not verdict.accepted and verdict.accuracy is None and "not measured" in verdict.reason
+    refused = judge("int8", (0.9, ["a", "b"]), (0.8, ["a", "c"]), 0.005, gate)
+    assert not refused.accepted and "outside" in refused.reason and refused.same_decisions == 1
+    assert "no validation captures" in gated_bf16(model, None, names, tolerance=1.0).reason
+    record_verdicts(model, [verdict.to_dict(), refused.to_dict()])
     card = read_card(model)
     assert card.accepts(BF16) is verdict.accepted and not card.accepts("int8")
     assert card.fast_paths[BF16]["split"] == "validation"
@@ -172,6 +175,8 @@ def test_the_precision_gate_decides_validation_captures_only_and_its_verdict_tra
 
 
 def test_auto_takes_bf16_only_for_an_accepted_verdict_on_a_bf16_cpu(monkeypatch):
+    import dataclasses
+
     from smh_ml.deploy import engine as engine_module
     from smh_ml.deploy.card import ModelCard
 
@@ -180,7 +185,10 @@ def test_auto_takes_bf16_only_for_an_accepted_verdict_on_a_bf16_cpu(monkeypatch)
     refused = ModelCard("baseline_cnn", ("defect-free", "pits"), Geometry(1, 1, 32),
                         fast_paths={"openvino-bf16": {"accepted": False}})
     monkeypatch.setattr("smh_ml.hardware.has_native_bf16", lambda: True)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object() if name == "openvino" else None)
     assert engine_module.choose_backend(accepted) == "openvino-bf16"
+    # an int8 file carrying an fp32 verdict still runs where its own gate ran: onnxruntime
+    assert engine_module.choose_backend(dataclasses.replace(accepted, precision="int8")) == "onnxruntime"
     assert engine_module.choose_backend(refused) == "onnxruntime"
     assert engine_module.choose_backend(accepted, "onnxruntime") == "onnxruntime"
     monkeypatch.setattr("smh_ml.hardware.has_native_bf16", lambda: False)

@@ -132,11 +132,15 @@ def test_steps_fork_from_a_server_with_the_code_location_loaded(monkeypatch):
     default, and a start method it does not know is refused by name."""
     from pipelines.definitions import executor
 
-    def start_method(definition: dg.ExecutorDefinition) -> dict:
-        return definition.config_schema.resolve_config({}).value["config"]["start_method"]
+    def start_method(definition: dg.ExecutorDefinition, run_config: dict | None = None) -> dict:
+        return definition.config_schema.resolve_config(run_config or {}).value["config"]["start_method"]
 
     monkeypatch.delenv("SMH_START_METHOD", raising=False)
     assert start_method(executor()) == {"forkserver": {"preload_modules": ["pipelines.definitions"]}}
+    # a run's own executor config still applies
+    assert start_method(executor(), {"config": {"start_method": {"spawn": {}}}}) == {"spawn": {}}
+    resolved = executor().config_schema.resolve_config({"config": {"max_concurrent": 1}}).value["config"]
+    assert resolved["max_concurrent"] == 1 and "forkserver" in resolved["start_method"]
     monkeypatch.setenv("SMH_START_METHOD", "spawn")
     assert start_method(executor()) == {"spawn": {}}
     monkeypatch.setenv("SMH_START_METHOD", "fork")

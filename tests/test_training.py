@@ -104,7 +104,8 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
     assert saved["onnx"]["parity_max_abs_diff"] <= 1e-4 and saved["onnx"]["file"] == "model.onnx"
     assert report.classes[0] == "defect-free"
     assert ClassifierReport.load(tmp_path / "model") == report  # one typed report, round-tripped through JSON
-    assert set(report.seconds) == {"cv", "fit", "unknown", "test", "export", "robustness"}
+    assert set(report.seconds) == {"cv", "fit", "unknown", "test", "export", "quantize", "robustness"}
+    assert report.int8["split"] == "validation" and report.bf16["split"] == "validation"
     # model selection and the threshold come from validation captures, never the test captures
     threshold = saved["decision"]["threshold"]
     assert 0 < threshold <= 1 and saved["decision"]["validation_captures"] > 0
@@ -129,6 +130,25 @@ def test_run_classifier_end_to_end(sim_root, tmp_path):
         export_stage(refit, patch_set, parity_tol=-1.0)
     assert not list(refit.glob("*onnx*")) and ClassifierReport.load(refit).onnx == report.onnx
     assert Engine(tmp_path / "model" / "model.onnx", threshold=None).threshold is None
+
+    # the pipeline runs the int8 and robustness stages side by side on one report: each writes
+    # its section re-reading the report under a lock, so neither loses the other's (each loading
+    # at its start and saving at its end lost the int8 section of a real run)
+    import multiprocessing
+
+    saved = ClassifierReport.load(tmp_path / "model")
+    saved.int8, saved.bf16, saved.robustness = None, None, None
+    saved.save(tmp_path / "model")
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_stage, args=(kind, str(tmp_path / "model"), str(tmp_path / "patches")))
+               for kind in ("int8", "robustness")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=600)
+    assert [w.exitcode for w in workers] == [0, 0]
+    both = ClassifierReport.load(tmp_path / "model")
+    assert both.int8 is not None and both.bf16 is not None and len(both.robustness) == 3
 
 
 def test_recalibrated_batchnorm_holds_the_final_weights_statistics():
@@ -189,3 +209,17 @@ def test_a_capture_set_without_clean_captures_learns_its_clean_class_from_outsid
     assert not refused.success
     assert [v.file for v in refused.violations if v.rule == NO_CLEAN_RULE] == [
         str(unmasked).removesuffix(".mask.png") + ".jpg"]
+
+
+
+def _stage(kind: str, folder: str, patches: str) -> None:
+    """One of the two stages the pipeline runs side by side, in its own process."""
+    from smh_ml.config.presets import get_profile
+    from smh_ml.data.datasets import load_patch_set
+    from smh_ml.workflows.classifier import quantize_stage, robustness_stage
+
+    patch_set = load_patch_set(patches)
+    if kind == "int8":
+        quantize_stage(folder, patch_set, get_profile("ci").deploy, "defect-free", int8_tolerance=1.0)
+    else:
+        robustness_stage(folder, patch_set, {"blur": (1.0,), "noise": (5.0,)})

@@ -281,19 +281,16 @@ def int8_model(context: dg.AssetExecutionContext, profile: ProfileResource,
                             prof.clean_class)
     gate, bf16 = report.int8, report.bf16
     drop = gate["fp32_accuracy"] - gate["int8_accuracy"]
-    context.log.info(f"int8 {'accepted' if gate['accepted'] else 'refused'}: {_int8_reason(gate)}")
-    context.log.info(f"bf16 {'accepted' if bf16['accepted'] else 'refused'}: {bf16['reason']}")
+    for name, verdict in (("int8", gate["verdict"]), ("bf16", bf16)):
+        log = context.log.info if verdict["accepted"] else context.log.warning
+        log(f"{name} {'accepted' if verdict['accepted'] else 'refused'}: {verdict['reason']}")
     return dg.MaterializeResult(metadata={
         "arch": best, "accepted": gate["accepted"], "fp32_accuracy": rounded(gate["fp32_accuracy"]),
         "int8_accuracy": rounded(gate["int8_accuracy"]), "drop": rounded(drop), "tolerance": gate["tolerance"],
         "validation_captures": gate["captures"], "path": gate["int8_path"] or "none (refused)",
-        "bf16_accepted": bf16["accepted"], "bf16_accuracy": rounded(bf16["accuracy"]) if bf16["accuracy"] is not None
-        else "not measured", "bf16_verdict": bf16["reason"]})
-
-
-def _int8_reason(gate: dict) -> str:
-    return (f"validation accuracy {gate['int8_accuracy']:.4f} vs fp32 {gate['fp32_accuracy']:.4f} on "
-            f"{gate['captures']} captures (tolerance {gate['tolerance']:g})")
+        "int8_verdict": gate["verdict"]["reason"], "bf16_accepted": bf16["accepted"],
+        "bf16_accuracy": rounded(bf16["accuracy"]) if bf16["accuracy"] is not None else "not measured",
+        "bf16_verdict": bf16["reason"]})
 
 
 @dg.asset(deps=[onnx_model], group_name="classifier", automation_condition=dg.AutomationCondition.eager(),

@@ -61,8 +61,8 @@ class ModelCard:
     precision: str = "fp32"
     fast_paths: dict[str, dict[str, Any]] | None = None
     """The precision gate's verdicts (smh_ml.export.precision_gate): for each faster path
-    (``openvino-bf16``, ``int8``), whether it kept the fp32 decisions on the validation
-    captures; ``Engine(backend="auto")`` takes only an accepted one."""
+    (``openvino-bf16``, ``int8``), whether it kept fp32's accuracy on the validation captures;
+    ``Engine(backend="auto")`` takes only an accepted one."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """Anything else recorded at export (the test set's id, the data version)."""
 

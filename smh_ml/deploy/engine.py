@@ -250,7 +250,9 @@ def choose_backend(card, requested: str = "auto") -> str:
     from smh_ml.hardware import has_native_bf16
 
     bf16 = "openvino-bf16"
-    if card.accepts(bf16) and has_native_bf16() and importlib.util.find_spec("openvino") is not None:
+    # an int8 file is its own path: a verdict on the fp32 file says nothing about it
+    if (card.precision == "fp32" and card.accepts(bf16) and has_native_bf16()
+            and importlib.util.find_spec("openvino") is not None):
         return bf16
     return "onnxruntime"
 

@@ -3,9 +3,10 @@
 The same ``model.onnx`` the pipeline exports, compiled by OpenVINO's CPU plugin instead of
 onnxruntime. :class:`OpenVinoSession` answers the two calls of an onnxruntime session that
 :mod:`smh_ml.deploy.runtime` makes (``run`` and ``get_outputs``), so the engine, its decision
-rule and the unknown score stay one path whatever runs the network. onnxruntime stays the
-default: OpenVINO is used only when asked for (``Engine(..., backend="openvino")``), and
-docs/DEPLOY.md has the measured comparison on one machine.
+rule and the unknown score stay one path whatever runs the network. The engine's default,
+``backend="auto"`` (smh_ml.deploy.engine.choose_backend), runs ``bf16`` here only for a model
+whose precision gate accepted it on its validation captures, on a CPU with native bf16; else
+onnxruntime. docs/DEPLOY.md has the measured comparison.
 
 ``precision``: ``f32`` keeps the fp32 arithmetic the parity checks were made with; ``bf16``
 lets the CPU plugin run in bfloat16 where the processor has it (AVX-512 bf16, AMX), which is

@@ -21,7 +21,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from smh_ml.deploy.runtime import INPUT, load_onnx, onnx_predict, read_card
-from smh_ml.export.precision_gate import GateCaptures, accuracy, judge
+from smh_ml.export.precision_gate import GateCaptures, decisions, judge, not_measured
 from smh_ml.io import atomic_write_bytes
 from smh_ml.training.loop import class_names, evaluate_images, test_patches
 
@@ -44,6 +44,8 @@ class GateReport:
     split: str
     calibration_patches: int
     int8_path: str | None
+    verdict: dict | None = None
+    """The precision gate's verdict (smh_ml.export.precision_gate.Verdict.to_dict)."""
 
     @property
     def drop(self) -> float:
@@ -71,10 +73,12 @@ class _Patches(CalibrationDataReader):
         self.position = 0
 
 
-def calibration_patches(patch_set, count: int, seed: int = 0) -> np.ndarray:
-    """Up to ``count`` usable TRAIN patches, the same share for every class (rare ones whole)."""
+def calibration_patches(patch_set, count: int, seed: int = 0, exclude: set[str] | None = None) -> np.ndarray:
+    """Up to ``count`` usable TRAIN patches, the same share for every class (rare ones whole),
+    none from the captures in ``exclude`` (the gate's, which judge the result)."""
     index = patch_set.index
-    train = index[(index["split"] == "train") & index["usable"].astype(bool)]
+    train = index[(index["split"] == "train") & index["usable"].astype(bool)
+                  & ~index["capture_id"].astype(str).isin(exclude or set())]
     labels = sorted(train["label"].unique())
     if not labels:
         raise ValueError("no usable training patches to calibrate int8 on")
@@ -107,6 +111,13 @@ def fp32_islands(model: onnx.ModelProto) -> list[str]:
     return [node.name for i, node in enumerate(nodes) if not conv_after[i] and node.op_type != "Conv"]
 
 
+def calibration_batch(patch: int) -> int:
+    """Patches a calibration run takes: 32 of 64 px, fewer of larger ones. The calibration graph
+    reads every activation, so they are all alive at once: at 32 patches of 256 px (four flip
+    replicas of EfficientNet-Lite0) it took 19.6 GB, beyond a 24-GB machine's comfort."""
+    return max(1, min(32, 32 * 64 * 64 // (patch * patch)))
+
+
 def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.ndarray,
                   per_channel: bool = False, islands: bool = False) -> Path:
     """Static int8 quantization of ``fp32_path`` to ``out_path`` (atomic), metadata kept; with
@@ -117,16 +128,18 @@ def quantize_int8(fp32_path: Path | str, out_path: Path | str, calibration: np.n
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         keep = fp32_islands(onnx.load(str(prepared))) if islands else []
-        quantize_static(str(prepared), str(quantized), _Patches(calibration), quant_format=QuantFormat.QDQ,
+        quantize_static(str(prepared), str(quantized), _Patches(calibration, calibration_batch(calibration.shape[-1])),
+                        quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=keep,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         model = onnx.load(str(quantized))
-    # the fp32 file's card verbatim (no decode and re-encode of its values), precision replaced
+    # the fp32 file's card verbatim (no decode and re-encode of its values), precision replaced;
+    # the fp32 file's precision verdicts are not this file's
     source = onnx.load(str(fp32_path))
     del model.metadata_props[:]
     for prop in source.metadata_props:
-        if prop.key != "precision":
+        if prop.key not in ("precision", "fast_paths"):
             model.metadata_props.append(onnx.StringStringEntryProto(key=prop.key, value=prop.value))
     model.metadata_props.append(onnx.StringStringEntryProto(key="precision", value="int8"))
     return atomic_write_bytes(out_path, model.SerializeToString())
@@ -147,29 +160,36 @@ def onnx_accuracy(path: Path | str, patch_set, clean_class: str, threads: int | 
     return float(metrics["accuracy"]), len(groups)
 
 
-def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, gate: GateCaptures, tolerance: float = 0.005,
-               calibration_count: int = 512, per_channel: bool = False, out_path: Path | str | None = None,
-               seed: int = 0, calibration: np.ndarray | None = None, islands: bool = True) -> GateReport:
+def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, gate: GateCaptures | None,
+               tolerance: float = 0.005, calibration_count: int = 512, per_channel: bool = False,
+               out_path: Path | str | None = None, seed: int = 0, calibration: np.ndarray | None = None,
+               islands: bool = True) -> GateReport:
     """Quantize, decide ``gate``'s captures with fp32 and int8, keep int8 only within tolerance.
 
     ``out_path`` defaults to ``model.int8.onnx`` beside the fp32 file. On refusal that file
     does not exist afterwards. ``calibration`` (uint8 patches) replaces the stratified
-    sample of the patch set's training patches.
+    sample of the patch set's training patches outside the gate's captures. Without a gate
+    (no validation captures) nothing is quantized and int8 is refused unmeasured.
     """
     if not tolerance >= 0:
         raise ValueError(f"int8 tolerance must be >= 0, got {tolerance}")
     fp32_path = Path(fp32_path)
     out_path = Path(out_path) if out_path else fp32_path.with_name(fp32_path.stem + ".int8.onnx")
+    if gate is None:
+        out_path.unlink(missing_ok=True)
+        verdict = not_measured("int8", "no validation captures (val_fraction 0): not measured", tolerance, gate)
+        return GateReport(False, float("nan"), float("nan"), tolerance, 0, "none", 0, None, verdict.to_dict())
     if calibration is None:
-        calibration = calibration_patches(patch_set, calibration_count, seed)
+        calibration = calibration_patches(patch_set, calibration_count, seed,
+                                          exclude=set(gate.captures["capture_id"].astype(str)))
     names = class_names(set(patch_set.captures["label"]), clean_class)
-    fp32_acc = accuracy(load_onnx(fp32_path), fp32_path, gate, names)
+    fp32 = decisions(load_onnx(fp32_path), fp32_path, gate, names)
     with tempfile.TemporaryDirectory() as tmp:
         candidate = quantize_int8(fp32_path, Path(tmp) / "int8.onnx", calibration, per_channel, islands)
-        verdict = judge("int8", fp32_acc, accuracy(load_onnx(candidate), candidate, gate, names), tolerance, gate)
+        verdict = judge("int8", fp32, decisions(load_onnx(candidate), candidate, gate, names), tolerance, gate)
         if verdict.accepted:
             atomic_write_bytes(out_path, candidate.read_bytes())
         else:
             out_path.unlink(missing_ok=True)
-    return GateReport(verdict.accepted, fp32_acc, float(verdict.accuracy), tolerance, verdict.captures, gate.split,
-                      len(calibration), str(out_path) if verdict.accepted else None)
+    return GateReport(verdict.accepted, fp32[0], float(verdict.accuracy), tolerance, verdict.captures, gate.split,
+                      len(calibration), str(out_path) if verdict.accepted else None, verdict.to_dict())

@@ -132,6 +132,25 @@ class ClassifierReport:
         return atomic_write_text(Path(folder) / REPORT, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
+    def update(cls, folder: Path | str, seconds: dict[str, float] | None = None, **sections: Any) -> ClassifierReport:
+        """Set ``sections`` (and add ``seconds``) on the report in ``folder`` under an exclusive
+        lock, re-read inside it: the int8 and robustness stages run side by side in the
+        pipeline, and a plain load-change-save of each would drop the other's section."""
+        import fcntl
+
+        with open(Path(folder) / ".report.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                report = cls.load(folder)
+                for name, value in sections.items():
+                    setattr(report, name, value)
+                report.seconds |= seconds or {}
+                report.save(folder)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return report
+
+    @classmethod
     def load(cls, folder: Path | str) -> ClassifierReport:
         path = Path(folder) / REPORT
         if not path.is_file():
@@ -414,12 +433,15 @@ def export_stage(folder: Path | str, patch_set, parity_tol: float = 1e-4,
     return report
 
 
-def quantize_stage(folder: Path | str, patch_set, deploy: DeployConfig, clean_class: str) -> ClassifierReport:
+def quantize_stage(folder: Path | str, patch_set, deploy: DeployConfig, clean_class: str,
+                   int8_tolerance: float | None = None) -> ClassifierReport:
     """The precision gate on the validation captures the model's own training drew: int8 static
     quantization of ``model.onnx``, kept as ``model.int8.onnx`` only within
-    ``deploy.int8_tolerance`` of fp32 (smh_ml.export.quantization), and OpenVINO bf16 judged the
-    same way; both verdicts go into the model card (``fast_paths``)."""
-    from smh_ml.export.precision_gate import gated_bf16, judge, record_verdicts, validation_gate_captures
+    ``deploy.int8_tolerance`` (or ``int8_tolerance``) of fp32 (smh_ml.export.quantization), and
+    OpenVINO bf16 judged the same way within ``deploy.int8_tolerance``; both verdicts go into the
+    model card (``fast_paths``) and the report. Without validation captures both are refused
+    unmeasured."""
+    from smh_ml.export.precision_gate import gated_bf16, record_verdicts, validation_gate_captures
     from smh_ml.export.quantization import gated_int8
 
     folder = Path(folder)
@@ -427,16 +449,13 @@ def quantize_stage(folder: Path | str, patch_set, deploy: DeployConfig, clean_cl
     start = time.perf_counter()
     gate_captures = validation_gate_captures(patch_set, clean_class, float(report.train.get("val_fraction", 0.0)),
                                              int(report.train.get("seed", 0)))
-    gate = gated_int8(folder / ONNX, patch_set, clean_class, gate_captures, deploy.int8_tolerance,
+    tolerance = deploy.int8_tolerance if int8_tolerance is None else int8_tolerance
+    gate = gated_int8(folder / ONNX, patch_set, clean_class, gate_captures, tolerance,
                       deploy.calibration_patches, deploy.per_channel, islands=deploy.fp32_islands)
-    report.int8 = dataclasses.asdict(gate) | {"file": INT8 if gate.accepted else None}
-    int8 = judge("int8", gate.fp32_accuracy, gate.int8_accuracy, deploy.int8_tolerance, gate_captures)
-    bf16 = gated_bf16(folder / ONNX, gate_captures, report.classes, deploy.int8_tolerance, gate.fp32_accuracy)
-    report.bf16 = bf16.to_dict()
-    record_verdicts(folder / ONNX, [int8, bf16])
-    report.seconds["quantize"] = time.perf_counter() - start
-    report.save(folder)
-    return report
+    bf16 = gated_bf16(folder / ONNX, gate_captures, report.classes, deploy.int8_tolerance)
+    record_verdicts(folder / ONNX, [gate.verdict, bf16.to_dict()])
+    return ClassifierReport.update(folder, {"quantize": time.perf_counter() - start}, bf16=bf16.to_dict(),
+                                   int8=dataclasses.asdict(gate) | {"file": INT8 if gate.accepted else None})
 
 
 def robustness_stage(folder: Path | str, patch_set, severities: dict[str, tuple[float, ...]] = SEVERITIES,
@@ -457,10 +476,8 @@ def robustness_stage(folder: Path | str, patch_set, severities: dict[str, tuple[
     table = robustness_table(accuracy, severities, seed=seed)
     atomic_write_text(folder / "robustness.csv", table.to_csv(index=False))
     plot_robustness(table, folder / "robustness.png", f"{report.arch} robustness")
-    report.robustness = table.to_dict(orient="records")
-    report.seconds["robustness"] = time.perf_counter() - start
-    report.save(folder)
-    return report
+    return ClassifierReport.update(folder, {"robustness": time.perf_counter() - start},
+                                   robustness=table.to_dict(orient="records"))
 
 
 def select_candidate(reports: dict[str, ClassifierReport]) -> dict:

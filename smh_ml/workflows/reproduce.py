@@ -275,7 +275,8 @@ class Reproduction:
                   train_set: training_set_id(train_dir or self.patch_dir, train_set)}
         ran = run_step(folder, inputs,
                         lambda: run_classifier(self.patch_dir, folder, dataclasses.replace(self.profile, train=train),
-                                               cv=cv, robustness=robustness, train_dir=train_dir),
+                                               cv=cv, robustness=robustness, train_dir=train_dir,
+                                               precision_gate=False),
                         rerun_if=lambda r: (cv and not r.get("cv")) or (robustness and not r.get("robustness")))
         report, seconds = ran.result, ran.seconds
         self._record(step, {"arch": arch, "train_set": train_set, "cv": cv, "seed": seed, "steps": train.steps,
