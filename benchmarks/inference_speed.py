@@ -12,6 +12,7 @@ shared), on the same capture files:
   ort-int8-pc          int8 with per-channel weight scales
   ort-int8-islands     per-channel int8 with the head, the feature distance and everything
                        after the trunk kept in fp32 (smh_ml.export.quantization.fp32_islands)
+  ort-int8-gated       the model folder's own model.int8.onnx, the file its precision gate accepted
   ort-fp32-draft       fp32, JPEGs decoded at a reduced DCT scale where the patch grid allows
   ort-fp32-draft-overlap  ... with the overlap
   ov-fp32              the same fp32 ONNX file on OpenVINO's CPU plugin, fp32 arithmetic
@@ -56,7 +57,8 @@ VARIANTS = ("torch-fp32", "ort-fp32", "ort-fp32-overlap", "ort-int8", "ort-int8-
             "ort-int8-islands", "ort-int8-islands-overlap", "ort-fp32-draft", "ort-fp32-draft-overlap")
 OPENVINO = ("ov-fp32", "ov-bf16", "ov-bf16-overlap", "ov-bf16-draft", "ov-bf16-draft-overlap", "ov-int8-islands")
 """Variants on OpenVINO (asked for with --variants, or all of them with --openvino)."""
-INT8 = {"ort-int8": "int8", "ort-int8-pc": "int8_pc", "ort-int8-islands": "int8_islands"}
+INT8 = {"ort-int8": "int8", "ort-int8-pc": "int8_pc", "ort-int8-islands": "int8_islands",
+        "ort-int8-gated": "int8_gated"}
 """int8 variant (without "-overlap") -> its model file's key."""
 
 
@@ -153,9 +155,11 @@ def make_models(folder: Path, model_dir: Path | None, calibration: np.ndarray | 
     int8 = quantize_int8(fp32, folder / "model.int8.onnx", calibration)
     int8_pc = quantize_int8(fp32, folder / "model.int8pc.onnx", calibration, per_channel=True)
     islands = quantize_int8(fp32, folder / "model.int8islands.onnx", calibration, per_channel=True, islands=True)
+    gated = model_dir / "model.int8.onnx" if model_dir is not None else None
+    gated = str(shutil.copy(gated, folder / "model.int8gated.onnx")) if gated and gated.is_file() else None
     return {"weights": weights, "arch": arch, "model_dir": str(model_dir) if model_dir else None,
             "geometry": geometry, "fp32": str(fp32), "int8": str(int8), "int8_pc": str(int8_pc),
-            "int8_islands": str(islands),
+            "int8_islands": str(islands), "int8_gated": gated,
             "parameters": count_parameters(model), "calibration_patches": int(len(calibration))}
 
 
@@ -246,7 +250,7 @@ def accuracies(models: dict, patch_dir: Path, clean_class: str, openvino: tuple[
     torch_acc = evaluate_images(model, captures, groups, names, threshold=threshold)["accuracy"]
     out = {"model": models["model_dir"], "test_images": len(groups), "torch-fp32": float(torch_acc),
            **{name: onnx_accuracy(models[key], patch_set, clean_class)[0]
-              for name, key in (("ort-fp32", "fp32"), *INT8.items())}}
+              for name, key in (("ort-fp32", "fp32"), *INT8.items()) if models.get(key)}}
     for variant in [v for v in openvino if not v.endswith(("-overlap", "-draft"))]:  # draft: --decode-check
         from smh_ml.deploy import Engine
 
@@ -331,6 +335,9 @@ def main() -> None:
                                     "draft_margin": args.draft_margin}))
         results = []
         variants = args.variants.split(",") + (list(OPENVINO) if args.openvino else [])
+        if any(v.startswith("ort-int8-gated") for v in variants) and not models["int8_gated"]:
+            raise SystemExit(f"ort-int8-gated: {args.model_dir} holds no model.int8.onnx (the precision gate "
+                             "refused int8, or never ran)")
         for variant in variants:
             out = subprocess.run([sys.executable, __file__, "--worker", variant, "--spec", str(spec),
                                   "--threads", str(args.threads)], capture_output=True, text=True, check=False)

@@ -164,6 +164,9 @@ def test_the_precision_gate_decides_validation_captures_only_and_its_verdict_tra
         assert not verdict.accepted and verdict.accuracy is None and "not measured" in verdict.reason
     refused = judge("int8", (0.9, ["a", "b"]), (0.8, ["a", "c"]), 0.005, gate)
     assert not refused.accepted and "outside" in refused.reason and refused.same_decisions == 1
+    # a changed decision that happens to correct one is still a change: refused
+    assert not judge("int8", (0.5, ["a", "b"]), (1.0, ["a", "c"]), 0.005, gate).accepted
+    assert judge("int8", (0.5, ["a", "b"]), (1.0, ["a", "c"]), 0.5, gate).accepted
     assert "no validation captures" in gated_bf16(model, None, names, tolerance=1.0).reason
     record_verdicts(model, [verdict.to_dict(), refused.to_dict()])
     card = read_card(model)
