@@ -174,6 +174,7 @@ def test_the_precision_gate_decides_validation_captures_only_and_its_verdict_tra
     assert card.fast_paths[BF16]["split"] == "validation"
     assert Engine(model).backend == (BF16 if verdict.accepted else "onnxruntime")
     assert Engine(model, backend="onnxruntime").backend == "onnxruntime"
+    assert Engine(model, threshold=None).backend == "onnxruntime"  # a rule the gate did not judge: fp32
     assert Engine(onnx_path).backend == "onnxruntime"  # never judged: never bf16
 
 

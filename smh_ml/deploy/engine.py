@@ -106,7 +106,9 @@ class Engine:
         """From this unknown score a capture's verdict is ``unknown`` (None: never)."""
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"{self.path}: threshold {self.threshold!r} is not a probability in [0, 1]")
-        self.backend = choose_backend(self.card, backend)
+        # the gate judged bf16 under the model's own rule: another rule runs the arithmetic it was set on
+        own_rule = threshold == "model"
+        self.backend = choose_backend(self.card, "onnxruntime" if backend == "auto" and not own_rule else backend)
         """What runs the network (``backend`` resolved: ``auto`` becomes one of the others)."""
         self.runtime = _runtime(self.path, threads or os.cpu_count(), self.backend)
 
