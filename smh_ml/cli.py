@@ -629,9 +629,8 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
     import dataclasses
 
     from smh_ml.data.datasets import load_patch_set
-    from smh_ml.deploy.runtime import read_card
-    from smh_ml.export.precision_gate import gated_bf16, record_verdicts, validation_gate_captures
-    from smh_ml.export.quantization import gated_int8
+    from smh_ml.export.precision_gate import validation_gate_captures
+    from smh_ml.export.quantization import gate_fast_paths
     from smh_ml.workflows.classifier import REPORT, quantize_stage
 
     prof = _folder_profile(profile, None, patch_dir)
@@ -649,12 +648,8 @@ def quantize(model_dir: Path = typer.Argument(..., help="'smh-ml train' output f
         else:
             gate = validation_gate_captures(patch_set, prof.clean_class, prof.train.val_fraction, prof.train.seed)
             gate = gate and dataclasses.replace(gate, split="validation (the profile's split)")
-            result = gated_int8(onnx_path, patch_set, prof.clean_class, gate,
-                                cfg.int8_tolerance if tolerance is None else tolerance,
-                                cfg.calibration_patches, cfg.per_channel, islands=cfg.fp32_islands)
-            bf16 = gated_bf16(onnx_path, gate, list(read_card(onnx_path).classes), cfg.int8_tolerance).to_dict()
-            record_verdicts(onnx_path, [result.verdict, bf16])
-            report = dataclasses.asdict(result)
+            result, verdict = gate_fast_paths(onnx_path, patch_set, prof.clean_class, gate, cfg, tolerance)
+            report, bf16 = dataclasses.asdict(result), verdict.to_dict()
     except ValueError as exc:
         _fail(f"{patch_dir}: {exc}")
     console.print(json.dumps(report | {"bf16": bf16}, indent=1))

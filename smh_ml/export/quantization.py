@@ -20,10 +20,18 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from smh_ml.deploy.runtime import INPUT, load_onnx, onnx_predict, read_card
-from smh_ml.export.precision_gate import GateCaptures, decisions, judge, not_measured
+from smh_ml.deploy.runtime import INPUT, load_onnx
+from smh_ml.export.precision_gate import (
+    GateCaptures,
+    Verdict,
+    decisions,
+    gated_bf16,
+    judge,
+    not_measured,
+    record_verdicts,
+)
 from smh_ml.io import atomic_write_bytes
-from smh_ml.training.loop import class_names, evaluate_images, test_patches
+from smh_ml.training.loop import class_names, test_patches
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm", "Add", "Mul", "Relu", "MaxPool", "AveragePool",
                  "GlobalAveragePool", "Concat", "Flatten", "Reshape"]
@@ -149,15 +157,11 @@ def onnx_accuracy(path: Path | str, patch_set, clean_class: str, threads: int | 
     """Algorithm 1 accuracy of an ONNX model on the held-out test captures, and their count,
     with the decision rule the model ships with (its calibrated threshold, when it has one).
     For reports only: the gate decides on validation captures."""
-    sess = load_onnx(path, threads)
-    threshold = read_card(path).threshold
     captures, groups = test_patches(patch_set)
     if not groups:
         raise ValueError("the patch set has no held-out test captures to score")
     names = class_names(set(patch_set.captures["label"]), clean_class)
-    metrics = evaluate_images(lambda arrays: onnx_predict(sess, arrays), captures, groups, names,
-                              threshold=threshold)
-    return float(metrics["accuracy"]), len(groups)
+    return decisions(load_onnx(path, threads), path, GateCaptures(captures, groups, "test"), names)[0], len(groups)
 
 
 def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, gate: GateCaptures | None,
@@ -193,3 +197,17 @@ def gated_int8(fp32_path: Path | str, patch_set, clean_class: str, gate: GateCap
             out_path.unlink(missing_ok=True)
     return GateReport(verdict.accepted, fp32[0], float(verdict.accuracy), tolerance, verdict.captures, gate.split,
                       len(calibration), str(out_path) if verdict.accepted else None, verdict.to_dict())
+
+
+def gate_fast_paths(fp32_path: Path | str, patch_set, clean_class: str, gate: GateCaptures | None, deploy,
+                    int8_tolerance: float | None = None) -> tuple[GateReport, Verdict]:
+    """The precision gate whole: int8 (within ``int8_tolerance``, default the profile's
+    ``deploy.int8_tolerance``) and OpenVINO bf16 (always the profile's) on ``gate``'s captures,
+    both verdicts written into the model card of ``fp32_path``."""
+    tolerance = deploy.int8_tolerance if int8_tolerance is None else int8_tolerance
+    int8 = gated_int8(fp32_path, patch_set, clean_class, gate, tolerance, deploy.calibration_patches,
+                      deploy.per_channel, islands=deploy.fp32_islands)
+    bf16 = gated_bf16(fp32_path, gate, class_names(set(patch_set.captures["label"]), clean_class),
+                      deploy.int8_tolerance)
+    record_verdicts(fp32_path, [int8.verdict, bf16.to_dict()])
+    return int8, bf16

@@ -441,19 +441,15 @@ def quantize_stage(folder: Path | str, patch_set, deploy: DeployConfig, clean_cl
     OpenVINO bf16 judged the same way within ``deploy.int8_tolerance``; both verdicts go into the
     model card (``fast_paths``) and the report. Without validation captures both are refused
     unmeasured."""
-    from smh_ml.export.precision_gate import gated_bf16, record_verdicts, validation_gate_captures
-    from smh_ml.export.quantization import gated_int8
+    from smh_ml.export.precision_gate import validation_gate_captures
+    from smh_ml.export.quantization import gate_fast_paths
 
     folder = Path(folder)
     report = ClassifierReport.load(folder)
     start = time.perf_counter()
     gate_captures = validation_gate_captures(patch_set, clean_class, float(report.train.get("val_fraction", 0.0)),
                                              int(report.train.get("seed", 0)))
-    tolerance = deploy.int8_tolerance if int8_tolerance is None else int8_tolerance
-    gate = gated_int8(folder / ONNX, patch_set, clean_class, gate_captures, tolerance,
-                      deploy.calibration_patches, deploy.per_channel, islands=deploy.fp32_islands)
-    bf16 = gated_bf16(folder / ONNX, gate_captures, report.classes, deploy.int8_tolerance)
-    record_verdicts(folder / ONNX, [gate.verdict, bf16.to_dict()])
+    gate, bf16 = gate_fast_paths(folder / ONNX, patch_set, clean_class, gate_captures, deploy, int8_tolerance)
     return ClassifierReport.update(folder, {"quantize": time.perf_counter() - start}, bf16=bf16.to_dict(),
                                    int8=dataclasses.asdict(gate) | {"file": INT8 if gate.accepted else None})
 
